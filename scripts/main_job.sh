@@ -37,6 +37,6 @@ SOLVER
 cd "$run_dir"
 "$caffe_bin" train -solver solver.prototxt > train.log 2>&1 || { tail -n 20 train.log; exit 1; }
 "$caffe_bin" time -model net.prototxt -iterations 5 > time.log 2>&1 || { tail -n 20 time.log; exit 1; }
-grep -E "Iteration [0-9]+, loss" train.log | sed 's/.*\] //'
+grep -E "Iteration [0-9]+.*, loss = " train.log | sed 's/.*\] //'
 grep -E "Average Forward-Backward" time.log | sed 's/.*\] //'
 echo "smoke run ok: $run_dir"

@@ -21,28 +21,57 @@ if [ -z "$filter" ] && grep -q "CPU_ONLY:BOOL=ON" "$root/$BUILD_DIR/CMakeCache.t
   filter='-*GPU*'
 fi
 
+export GLOG_minloglevel=${GLOG_minloglevel:-2}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 failed=()
+
 echo "== C++ tests (upstream + HRENet layers) =="
 # Caffe's tests read their data relative to the source tree.
 if ! (cd "$src" && "$testbin" --gtest_shuffle ${filter:+--gtest_filter="$filter"} 2>&1 \
-      | grep -vE '^\[ +(RUN|OK) +\]'); then
+      | tee "$logs/gtest" | grep -vE '^(\[ +(RUN|OK) +\]|\[-+\]|\s*$)'); then
   failed+=(gtest)
 fi
 
 echo "== upstream pycaffe tests =="
-if ! (cd "$src/python" && "$py" -m unittest discover -s caffe/test -t . 2>&1 | tail -n 4); then
+if ! (cd "$src/python" && "$py" -m unittest discover -s caffe/test > "$logs/pycaffe" 2>&1); then
   failed+=(pycaffe)
 fi
+grep -E '^(Ran |OK|FAILED|ERROR:|FAIL:)' "$logs/pycaffe" || true
 
 echo "== pytest =="
 set +e
-"$py" -m pytest -q -p no:cacheprovider python/tests "$@"
-rc=$?
+"$py" -m pytest -q -p no:cacheprovider python/tests "$@" 2>&1 | tee "$logs/pytest"
+rc=${PIPESTATUS[0]}
 set -e
 [ $rc -eq 0 ] || failed+=(pytest)
 
+# One closing line over the three suites.
+"$py" - "$logs" <<'PY'
+import re, sys, os
+d = sys.argv[1]
+def read(n):
+    try:
+        return open(os.path.join(d, n), errors="replace").read()
+    except OSError:
+        return ""
+g, u, p = read("gtest"), read("pycaffe"), read("pytest")
+passed = failed = skipped = 0
+m = re.search(r"\[  PASSED  \] (\d+) test", g); passed += int(m.group(1)) if m else 0
+m = re.search(r"\[  FAILED  \] (\d+) test", g); failed += int(m.group(1)) if m else 0
+m = re.search(r"^Ran (\d+) test", u, re.M)
+if m:
+    bad = sum(int(x) for x in re.findall(r"(?:failures|errors)=(\d+)", u))
+    sk = sum(int(x) for x in re.findall(r"skipped=(\d+)", u))
+    passed += int(m.group(1)) - bad - sk; failed += bad; skipped += sk
+for n, what in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", p.splitlines()[-1] if p.strip() else ""):
+    if what == "passed": passed += int(n)
+    elif what == "skipped": skipped += int(n)
+    else: failed += int(n)
+print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+PY
+
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "FAILED: ${failed[*]}"
+  echo "FAILED suites: ${failed[*]}"
   exit 1
 fi
-echo "all test suites passed"

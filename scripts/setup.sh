@@ -66,7 +66,7 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] || [ ${#cmake_extra[@]} -gt 0 ]; then
   log "configuring $BUILD_DIR"
   cmake -S . -B "$BUILD_DIR" -G Ninja -DPYTHON_EXECUTABLE="$venv_py" "${cmake_extra[@]}" >/dev/null
 fi
-log "building Caffe (first build: ~20 min on 2 cores; then seconds)"
+log "building Caffe (first build: ~10 min on 2 cores with a cold compiler cache; then seconds)"
 build_log="$BUILD_DIR/build.log"
 if ! cmake --build "$BUILD_DIR" ${JOBS:+-j "$JOBS"} > "$build_log" 2>&1; then
   tail -n 40 "$build_log" >&2
