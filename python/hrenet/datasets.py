@@ -26,6 +26,7 @@ Formats (``root`` is the directory the dataset unpacks to):
 import functools
 import io
 import os
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -322,7 +323,9 @@ def coco_label(coco, image_id, annotations_path="annotations"):
         if voc is None:
             continue
         try:
-            mask = coco.annToMask(ann).astype(bool)
+            with warnings.catch_warnings():  # pycocotools vs numpy 2 copy=
+                warnings.simplefilter("ignore", DeprecationWarning)
+                mask = coco.annToMask(ann).astype(bool)
         except Exception as e:
             raise DataError(annotations_path, f"annotation {ann.get('id')} "
                             f"of image {image_id} cannot be decoded "

@@ -145,6 +145,7 @@ def build_dataset(samples, out, num_classes, class_names=None, fmt="",
     and not ``overwrite``.
     """
     import lmdb
+    caffe_pb2()  # import before the clock starts; fails early if missing
     out = os.path.abspath(out)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to "

@@ -49,17 +49,17 @@ class Progress:
         now = self.clock() if now is None else now
         elapsed = now - self.start
         rate = self.rate
-        if rate is None:
-            rate = self.count / elapsed if elapsed > 0 else 0.0
+        if rate is None and elapsed >= self.interval:
+            rate = self.count / elapsed
         parts = [self.label] if self.label else []
         if self.total:
             pct = 100.0 * self.count / self.total
             parts.append(f"{self.count}/{self.total} ({pct:5.1f}%)")
         else:
             parts.append(str(self.count))
-        parts.append(f"{rate:.1f} it/s")
+        parts.append("-- it/s" if rate is None else f"{rate:.1f} it/s")
         parts.append(f"elapsed {format_seconds(elapsed)}")
-        if self.total and rate > 0:
+        if self.total and rate:
             eta = (self.total - self.count) / rate
             parts.append(f"ETA {format_seconds(eta)}")
         return "  ".join(parts)
@@ -71,7 +71,10 @@ class Progress:
             self.stream.flush()
 
     def close(self):
-        self._draw(self.clock())
+        now = self.clock()
+        if now > self.start:
+            self.rate = self.count / (now - self.start)  # overall average
+        self._draw(now)
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
