@@ -424,8 +424,7 @@ def validate_label(label, num_classes, label_path, image_shape=None,
         shown = ", ".join(str(v) for v in values[:5])
         raise DataError(label_path, f"label value {shown} outside "
                         f"[0, {num_classes}) and not {IGNORE_LABEL} "
-                        f"({int(bad.sum())} pixels); is num_classes="
-                        f"{num_classes} right?")
+                        f"({int(bad.sum())} pixels; {num_classes} classes)")
     return label.astype(np.uint8)
 
 

@@ -170,7 +170,7 @@ def test_label_value_out_of_range(tmp_path):
         ds.load_pair(ds.folder_samples(str(tmp_path))[0], 5)
     assert e.value.path == str(path)
     assert e.value.problem.startswith(
-        "label value 7 outside [0, 5) and not 255 (1 pixels)")
+        "label value 7 outside [0, 5) and not 255 (1 pixels; 5 classes)")
     # the same label is valid for 8 classes
     ds.load_pair(ds.folder_samples(str(tmp_path))[0], 8)
 
@@ -279,3 +279,22 @@ def test_committed_class_files_and_mapping():
         mapping = json.load(f)
     assert {int(k): v["voc_index"] for k, v in
             mapping["coco_to_voc"].items()} == ds.COCO_TO_VOC
+
+
+def test_make_folds_cli(tmp_path, capsys):
+    import importlib.util
+    import os
+    fixtures.make_stanford_bg(tmp_path / "iccv09Data",
+                              [f"{i:07d}" for i in range(11)], size=(4, 5))
+    path = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
+                        "tools", "make_folds.py")
+    spec = importlib.util.spec_from_file_location("make_folds", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "folds"
+    assert tool.main(tool.parse_args(["--root", str(tmp_path / "iccv09Data"),
+                                      "--out", str(out)])) == 0
+    vals = [ds.read_list(str(out / f"fold{i}_val.txt")) for i in range(5)]
+    assert sorted(sum(vals, [])) == [f"{i:07d}" for i in range(11)]
+    assert [len(v) for v in vals] == [3, 2, 2, 2, 2]
+    assert "11 images in 5 folds" in capsys.readouterr().out

