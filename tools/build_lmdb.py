@@ -10,11 +10,13 @@ writes OUT.tmp-<pid> and renames it when complete. A bad pair stops the build
 with a message naming the file; --skip-bad skips and lists bad pairs instead.
 
 Examples:
-  build_lmdb.py --format voc --root VOCdevkit/VOC2012 --split val --out lmdb/voc_val
+  build_lmdb.py --format voc --root VOCdevkit/VOC2012 --split val \\
+      --out lmdb/voc_val
   build_lmdb.py --format sbd --root benchmark_RELEASE --split aug \\
       --voc-root VOCdevkit/VOC2012 --shuffle --out lmdb/voc_aug
   build_lmdb.py --format stanford-bg --root iccv09Data \\
-      --list data/stanford_bg/folds/fold0_train.txt --shuffle --out lmdb/sbg_f0_train
+      --list data/stanford_bg/folds/fold0_train.txt --shuffle \\
+      --out lmdb/sbg_f0_train
   build_lmdb.py --format coco --root train2014 \\
       --annotations annotations/instances_train2014.json --out lmdb/coco_train
 """

@@ -13,7 +13,8 @@ Formats (``root`` is the directory the dataset unpacks to):
                  per line; negative = unknown -> 255). 8 classes.
 ``voc``          ``VOCdevkit/VOC2012/``: ``JPEGImages/<name>.jpg``,
                  palette-indexed ``SegmentationClass/<name>.png`` (255 = void),
-                 ``ImageSets/Segmentation/{train,val,trainval}.txt``. 21 classes.
+                 ``ImageSets/Segmentation/{train,val,trainval}.txt``;
+                 21 classes.
 ``sbd``          ``benchmark_RELEASE/dataset/``: ``img/<name>.jpg``,
                  ``cls/<name>.mat`` (``GTcls.Segmentation``), ``train.txt``,
                  ``val.txt``. Split ``aug`` is the paper's augmented training
@@ -63,7 +64,7 @@ load_label:  callable() -> H x W uint8 class-index array (255 = ignore)
 
 
 class DataError(ValueError):
-    """A bad input file: ``path`` names it and ``problem`` says what is wrong."""
+    """A bad input file: ``path`` names it, ``problem`` says what is wrong."""
 
     def __init__(self, path, problem):
         self.path = str(path)
@@ -291,7 +292,7 @@ def sbd_samples(root, split="train", names=None, voc_root=None):
 
 
 def folder_samples(root, names=None):
-    """Generic folder: ``images/<name>.<jpg|jpeg|png>`` + ``labels/<name>.png``."""
+    """Generic folder: ``images/<name>.<jpg|png>``, ``labels/<name>.png``."""
     image_dir = os.path.join(root, "images")
     if names is None:
         names = _names_in(image_dir, IMAGE_EXTENSIONS)
@@ -344,7 +345,7 @@ def coco_samples(image_dir, annotations):
     """COCO images of an instances JSON (pycocotools), sorted by image id.
 
     Keeping only images with more than :data:`COCO_MIN_VOC_PIXELS` VOC-class
-    pixels is the builder's job (``min_foreground``), since it needs the labels.
+    pixels is the builder's job (``min_foreground``): it needs the labels.
     """
     from pycocotools.coco import COCO
     if not os.path.isfile(annotations):

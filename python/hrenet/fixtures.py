@@ -145,9 +145,9 @@ def make_coco(root, size=(40, 48)):
     columns 2-27), a dog as uncompressed RLE (rows 15-34, columns 20-43)
     that overlaps the person on 120 pixels, a toothbrush (not a VOC class)
     polygon, and a crowd RLE of cats (64 pixels): 954 VOC-class pixels, so
-    it passes the > 900 rule. Image 2: one small car (64 pixels): filtered. Returns
-    (image_dir, annotations_path, {name: expected label}); the expected
-    labels are built from plain masks, independent of pycocotools.
+    it passes the > 900 rule. Image 2: one small car (64 pixels): filtered.
+    Returns (image_dir, annotations_path, {name: expected label}); the
+    expected labels are built from plain masks, independent of pycocotools.
     """
     h, w = size
     image_dir = os.path.join(root, "images")

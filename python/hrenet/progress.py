@@ -40,7 +40,8 @@ class Progress:
         now = self.clock()
         if now - self._last_time >= self.interval:
             inst = (self.count - self._last_count) / (now - self._last_time)
-            self.rate = inst if self.rate is None else 0.7 * self.rate + 0.3 * inst
+            self.rate = inst if self.rate is None else \
+                0.7 * self.rate + 0.3 * inst
             self._last_count, self._last_time = self.count, now
         if self._last_draw is None or now - self._last_draw >= self.interval:
             self._draw(now)

@@ -57,7 +57,7 @@ def test_voc_round_trip(tool, tmp_path):
     assert meta["count"] == 3 and meta["num_classes"] == 21
     assert meta["classes"] == list(ds.VOC_CLASSES)
     assert meta["sizes"]["most_common"] == [[12, 16, 3]]
-    hist = np.bincount(np.concatenate([l.ravel() for l in expected.values()]),
+    hist = np.bincount(np.concatenate([v.ravel() for v in expected.values()]),
                        minlength=256)
     assert meta["class_pixels"] == hist[:21].tolist()
     assert meta["ignore_pixels"] == int(hist[255])
