@@ -54,8 +54,12 @@ class SegDataLayerTest : public MultiDeviceTest<TypeParam> {
     delete blob_top_label_;
   }
 
-  // Writes source_/{image,label}_lmdb with one pair per (height, width).
-  void Fill(const vector<std::pair<int, int> >& sizes) {
+  enum Damage { NONE, CORRUPT_IMAGE, SHORT_LABEL };
+
+  // Writes source_/{image,label}_lmdb with one pair per (height, width);
+  // pair `bad` gets `damage`.
+  void Fill(const vector<std::pair<int, int> >& sizes, int bad = -1,
+            Damage damage = NONE) {
     boost::scoped_ptr<db::DB> image_db(db::GetDB("lmdb"));
     boost::scoped_ptr<db::DB> label_db(db::GetDB("lmdb"));
     image_db->Open(source_ + "/image_lmdb", db::NEW);
@@ -73,7 +77,17 @@ class SegDataLayerTest : public MultiDeviceTest<TypeParam> {
       }
       char key[32];
       snprintf(key, sizeof(key), "%08d_img%d", i, i);
-      image_txn->Put(key, Encode(image, 3));
+      string image_value = Encode(image, 3);
+      if (i == bad && damage == CORRUPT_IMAGE) {
+        Datum datum;
+        datum.ParseFromString(image_value);
+        datum.set_data("not an image");
+        datum.SerializeToString(&image_value);
+      }
+      if (i == bad && damage == SHORT_LABEL) {
+        label = label.rowRange(0, h - 1).clone();
+      }
+      image_txn->Put(key, image_value);
       label_txn->Put(key, Encode(label, 1));
     }
     image_txn->Commit();
@@ -410,6 +424,31 @@ TYPED_TEST(SegDataLayerTest, TestMissingSourceDeathTest) {
   SegDataLayer<Dtype> layer(param);
   EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
                "nothing/image_lmdb/data.mdb does not exist");
+}
+
+TYPED_TEST(SegDataLayerTest, TestSizeMismatchDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
+             TestFixture::SHORT_LABEL);
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "SegData layer seg_data: size mismatch at key 00000001_img1: "
+               "image 4x6, label 3x6");
+}
+
+TYPED_TEST(SegDataLayerTest, TestCorruptImageDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
+             TestFixture::CORRUPT_IMAGE);
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
+  // decoding happens in the prefetch thread: the second pair kills it
+  EXPECT_DEATH({
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "the image of key 00000001_img1 in .* cannot be decoded");
 }
 
 }  // namespace caffe
