@@ -1,0 +1,455 @@
+#if defined(USE_OPENCV) && defined(USE_LMDB)
+#include <opencv2/core/core.hpp>
+#include <opencv2/imgcodecs/imgcodecs.hpp>
+
+#include <cstdio>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "boost/scoped_ptr.hpp"
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/layers/seg_data_layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+#include "caffe/util/db.hpp"
+#include "caffe/util/io.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+
+namespace caffe {
+
+// Test images encode their own coordinates: B = y, G = x, R = image id;
+// labels are LabelAt(y, x). So every output pixel says where it came from,
+// and the label beside it must be LabelAt of that place.
+inline int LabelAt(int y, int x) { return (y * 7 + x) % 5; }
+
+// OpenCV's BORDER_REFLECT_101 for one coordinate (dcb|abcd|cba).
+inline int Reflect101(int p, int n) {
+  if (n == 1) return 0;
+  while (p < 0 || p >= n) {
+    p = p < 0 ? -p : 2 * (n - 1) - p;
+  }
+  return p;
+}
+
+template <typename TypeParam>
+class SegDataLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  SegDataLayerTest()
+      : blob_top_data_(new Blob<Dtype>()),
+        blob_top_label_(new Blob<Dtype>()) {}
+  virtual void SetUp() {
+    MakeTempDir(&source_);
+    blob_top_vec_.push_back(blob_top_data_);
+    blob_top_vec_.push_back(blob_top_label_);
+  }
+  virtual ~SegDataLayerTest() {
+    delete blob_top_data_;
+    delete blob_top_label_;
+  }
+
+  enum Damage { NONE, CORRUPT_IMAGE, SHORT_LABEL };
+
+  // Writes source_/{image,label}_lmdb with one pair per (height, width);
+  // pair `bad` gets `damage`.
+  void Fill(const vector<std::pair<int, int> >& sizes, int bad = -1,
+            Damage damage = NONE) {
+    boost::scoped_ptr<db::DB> image_db(db::GetDB("lmdb"));
+    boost::scoped_ptr<db::DB> label_db(db::GetDB("lmdb"));
+    image_db->Open(source_ + "/image_lmdb", db::NEW);
+    label_db->Open(source_ + "/label_lmdb", db::NEW);
+    boost::scoped_ptr<db::Transaction> image_txn(image_db->NewTransaction());
+    boost::scoped_ptr<db::Transaction> label_txn(label_db->NewTransaction());
+    for (int i = 0; i < sizes.size(); ++i) {
+      const int h = sizes[i].first, w = sizes[i].second;
+      cv::Mat image(h, w, CV_8UC3), label(h, w, CV_8UC1);
+      for (int y = 0; y < h; ++y) {
+        for (int x = 0; x < w; ++x) {
+          image.at<cv::Vec3b>(y, x) = cv::Vec3b(y, x, i);
+          label.at<uchar>(y, x) = LabelAt(y, x);
+        }
+      }
+      char key[32];
+      snprintf(key, sizeof(key), "%08d_img%d", i, i);
+      string image_value = Encode(image, 3);
+      if (i == bad && damage == CORRUPT_IMAGE) {
+        Datum datum;
+        datum.ParseFromString(image_value);
+        datum.set_data("not an image");
+        datum.SerializeToString(&image_value);
+      }
+      if (i == bad && damage == SHORT_LABEL) {
+        label = label.rowRange(0, h - 1).clone();
+      }
+      image_txn->Put(key, image_value);
+      label_txn->Put(key, Encode(label, 1));
+    }
+    image_txn->Commit();
+    label_txn->Commit();
+    image_db->Close();
+    label_db->Close();
+  }
+
+  string Encode(const cv::Mat& mat, int channels) {
+    vector<uchar> buf;
+    CHECK(cv::imencode(".png", mat, buf));
+    Datum datum;
+    datum.set_channels(channels);
+    datum.set_height(mat.rows);
+    datum.set_width(mat.cols);
+    datum.set_encoded(true);
+    datum.set_data(string(buf.begin(), buf.end()));
+    string out;
+    CHECK(datum.SerializeToString(&out));
+    return out;
+  }
+
+  LayerParameter Param(Phase phase, int batch_size, int crop_h, int crop_w) {
+    LayerParameter param;
+    param.set_name("seg_data");
+    param.set_phase(phase);
+    SegDataParameter* p = param.mutable_seg_data_param();
+    p->set_source(source_);
+    p->set_batch_size(batch_size);
+    p->set_crop_h(crop_h);
+    p->set_crop_w(crop_w);
+    p->set_seed(1701);
+    p->set_prefetch(2);
+    return param;
+  }
+
+  Dtype Data(int n, int c, int h, int w) {
+    return blob_top_data_->data_at(n, c, h, w);
+  }
+  Dtype Label(int n, int h, int w) {
+    return blob_top_label_->data_at(n, 0, h, w);
+  }
+
+  // Checks that item n is the window (y0, x0) of image `id`, flipped if
+  // `mirrored`, and that every label matches its pixel.
+  void ExpectWindow(int n, int id, int y0, int x0, bool mirrored) {
+    const int h = blob_top_data_->height(), w = blob_top_data_->width();
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const int sx = x0 + (mirrored ? w - 1 - x : x);
+        EXPECT_EQ(y0 + y, Data(n, 0, y, x));
+        EXPECT_EQ(sx, Data(n, 1, y, x));
+        EXPECT_EQ(id, Data(n, 2, y, x));
+        EXPECT_EQ(LabelAt(y0 + y, sx), Label(n, y, x));
+      }
+    }
+  }
+
+  string source_;
+  Blob<Dtype>* const blob_top_data_;
+  Blob<Dtype>* const blob_top_label_;
+  vector<Blob<Dtype>*> blob_bottom_vec_;
+  vector<Blob<Dtype>*> blob_top_vec_;
+};
+
+TYPED_TEST_CASE(SegDataLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(SegDataLayerTest, TestSetupShapes) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(3, std::make_pair(10, 12)));
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 2, 6, 5));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  EXPECT_EQ(3, layer.keys().size());
+  EXPECT_EQ("00000000_img0", layer.keys()[0]);
+  const int data_shape[] = {2, 3, 6, 5};
+  const int label_shape[] = {2, 1, 6, 5};
+  EXPECT_EQ(vector<int>(data_shape, data_shape + 4),
+            this->blob_top_data_->shape());
+  EXPECT_EQ(vector<int>(label_shape, label_shape + 4),
+            this->blob_top_label_->shape());
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  EXPECT_EQ(vector<int>(data_shape, data_shape + 4),
+            this->blob_top_data_->shape());
+}
+
+TYPED_TEST(SegDataLayerTest, TestTrainCropMirrorInSync) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int num = 4, height = 9, width = 11, crop_h = 4, crop_w = 5;
+  this->Fill(vector<std::pair<int, int> >(num,
+                                          std::make_pair(height, width)));
+  LayerParameter param = this->Param(TRAIN, 2, crop_h, crop_w);
+  param.mutable_seg_data_param()->set_mirror(true);
+  SegDataLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  std::set<std::pair<int, int> > offsets;
+  int mirrored_count = 0, total = 0;
+  for (int iter = 0; iter < 12; ++iter) {
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    for (int n = 0; n < 2; ++n) {
+      // No shuffle: images come in key order.
+      const int id = (iter * 2 + n) % num;
+      const int y0 = this->Data(n, 0, 0, 0);
+      const bool mirrored = this->Data(n, 1, 0, 0) > this->Data(n, 1, 0, 1);
+      const int x0 = mirrored ? this->Data(n, 1, 0, crop_w - 1)
+                              : this->Data(n, 1, 0, 0);
+      ASSERT_GE(y0, 0);
+      ASSERT_LE(y0, height - crop_h);
+      ASSERT_GE(x0, 0);
+      ASSERT_LE(x0, width - crop_w);
+      this->ExpectWindow(n, id, y0, x0, mirrored);
+      offsets.insert(std::make_pair(y0, x0));
+      mirrored_count += mirrored;
+      ++total;
+    }
+  }
+  // Random offsets and flips, both ways (24 draws).
+  EXPECT_GT(offsets.size(), 4);
+  EXPECT_GT(mirrored_count, 0);
+  EXPECT_LT(mirrored_count, total);
+}
+
+TYPED_TEST(SegDataLayerTest, TestTrainReflectionPadding) {
+  typedef typename TypeParam::Dtype Dtype;
+  // A 3x4 image and a 2x2 image for a 7x8 crop: the crop is all padding
+  // and image, offset 0, and the 2x2 needs more padding than its size.
+  vector<std::pair<int, int> > sizes;
+  sizes.push_back(std::make_pair(3, 4));
+  sizes.push_back(std::make_pair(2, 2));
+  this->Fill(sizes);
+  LayerParameter param = this->Param(TRAIN, 1, 7, 8);
+  param.mutable_seg_data_param()->set_ignore_label(9);
+  SegDataLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int id = 0; id < 2; ++id) {
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    const int h = sizes[id].first, w = sizes[id].second;
+    const int top = (7 - h) / 2, left = (8 - w) / 2;
+    for (int y = 0; y < 7; ++y) {
+      for (int x = 0; x < 8; ++x) {
+        const int sy = y - top, sx = x - left;
+        EXPECT_EQ(Reflect101(sy, h), this->Data(0, 0, y, x));
+        EXPECT_EQ(Reflect101(sx, w), this->Data(0, 1, y, x));
+        EXPECT_EQ(id, this->Data(0, 2, y, x));
+        const bool inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
+        EXPECT_EQ(inside ? LabelAt(sy, sx) : 9, this->Label(0, y, x))
+            << "at " << y << "," << x;
+      }
+    }
+  }
+}
+
+TYPED_TEST(SegDataLayerTest, TestTrainPadOneDimensionThenCrop) {
+  typedef typename TypeParam::Dtype Dtype;
+  // Short (3 rows) but wide (20 columns) for a 5x6 crop: rows are padded
+  // (1 above, 1 below), columns are cropped at a random offset.
+  this->Fill(vector<std::pair<int, int> >(1, std::make_pair(3, 20)));
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 5, 6));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  std::set<int> x_offsets;
+  for (int iter = 0; iter < 8; ++iter) {
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    const int x0 = this->Data(0, 1, 0, 0);
+    x_offsets.insert(x0);
+    for (int y = 0; y < 5; ++y) {
+      for (int x = 0; x < 6; ++x) {
+        EXPECT_EQ(Reflect101(y - 1, 3), this->Data(0, 0, y, x));
+        EXPECT_EQ(x0 + x, this->Data(0, 1, y, x));
+        const bool inside = y >= 1 && y < 4;
+        EXPECT_EQ(inside ? LabelAt(y - 1, x0 + x) : 255,
+                  this->Label(0, y, x));
+      }
+    }
+  }
+  EXPECT_GT(x_offsets.size(), 1);
+}
+
+TYPED_TEST(SegDataLayerTest, TestTestWholeImageMeanScale) {
+  typedef typename TypeParam::Dtype Dtype;
+  vector<std::pair<int, int> > sizes;
+  sizes.push_back(std::make_pair(5, 7));
+  sizes.push_back(std::make_pair(8, 3));
+  this->Fill(sizes);
+  LayerParameter param = this->Param(TEST, 1, 0, 0);
+  SegDataParameter* p = param.mutable_seg_data_param();
+  p->set_mirror(true);  // never applied in TEST
+  p->add_mean_value(1);
+  p->add_mean_value(2);
+  p->add_mean_value(3);
+  p->set_scale(0.5);
+  SegDataLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int iter = 0; iter < 4; ++iter) {
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    const int id = iter % 2, h = sizes[id].first, w = sizes[id].second;
+    ASSERT_EQ(h, this->blob_top_data_->height());
+    ASSERT_EQ(w, this->blob_top_data_->width());
+    ASSERT_EQ(h, this->blob_top_label_->height());
+    ASSERT_EQ(w, this->blob_top_label_->width());
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        EXPECT_EQ((y - 1) * Dtype(0.5), this->Data(0, 0, y, x));
+        EXPECT_EQ((x - 2) * Dtype(0.5), this->Data(0, 1, y, x));
+        EXPECT_EQ((id - 3) * Dtype(0.5), this->Data(0, 2, y, x));
+        EXPECT_EQ(LabelAt(y, x), this->Label(0, y, x));
+      }
+    }
+  }
+}
+
+TYPED_TEST(SegDataLayerTest, TestTestCentreCrop) {
+  typedef typename TypeParam::Dtype Dtype;
+  vector<std::pair<int, int> > sizes;
+  sizes.push_back(std::make_pair(9, 12));  // larger: centre crop
+  sizes.push_back(std::make_pair(4, 3));   // smaller: padded, offset 0
+  this->Fill(sizes);
+  LayerParameter param = this->Param(TEST, 1, 5, 6);
+  param.mutable_seg_data_param()->set_mirror(true);
+  SegDataLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    this->ExpectWindow(0, 0, (9 - 5) / 2, (12 - 6) / 2, false);
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    for (int y = 0; y < 5; ++y) {
+      for (int x = 0; x < 6; ++x) {
+        // pad rows 0 above / 1 below, columns 1 left / 2 right
+        const int sy = y, sx = x - 1;
+        EXPECT_EQ(Reflect101(sy, 4), this->Data(0, 0, y, x));
+        EXPECT_EQ(Reflect101(sx, 3), this->Data(0, 1, y, x));
+        const bool inside = sy < 4 && sx >= 0 && sx < 3;
+        EXPECT_EQ(inside ? LabelAt(sy, sx) : 255, this->Label(0, y, x));
+      }
+    }
+  }
+}
+
+TYPED_TEST(SegDataLayerTest, TestWholeImageBatchOfOneSize) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(3, std::make_pair(4, 6)));
+  SegDataLayer<Dtype> layer(this->Param(TEST, 2, 0, 0));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  ASSERT_EQ(2, this->blob_top_data_->num());
+  this->ExpectWindow(0, 0, 0, 0, false);
+  this->ExpectWindow(1, 1, 0, 0, false);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  this->ExpectWindow(0, 2, 0, 0, false);  // wraps around
+  this->ExpectWindow(1, 0, 0, 0, false);
+}
+
+TYPED_TEST(SegDataLayerTest, TestShuffleDeterministicPerEpoch) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int num = 8, epochs = 3;
+  this->Fill(vector<std::pair<int, int> >(num, std::make_pair(3, 4)));
+  vector<vector<int> > runs;
+  for (int run = 0; run < 3; ++run) {
+    LayerParameter param = this->Param(TEST, 1, 0, 0);
+    param.mutable_seg_data_param()->set_shuffle(true);
+    param.mutable_seg_data_param()->set_seed(run < 2 ? 42 : 43);
+    SegDataLayer<Dtype> layer(param);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    vector<int> ids;
+    for (int i = 0; i < num * epochs; ++i) {
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      ids.push_back(this->Data(0, 2, 0, 0));
+    }
+    runs.push_back(ids);
+  }
+  EXPECT_EQ(runs[0], runs[1]);  // same seed, same order
+  EXPECT_NE(runs[0], runs[2]);  // another seed, another order
+  vector<vector<int> > epoch(epochs);
+  for (int e = 0; e < epochs; ++e) {
+    epoch[e].assign(runs[0].begin() + e * num,
+                    runs[0].begin() + (e + 1) * num);
+    // every epoch visits every pair exactly once
+    EXPECT_EQ(num, std::set<int>(epoch[e].begin(), epoch[e].end()).size());
+  }
+  // and each epoch is a fresh permutation (8! orders: equal is a bug)
+  EXPECT_NE(epoch[0], epoch[1]);
+  EXPECT_NE(epoch[1], epoch[2]);
+}
+
+TYPED_TEST(SegDataLayerTest, TestSameSeedSameCrops) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(12, 12)));
+  vector<vector<Dtype> > runs(2);
+  for (int run = 0; run < 2; ++run) {
+    LayerParameter param = this->Param(TRAIN, 2, 5, 5);
+    param.mutable_seg_data_param()->set_mirror(true);
+    param.mutable_seg_data_param()->set_seed(7);
+    SegDataLayer<Dtype> layer(param);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    for (int iter = 0; iter < 4; ++iter) {
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      const Dtype* d = this->blob_top_data_->cpu_data();
+      runs[run].insert(runs[run].end(), d,
+                       d + this->blob_top_data_->count());
+    }
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+TYPED_TEST(SegDataLayerTest, TestDataOnlyTop) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 5)));
+  SegDataLayer<Dtype> layer(this->Param(TEST, 1, 0, 0));
+  vector<Blob<Dtype>*> top(1, this->blob_top_data_);
+  layer.SetUp(this->blob_bottom_vec_, top);
+  layer.Forward(this->blob_bottom_vec_, top);
+  EXPECT_EQ(4, this->blob_top_data_->height());
+  EXPECT_EQ(3, this->Data(0, 0, 3, 4));
+  EXPECT_EQ(4, this->Data(0, 1, 3, 4));
+}
+
+TYPED_TEST(SegDataLayerTest, TestMixedSizesNeedBatchOneDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  vector<std::pair<int, int> > sizes;
+  sizes.push_back(std::make_pair(4, 6));
+  sizes.push_back(std::make_pair(5, 6));
+  this->Fill(sizes);
+  SegDataLayer<Dtype> layer(this->Param(TEST, 2, 0, 0));
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "SegData layer seg_data: batch_size 2 without a crop needs "
+               "images of one size, but 00000000_img0 is 4x6 and "
+               "00000001_img1 is 5x6");
+}
+
+TYPED_TEST(SegDataLayerTest, TestMissingSourceDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  LayerParameter param = this->Param(TRAIN, 1, 4, 4);
+  param.mutable_seg_data_param()->set_source(this->source_ + "/nothing");
+  SegDataLayer<Dtype> layer(param);
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "nothing/image_lmdb/data.mdb does not exist");
+}
+
+TYPED_TEST(SegDataLayerTest, TestSizeMismatchDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
+             TestFixture::SHORT_LABEL);
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
+  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+               "SegData layer seg_data: size mismatch at key 00000001_img1: "
+               "image 4x6, label 3x6");
+}
+
+TYPED_TEST(SegDataLayerTest, TestCorruptImageDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
+             TestFixture::CORRUPT_IMAGE);
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
+  // decoding happens in the prefetch thread: the second pair kills it
+  EXPECT_DEATH({
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "the image of key 00000001_img1 in .* cannot be decoded");
+}
+
+}  // namespace caffe
+#endif  // USE_OPENCV && USE_LMDB

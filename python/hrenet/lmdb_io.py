@@ -1,0 +1,275 @@
+"""Write and read the segmentation LMDB pair that the SegData layer reads.
+
+Layout of a dataset directory ``OUT`` (what ``tools/build_lmdb.py --out``
+writes and ``seg_data_param { source: OUT }`` reads):
+
+``OUT/image_lmdb``  key ``%08d_<name>`` -> serialized ``caffe.Datum``: the
+                    image file's JPEG/PNG bytes as they were (``encoded``
+                    true; ``channels`` 3, ``height``, ``width`` of the decoded
+                    image).
+``OUT/label_lmdb``  the same keys -> ``Datum`` holding a lossless PNG of the
+                    single-channel uint8 class-index map (255 = ignore;
+                    ``encoded`` true, ``channels`` 1).
+``OUT/meta.json``   format, num_classes, class names, count, image-size
+                    summary, per-class pixel histogram, skipped files.
+
+The ``%08d`` prefix fixes the order (LMDB sorts keys), so a shuffled build is
+read back in its shuffled order. :func:`build_dataset` is atomic: it writes to
+``OUT.tmp-<pid>`` beside ``OUT`` and renames it to ``OUT`` when complete; on an
+error or an interrupt the temporary directory is removed.
+"""
+import json
+import os
+import shutil
+from collections import Counter
+
+import numpy as np
+
+from hrenet.datasets import IGNORE_LABEL, DataError, load_pair
+from hrenet.progress import Progress
+
+IMAGE_DB = "image_lmdb"
+LABEL_DB = "label_lmdb"
+META = "meta.json"
+KEY_FORMAT = "%08d_<name>"
+MAP_SIZE = 1 << 40  # address space only; the files grow as needed
+COMMIT_EVERY = 128
+
+
+def caffe_pb2():
+    """The generated ``caffe_pb2`` module (from the built pycaffe)."""
+    from caffe.proto import caffe_pb2 as pb2
+    return pb2
+
+
+def make_key(index, name):
+    return f"{index:08d}_{name}".encode()
+
+
+def image_datum(data, shape):
+    """A Datum holding encoded image bytes; ``shape`` is the decoded HxWxC."""
+    datum = caffe_pb2().Datum()
+    datum.channels = 3
+    datum.height, datum.width = int(shape[0]), int(shape[1])
+    datum.data = bytes(data)
+    datum.encoded = True
+    return datum
+
+
+def label_datum(label):
+    """A Datum holding a lossless single-channel PNG of ``label`` (uint8)."""
+    import cv2
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", label)
+    if not ok:
+        raise RuntimeError("PNG encoding of a label failed")
+    datum = caffe_pb2().Datum()
+    datum.channels = 1
+    datum.height, datum.width = label.shape
+    datum.data = buf.tobytes()
+    datum.encoded = True
+    return datum
+
+
+def decode_image_datum(datum):
+    """BGR uint8 HxWx3 from an encoded image Datum."""
+    import cv2
+    return cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def decode_label_datum(datum):
+    """uint8 HxW from an encoded label Datum."""
+    import cv2
+    return cv2.imdecode(np.frombuffer(datum.data, np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+
+
+def read_meta(path):
+    with open(os.path.join(path, META)) as f:
+        return json.load(f)
+
+
+def read_dataset(path):
+    """Yield ``(key, image BGR uint8, label uint8)`` in key order."""
+    import lmdb
+    pb2 = caffe_pb2()
+    envs = [lmdb.open(os.path.join(path, name), readonly=True, lock=False,
+                      subdir=True) for name in (IMAGE_DB, LABEL_DB)]
+    try:
+        with envs[0].begin() as ti, envs[1].begin() as tl:
+            ci, cl = ti.cursor(), tl.cursor()
+            for (ki, vi), (kl, vl) in zip(ci, cl):
+                if ki != kl:
+                    raise DataError(path, f"image key {ki!r} != label key "
+                                    f"{kl!r}: the two LMDBs are not aligned")
+                di, dl = pb2.Datum(), pb2.Datum()
+                di.ParseFromString(vi)
+                dl.ParseFromString(vl)
+                yield ki.decode(), decode_image_datum(di), \
+                    decode_label_datum(dl)
+            if ti.stat()["entries"] != tl.stat()["entries"]:
+                raise DataError(path, "the image and label LMDBs hold "
+                                "different numbers of entries")
+    finally:
+        for env in envs:
+            env.close()
+
+
+def size_summary(sizes):
+    """Summary of a list of (height, width) pairs."""
+    if not sizes:
+        return {}
+    hs = [h for h, _ in sizes]
+    ws = [w for _, w in sizes]
+    common = Counter(sizes).most_common(5)
+    return {"min_height": min(hs), "max_height": max(hs),
+            "min_width": min(ws), "max_width": max(ws),
+            "distinct": len(set(sizes)),
+            "most_common": [[h, w, n] for (h, w), n in common]}
+
+
+class BadSample(DataError):
+    """A sample the build refused (``--skip-bad`` skips instead)."""
+
+
+def build_dataset(samples, out, num_classes, class_names=None, fmt="",
+                  shuffle=False, seed=0, skip_bad=False, overwrite=False,
+                  min_foreground=None, progress=True, extra_meta=None):
+    """Validate ``samples`` and write the LMDB pair plus meta.json to ``out``.
+
+    A bad sample raises :class:`BadSample` (path + problem), unless
+    ``skip_bad``: then it is left out and listed in ``meta['skipped']``.
+    ``min_foreground``: keep only labels with more than that many pixels of
+    classes 1..num_classes-1 (the COCO rule; others count as ``filtered``).
+    Returns the meta dictionary. Raises FileExistsError if ``out`` exists
+    and not ``overwrite``.
+    """
+    import lmdb
+    caffe_pb2()  # import before the clock starts; fails early if missing
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to "
+                              "replace it")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for "
+                         f"{num_classes} classes")
+    samples = list(samples)
+    if shuffle:
+        order = np.random.RandomState(seed).permutation(len(samples))
+        samples = [samples[i] for i in order]
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    envs = []
+    try:
+        envs = [lmdb.open(os.path.join(tmp, name), map_size=MAP_SIZE,
+                          subdir=True, meminit=False)
+                for name in (IMAGE_DB, LABEL_DB)]
+        hist = np.zeros(256, np.int64)
+        sizes, skipped, filtered = [], [], 0
+        bar = Progress(len(samples), "build_lmdb", enabled=progress)
+        txns = [env.begin(write=True) for env in envs]
+        count = 0
+        for sample in samples:
+            bar.update()
+            try:
+                data, image, label = load_pair(sample, num_classes)
+            except DataError as e:
+                if not skip_bad:
+                    raise BadSample(e.path, e.problem) from e
+                skipped.append({"name": sample.name, "file": e.path,
+                                "problem": e.problem})
+                continue
+            if min_foreground is not None:
+                fg = int(((label > 0) & (label < num_classes)).sum())
+                if fg <= min_foreground:
+                    filtered += 1
+                    continue
+            key = make_key(count, sample.name)
+            txns[0].put(key, image_datum(data, image.shape)
+                        .SerializeToString())
+            txns[1].put(key, label_datum(label).SerializeToString())
+            hist += np.bincount(label.ravel(), minlength=256)
+            sizes.append(tuple(int(v) for v in label.shape))
+            count += 1
+            if count % COMMIT_EVERY == 0:
+                for t in txns:
+                    t.commit()
+                txns = [env.begin(write=True) for env in envs]
+        for t in txns:
+            t.commit()
+        bar.close()
+        for env in envs:
+            env.close()
+        envs = []
+        if count == 0:
+            raise DataError(out, f"no usable pairs among {len(samples)} "
+                            f"samples ({len(skipped)} bad, {filtered} "
+                            "filtered): nothing to write")
+        meta = {
+            "format": fmt,
+            "num_classes": int(num_classes),
+            "classes": list(class_names) if class_names else
+            [str(i) for i in range(num_classes)],
+            "count": count,
+            "key_format": KEY_FORMAT,
+            "image_lmdb": IMAGE_DB,
+            "label_lmdb": LABEL_DB,
+            "ignore_label": IGNORE_LABEL,
+            "sizes": size_summary(sizes),
+            "class_pixels": [int(v) for v in hist[:num_classes]],
+            "ignore_pixels": int(hist[IGNORE_LABEL]),
+            "shuffle": bool(shuffle),
+            "seed": int(seed),
+            "skipped": skipped,
+            "filtered": filtered,
+        }
+        if min_foreground is not None:
+            meta["min_foreground"] = int(min_foreground)
+        meta.update(extra_meta or {})
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+        if os.path.exists(out):  # overwrite: move the old one aside first
+            old = os.path.join(parent,
+                               f"{os.path.basename(out)}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+        return meta
+    except BaseException:
+        for env in envs:
+            env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def format_summary(meta):
+    """A human-readable summary of a build (Markdown-ish text)."""
+    lines = [f"{meta['count']} images, {meta['num_classes']} classes, "
+             f"format {meta['format'] or '?'}"]
+    s = meta.get("sizes") or {}
+    if s:
+        lines.append(f"sizes: height {s['min_height']}-{s['max_height']}, "
+                     f"width {s['min_width']}-{s['max_width']}, "
+                     f"{s['distinct']} distinct; most common "
+                     + ", ".join(f"{h}x{w} ({n})"
+                                 for h, w, n in s["most_common"]))
+    total = sum(meta["class_pixels"]) + meta["ignore_pixels"]
+    lines.append("class pixels:")
+    for name, n in zip(meta["classes"], meta["class_pixels"]):
+        lines.append(f"  {name:>16s} {n:12d}  {100.0 * n / total:6.2f}%")
+    lines.append(f"  {'ignore (255)':>16s} {meta['ignore_pixels']:12d}  "
+                 f"{100.0 * meta['ignore_pixels'] / total:6.2f}%")
+    if meta.get("filtered"):
+        lines.append(f"filtered (<= {meta.get('min_foreground')} class "
+                     f"pixels): {meta['filtered']}")
+    if meta["skipped"]:
+        lines.append(f"skipped {len(meta['skipped'])} bad pairs:")
+        lines += [f"  {s['file']}: {s['problem']}" for s in meta["skipped"]]
+    return "\n".join(lines)

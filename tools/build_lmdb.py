@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Build the image/label LMDB pair that the SegData layer reads.
+
+Reads a dataset in its published layout (stanford-bg, voc, sbd, coco or a
+generic folder), validates every image/label pair (readable, same size, label
+values in [0, num_classes) or 255) and writes OUT/image_lmdb and
+OUT/label_lmdb (identical keys %08d_<name>, caffe Datums holding the encoded
+image and a lossless PNG label) plus OUT/meta.json. The build is atomic: it
+writes OUT.tmp-<pid> and renames it when complete. A bad pair stops the build
+with a message naming the file; --skip-bad skips and lists bad pairs instead.
+
+Examples:
+  build_lmdb.py --format voc --root VOCdevkit/VOC2012 --split val \\
+      --out lmdb/voc_val
+  build_lmdb.py --format sbd --root benchmark_RELEASE --split aug \\
+      --voc-root VOCdevkit/VOC2012 --shuffle --out lmdb/voc_aug
+  build_lmdb.py --format stanford-bg --root iccv09Data \\
+      --list data/stanford_bg/folds/fold0_train.txt --shuffle \\
+      --out lmdb/sbg_f0_train
+  build_lmdb.py --format coco --root train2014 \\
+      --annotations annotations/instances_train2014.json --out lmdb/coco_train
+"""
+import argparse
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir, "python"))
+
+from hrenet import datasets as ds  # noqa: E402
+from hrenet import lmdb_io  # noqa: E402
+
+DEFAULT_SPLIT = {"stanford-bg": "all", "voc": "train", "sbd": "train",
+                 "coco": None, "folder": "all"}
+DEFAULT_CLASSES = {"stanford-bg": ds.STANFORD_BG_CLASSES,
+                   "voc": ds.VOC_CLASSES, "sbd": ds.VOC_CLASSES,
+                   "coco": ds.VOC_CLASSES, "folder": None}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", required=True, choices=ds.FORMATS,
+                   help="dataset layout of --root")
+    p.add_argument("--root", required=True,
+                   help="dataset directory (coco: the image directory)")
+    p.add_argument("--out", required=True,
+                   help="output directory (image_lmdb, label_lmdb, meta.json)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--split", default=None,
+                       help="split name: voc train|val|trainval, sbd "
+                       "train|val|aug; stanford-bg and folder: all "
+                       "(default: %s)" % ", ".join(
+                           f"{k} {v}" for k, v in DEFAULT_SPLIT.items() if v))
+    which.add_argument("--list", default=None, metavar="FILE",
+                       help="file of image names (one per line) instead of "
+                       "--split")
+    p.add_argument("--annotations", default=None, metavar="JSON",
+                   help="coco: the instances JSON (default: %(default)s)")
+    p.add_argument("--voc-root", default=None, metavar="DIR",
+                   help="sbd --split aug: the VOC2012 directory whose "
+                   "train/val lists and labels it uses (default: %(default)s)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, one per line; sets the number of "
+                   "classes (default: the format's own classes)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="number of classes when there is no --classes file "
+                   "(required for folder; default: %(default)s)")
+    p.add_argument("--min-foreground", type=int, default=None,
+                   help="keep only images with more than this many pixels of "
+                   "classes 1..K-1 (default: coco %d, others off)"
+                   % ds.COCO_MIN_VOC_PIXELS)
+    p.add_argument("--shuffle", action="store_true",
+                   help="write the pairs in a random order (default: off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of --shuffle (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad pairs and list them in meta.json instead "
+                   "of stopping (default: off)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (default: refuse)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or summary (default: off)")
+    return p.parse_args(argv)
+
+
+def class_names_for(args):
+    if args.classes:
+        names = ds.read_class_names(args.classes)
+        if args.num_classes is not None and args.num_classes != len(names):
+            raise ValueError(f"--num-classes {args.num_classes} but "
+                             f"{args.classes} has {len(names)} names")
+        return names
+    names = DEFAULT_CLASSES[args.format]
+    if args.num_classes is not None:
+        if names is not None and args.num_classes != len(names):
+            names = None
+        return names or [str(i) for i in range(args.num_classes)]
+    if names is None:
+        raise ValueError(f"--format {args.format} needs --classes FILE or "
+                         "--num-classes N")
+    return list(names)
+
+
+def samples_for(args):
+    names = ds.read_list(args.list) if args.list else None
+    split = args.split or DEFAULT_SPLIT[args.format]
+    if args.format in ("stanford-bg", "folder") and names is None \
+            and split != "all":
+        raise ValueError(f"--format {args.format} has no split {split!r}: "
+                         "use --split all or --list FILE")
+    if args.format == "stanford-bg":
+        return ds.stanford_bg_samples(args.root, names)
+    if args.format == "voc":
+        return ds.voc_samples(args.root, split, names)
+    if args.format == "sbd":
+        return ds.sbd_samples(args.root, split, names, args.voc_root)
+    if args.format == "folder":
+        return ds.folder_samples(args.root, names)
+    if args.annotations is None:
+        raise ValueError("--format coco needs --annotations JSON")
+    samples = ds.coco_samples(args.root, args.annotations)
+    if names is not None:
+        keep = set(names)
+        samples = [s for s in samples if s.name in keep]
+    return samples
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(args):
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        names = class_names_for(args)
+        samples = samples_for(args)
+        min_fg = args.min_foreground
+        if min_fg is None and args.format == "coco":
+            min_fg = ds.COCO_MIN_VOC_PIXELS
+        meta = lmdb_io.build_dataset(
+            samples, args.out, len(names), names, args.format,
+            shuffle=args.shuffle, seed=args.seed, skip_bad=args.skip_bad,
+            overwrite=args.overwrite, min_foreground=min_fg,
+            progress=not args.quiet,
+            extra_meta={"source": os.path.abspath(args.root),
+                        "split": args.list or args.split
+                        or DEFAULT_SPLIT[args.format]})
+    except lmdb_io.BadSample as e:
+        print(f"error: {e.path}: {e.problem}. Fix or remove this file, or "
+              "pass --skip-bad to skip bad pairs (they are listed in "
+              f"meta.json); nothing was written to {args.out}.",
+              file=sys.stderr)
+        return 1
+    except (ds.DataError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; nothing was written to {args.out}",
+              file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(f"wrote {args.out}")
+        print(lmdb_io.format_summary(meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Write the Stanford Background 5-fold cross-validation lists.
+
+The paper splits the 715 images randomly and evenly into 5 sets. This lists
+iccv09Data/images/*.jpg, permutes the names with --seed and writes
+fold{i}_train.txt / fold{i}_val.txt (fold i validates on part i). Use them
+with build_lmdb.py --format stanford-bg --list OUT/fold0_train.txt.
+
+Example:
+  make_folds.py --root iccv09Data --out data/stanford_bg/folds
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir, "python"))
+
+from hrenet import datasets as ds  # noqa: E402
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           os.pardir, "data", "stanford_bg", "folds")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True,
+                   help="the iccv09Data directory (holds images/)")
+    p.add_argument("--out", default=os.path.normpath(DEFAULT_OUT),
+                   help="directory of the fold lists (default: %(default)s)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="number of folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="permutation seed (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    try:
+        names = [s.name for s in ds.stanford_bg_samples(args.root)]
+        folds = ds.make_folds(names, args.folds, args.seed)
+    except (ds.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    paths = ds.write_folds(args.out, folds)
+    sizes = ", ".join(str(len(val)) for _, val in folds)
+    print(f"{len(names)} images in {args.folds} folds (val sizes {sizes}); "
+          f"wrote {len(paths)} lists to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
