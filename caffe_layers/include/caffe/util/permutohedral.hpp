@@ -1,0 +1,257 @@
+#ifndef CAFFE_UTIL_PERMUTOHEDRAL_HPP_
+#define CAFFE_UTIL_PERMUTOHEDRAL_HPP_
+
+#include <algorithm>
+#include <cmath>
+#include <thread>  // NOLINT(build/c++11)
+#include <vector>
+
+#include "caffe/common.hpp"
+#include "caffe/syncedmem.hpp"
+
+#ifdef __CUDACC__
+#define CAFFE_HOST_DEVICE __host__ __device__
+#else
+#define CAFFE_HOST_DEVICE
+#endif
+
+namespace caffe {
+
+/// Largest feature dimension d the lattice supports (5 for a bilateral
+/// x, y, r, g, b kernel; fixed so that device code can use local arrays).
+const int kPermutohedralMaxDim = 8;
+
+/**
+ * @brief The d + 1 corners of the permutohedral-lattice simplex enclosing one
+ *        feature vector, and the point's barycentric weights in it
+ *        (Adams, Baek & Davis, "Fast High-Dimensional Filtering Using the
+ *        Permutohedral Lattice", Eurographics 2010, section 3).
+ *
+ * The point @f$ f \in R^d @f$ is embedded in the hyperplane
+ * @f$ \sum_i x_i = 0 @f$ of @f$ R^{d+1} @f$ by the paper's matrix E, with
+ * each axis scaled by @f$ \sqrt{2/3}\,(d+1) @f$ so that splat, a [1/2 1 1/2]
+ * blur along each of the d + 1 lattice directions and slice together
+ * approximate @f$ \sum_j \exp(-\|f_i - f_j\|^2 / 2)\,v_j @f$ (the caller
+ * divides features by the kernel's standard deviations). The nearest
+ * remainder-0 lattice point is found by rounding every coordinate to a
+ * multiple of d + 1 and repairing the coordinate sum; sorting the residuals
+ * gives the permutation that names the simplex.
+ *
+ * @param f      the d features of the point
+ * @param d      feature dimension, 1 <= d <= kPermutohedralMaxDim
+ * @param keys   out: (d + 1) x d integer keys, corner r's first d lattice
+ *               coordinates (the last is implied by the zero sum)
+ * @param weight out: d + 1 barycentric weights (non-negative, sum 1)
+ */
+template <typename Dtype>
+CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
+    int* keys, Dtype* weight) {
+  Dtype elevated[kPermutohedralMaxDim + 1];
+  int rem0[kPermutohedralMaxDim + 1];
+  int rank[kPermutohedralMaxDim + 1];
+  Dtype bary[kPermutohedralMaxDim + 2];
+  const Dtype inv_std = sqrt(Dtype(2) / Dtype(3)) * (d + 1);
+  Dtype sum_cf = 0;
+  for (int i = d; i > 0; --i) {
+    const Dtype cf = f[i - 1] * inv_std / sqrt(Dtype(i) * Dtype(i + 1));
+    elevated[i] = sum_cf - i * cf;
+    sum_cf += cf;
+  }
+  elevated[0] = sum_cf;
+  int sum = 0;
+  for (int i = 0; i <= d; ++i) {
+    const Dtype v = elevated[i] / (d + 1);
+    const int down = static_cast<int>(floor(v)) * (d + 1);
+    const int up = static_cast<int>(ceil(v)) * (d + 1);
+    rem0[i] = (up - elevated[i] < elevated[i] - down) ? up : down;
+    sum += rem0[i] / (d + 1);
+    rank[i] = 0;
+  }
+  // rank[i]: how many coordinates have a larger residual (0 = largest).
+  for (int i = 0; i < d; ++i) {
+    for (int j = i + 1; j <= d; ++j) {
+      if (elevated[i] - rem0[i] < elevated[j] - rem0[j]) {
+        ++rank[i];
+      } else {
+        ++rank[j];
+      }
+    }
+  }
+  // Bring the coordinate sum back to zero: move the |sum| coordinates with
+  // the most extreme residuals by d + 1 and rotate the ranks accordingly.
+  if (sum > 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] >= d + 1 - sum) {
+        rank[i] -= d + 1 - sum;
+        rem0[i] -= d + 1;
+      } else {
+        rank[i] += sum;
+      }
+    }
+  } else if (sum < 0) {
+    for (int i = 0; i <= d; ++i) {
+      if (rank[i] < -sum) {
+        rank[i] += d + 1 + sum;
+        rem0[i] += d + 1;
+      } else {
+        rank[i] += sum;
+      }
+    }
+  }
+  for (int i = 0; i <= d + 1; ++i) {
+    bary[i] = 0;
+  }
+  for (int i = 0; i <= d; ++i) {
+    const Dtype v = (elevated[i] - rem0[i]) / (d + 1);
+    bary[d - rank[i]] += v;
+    bary[d + 1 - rank[i]] -= v;
+  }
+  bary[0] += 1 + bary[d + 1];
+  // Corner r of the canonical simplex is (r, ..., r, r - d - 1, ...), the
+  // entry chosen by the coordinate's rank.
+  for (int r = 0; r <= d; ++r) {
+    for (int i = 0; i < d; ++i) {
+      keys[r * d + i] = rem0[i] + (rank[i] <= d - r ? r : r - (d + 1));
+    }
+    weight[r] = bary[r];
+  }
+}
+
+/// Hash of a d-integer lattice key (FNV-1a over the words, then a final mix).
+CAFFE_HOST_DEVICE inline unsigned int PermutohedralHash(const int* key,
+    int d) {
+  unsigned int h = 2166136261u;
+  for (int i = 0; i < d; ++i) {
+    h = (h ^ static_cast<unsigned int>(key[i])) * 16777619u;
+  }
+  h ^= h >> 15;
+  h *= 0x2c1b3c6du;
+  h ^= h >> 12;
+  return h;
+}
+
+/// The two neighbours of lattice key @p key along lattice direction
+/// @p j (0 <= j <= d): key - 1 + (d + 1) e_j and key + 1 - (d + 1) e_j.
+CAFFE_HOST_DEVICE inline void PermutohedralNeighbors(const int* key, int d,
+    int j, int* n1, int* n2) {
+  for (int i = 0; i < d; ++i) {
+    n1[i] = key[i] - 1;
+    n2[i] = key[i] + 1;
+  }
+  if (j < d) {
+    n1[j] = key[j] + d;
+    n2[j] = key[j] - d;
+  }
+}
+
+/// Normalisation of the slice so that a lone point gets weight ~1 back
+/// (the blur's self weight is 1 per axis plus its neighbours' echo).
+template <typename Dtype>
+CAFFE_HOST_DEVICE inline Dtype PermutohedralAlpha(int d) {
+  return Dtype(1) / (Dtype(1) + pow(Dtype(2), Dtype(-d)));
+}
+
+/**
+ * @brief Runs f(begin, end) over [0, n) split into contiguous chunks on
+ *        up to @p num_threads std::threads (the caller's thread takes one).
+ *        Small ranges run inline.
+ */
+template <typename F>
+void ParallelFor(int n, int num_threads, const F& f, int min_chunk = 2048) {
+  const int chunks = std::max(1, std::min(num_threads, n / min_chunk));
+  if (chunks <= 1) {
+    f(0, n);
+    return;
+  }
+  std::vector<std::thread> workers;
+  const int step = (n + chunks - 1) / chunks;
+  for (int t = 1; t < chunks; ++t) {
+    const int begin = t * step;
+    const int end = std::min(n, begin + step);
+    if (begin < end) {
+      workers.push_back(std::thread([&f, begin, end]() { f(begin, end); }));
+    }
+  }
+  f(0, std::min(n, step));
+  for (size_t t = 0; t < workers.size(); ++t) {
+    workers[t].join();
+  }
+}
+
+/**
+ * @brief Gaussian filtering of c-channel values over n points with
+ *        d-dimensional features on the permutohedral lattice (CPU).
+ *
+ * Init() builds the lattice once (corners, weights, the splat lists per
+ * vertex and the blur neighbours); Filter() then costs
+ * O(n (d + 1) c + m (d + 1) c) for m lattice vertices, so one lattice serves
+ * every label and every mean-field iteration. Memory is linear in n and c.
+ * Splatting is a gather over each vertex's incoming list, so every stage is
+ * parallel without atomics and the result does not depend on the thread
+ * count.
+ */
+template <typename Dtype>
+class PermutohedralLattice {
+ public:
+  PermutohedralLattice() : d_(0), n_(0), m_(0) {}
+
+  /**
+   * @param features n x d, point-major, already divided by the kernel's
+   *                 standard deviations
+   */
+  void Init(const Dtype* features, int d, int n, int num_threads);
+
+  /**
+   * @brief out(n x c) ~= sum_j exp(-|f_i - f_j|^2 / 2) in_j (point-major;
+   *        the point itself is included with weight ~1). in may equal out.
+   */
+  void Filter(const Dtype* in, Dtype* out, int c, int num_threads);
+
+  int dim() const { return d_; }
+  int num_points() const { return n_; }
+  int num_vertices() const { return m_; }
+
+ private:
+  int d_, n_, m_;
+  std::vector<int> offset_;        // n (d+1): vertex of each simplex corner
+  std::vector<Dtype> weight_;      // n (d+1): barycentric weights
+  std::vector<int> splat_start_;   // m + 1: CSR row starts per vertex
+  std::vector<int> splat_point_;   // n (d+1): contributing point
+  std::vector<Dtype> splat_weight_;  // n (d+1): its weight
+  std::vector<int> blur_nbr_;      // (d+1) m 2: neighbours, m when absent
+  std::vector<Dtype> values_;      // (m+1) c; row m stays zero
+  std::vector<Dtype> scratch_;     // (m+1) c
+
+  DISABLE_COPY_AND_ASSIGN(PermutohedralLattice);
+};
+
+#ifndef CPU_ONLY
+/**
+ * @brief The same filter on the GPU: a parallel open-addressing hash table
+ *        (atomicCAS on slots, keys compared in global memory), a prefix sum
+ *        to number the vertices, atomicAdd splatting, blur along each
+ *        lattice direction and slicing. All pointers are device pointers.
+ */
+template <typename Dtype>
+class PermutohedralLatticeGPU {
+ public:
+  PermutohedralLatticeGPU() : d_(0), n_(0), m_(0) {}
+  void Init(const Dtype* features, int d, int n);
+  void Filter(const Dtype* in, Dtype* out, int c);
+  int num_vertices() const { return m_; }
+
+ private:
+  int d_, n_, m_;
+  shared_ptr<SyncedMemory> offset_;   // n (d+1) int
+  shared_ptr<SyncedMemory> weight_;   // n (d+1) Dtype
+  shared_ptr<SyncedMemory> blur_nbr_;  // (d+1) m 2 int
+  shared_ptr<SyncedMemory> values_;   // (m+1) c Dtype
+  shared_ptr<SyncedMemory> scratch_;  // (m+1) c Dtype
+
+  DISABLE_COPY_AND_ASSIGN(PermutohedralLatticeGPU);
+};
+#endif  // !CPU_ONLY
+
+}  // namespace caffe
+
+#endif  // CAFFE_UTIL_PERMUTOHEDRAL_HPP_
