@@ -46,17 +46,20 @@ CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
 }
 
 /**
- * @brief Potts mean-field update of one pixel, message from one kernel:
- *        energy_l += w * norm * filtered_l (filtered = the lattice output of
- *        norm * Q; the compatibility mu(l, l') = -w [l = l'] enters with
- *        Kraehenbuehl's sign, tmp -= mu * filtered).
+ * @brief End of one mean-field iteration for one pixel: q = softmax(energy),
+ *        then energy = -unary, ready for the next iteration's messages.
+ *        The Potts messages are added to energy by the lattice's slice,
+ *        scaled by w_k * norm_k (the compatibility mu(l, l') = -w [l = l']
+ *        enters with densecrf's sign, tmp -= mu * filtered).
  */
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void DenseCRFPottsUpdate(const Dtype* filtered,
-    Dtype w_norm, int num_labels, Dtype* energy) {
+CAFFE_HOST_DEVICE inline void DenseCRFSoftmaxAndReset(Dtype* energy,
+    const Dtype* neg_unary, int num_labels, Dtype* q) {
   for (int l = 0; l < num_labels; ++l) {
-    energy[l] += w_norm * filtered[l];
+    q[l] = energy[l];
+    energy[l] = neg_unary[l];
   }
+  DenseCRFSoftmax(q, num_labels);
 }
 
 /// Symmetric normalisation factor 1 / sqrt(filter(1)) of one pixel.
@@ -177,10 +180,10 @@ class DenseCRFLayer : public Layer<Dtype> {
   Blob<Dtype> mean_;       // (3): B, G, R means
   Blob<Dtype> pos_feature_;  // (H W x 2)
   Blob<Dtype> bi_feature_;   // (H W x 5)
-  Blob<Dtype> norm_;       // (2 x H W): spatial, bilateral 1/sqrt(K 1)
+  Blob<Dtype> norm_;       // (4 x H W): 1/sqrt(K 1) and w/sqrt(K 1) of the
+                           // spatial, then of the bilateral kernel
   Blob<Dtype> neg_unary_;  // (H W x L) pixel-major -unary of one image
   Blob<Dtype> q_;          // (H W x L) marginals
-  Blob<Dtype> tmp_;        // (H W x L) norm * Q, then its filtered value
   Blob<Dtype> energy_;     // (H W x L) -unary + messages
   PermutohedralLattice<Dtype> pos_lattice_, bi_lattice_;
 #ifndef CPU_ONLY

@@ -39,21 +39,21 @@ const int kPermutohedralMaxDim = 8;
  *
  * @param f      the d features of the point
  * @param d      feature dimension, 1 <= d <= kPermutohedralMaxDim
+ * @param scale  the d axis scales from PermutohedralScales()
  * @param keys   out: (d + 1) x d integer keys, corner r's first d lattice
  *               coordinates (the last is implied by the zero sum)
  * @param weight out: d + 1 barycentric weights (non-negative, sum 1)
  */
 template <typename Dtype>
 CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
-    int* keys, Dtype* weight) {
+    const Dtype* scale, int* keys, Dtype* weight) {
   Dtype elevated[kPermutohedralMaxDim + 1];
   int rem0[kPermutohedralMaxDim + 1];
   int rank[kPermutohedralMaxDim + 1];
   Dtype bary[kPermutohedralMaxDim + 2];
-  const Dtype inv_std = sqrt(Dtype(2) / Dtype(3)) * (d + 1);
   Dtype sum_cf = 0;
   for (int i = d; i > 0; --i) {
-    const Dtype cf = f[i - 1] * inv_std / sqrt(Dtype(i) * Dtype(i + 1));
+    const Dtype cf = f[i - 1] * scale[i - 1];
     elevated[i] = sum_cf - i * cf;
     sum_cf += cf;
   }
@@ -117,6 +117,26 @@ CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
   }
 }
 
+/// Axis scales of the embedding: sqrt(2/3) (d + 1) / sqrt((i + 1)(i + 2)).
+template <typename Dtype>
+CAFFE_HOST_DEVICE inline void PermutohedralScales(int d, Dtype* scale) {
+  const Dtype inv_std = sqrt(Dtype(2) / Dtype(3)) * (d + 1);
+  for (int i = 0; i < d; ++i) {
+    scale[i] = inv_std / sqrt(Dtype(i + 1) * Dtype(i + 2));
+  }
+}
+
+/// Whether two d-integer lattice keys are equal.
+CAFFE_HOST_DEVICE inline bool PermutohedralKeysEqual(const int* a,
+    const int* b, int d) {
+  for (int i = 0; i < d; ++i) {
+    if (a[i] != b[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /// Hash of a d-integer lattice key (FNV-1a over the words, then a final mix).
 CAFFE_HOST_DEVICE inline unsigned int PermutohedralHash(const int* key,
     int d) {
@@ -141,6 +161,42 @@ CAFFE_HOST_DEVICE inline void PermutohedralNeighbors(const int* key, int d,
   if (j < d) {
     n1[j] = key[j] + d;
     n2[j] = key[j] - d;
+  }
+}
+
+/// One vertex of one blur pass: dst = self + (a + b) / 2 over c values.
+template <typename Dtype>
+CAFFE_HOST_DEVICE inline void PermutohedralBlurRow(const Dtype* self,
+    const Dtype* a, const Dtype* b, int c, Dtype* dst) {
+  for (int l = 0; l < c; ++l) {
+    dst[l] = self[l] + Dtype(0.5) * (a[l] + b[l]);
+  }
+}
+
+/**
+ * @brief Slice of one point: out[l] (+)= scale * sum_r weight[r] *
+ *        values[offset[r] * c + l] over its d + 1 simplex corners
+ *        (accumulating when @p accumulate, else overwriting).
+ */
+template <typename Dtype>
+CAFFE_HOST_DEVICE inline void PermutohedralSliceRow(const Dtype* values,
+    const int* offset, const Dtype* weight, int d1, int c, Dtype scale,
+    bool accumulate, Dtype* out) {
+  Dtype w[kPermutohedralMaxDim + 1];
+  for (int r = 0; r < d1; ++r) {
+    w[r] = weight[r] * scale;
+  }
+  if (!accumulate) {
+    for (int l = 0; l < c; ++l) {
+      out[l] = 0;
+    }
+  }
+  for (int r = 0; r < d1; ++r) {
+    const Dtype* src = values + offset[r] * c;
+    const Dtype wr = w[r];
+    for (int l = 0; l < c; ++l) {
+      out[l] += wr * src[l];
+    }
   }
 }
 
@@ -204,8 +260,16 @@ class PermutohedralLattice {
   /**
    * @brief out(n x c) ~= sum_j exp(-|f_i - f_j|^2 / 2) in_j (point-major;
    *        the point itself is included with weight ~1). in may equal out.
+   *
+   * With @p in_scale (n values, or NULL for ones) the input is
+   * in_j * in_scale_j; with @p out_scale (n values, or NULL) the result of
+   * point i is multiplied by out_scale_i; with @p accumulate it is added to
+   * out instead of overwriting it. The CRF uses these for its symmetric
+   * normalisation and kernel weight without extra passes over the data.
    */
-  void Filter(const Dtype* in, Dtype* out, int c, int num_threads);
+  void Filter(const Dtype* in, Dtype* out, int c, int num_threads,
+      const Dtype* in_scale = NULL, const Dtype* out_scale = NULL,
+      bool accumulate = false);
 
   int dim() const { return d_; }
   int num_points() const { return n_; }
@@ -221,6 +285,8 @@ class PermutohedralLattice {
   std::vector<int> blur_nbr_;      // (d+1) m 2: neighbours, m when absent
   std::vector<Dtype> values_;      // (m+1) c; row m stays zero
   std::vector<Dtype> scratch_;     // (m+1) c
+  std::vector<int> hash_slots_;    // hash table slots (reused by Init)
+  std::vector<int> hash_keys_;     // m d: vertex keys (reused by Init)
 
   DISABLE_COPY_AND_ASSIGN(PermutohedralLattice);
 };
@@ -237,7 +303,10 @@ class PermutohedralLatticeGPU {
  public:
   PermutohedralLatticeGPU() : d_(0), n_(0), m_(0) {}
   void Init(const Dtype* features, int d, int n);
-  void Filter(const Dtype* in, Dtype* out, int c);
+  /// As PermutohedralLattice::Filter (device pointers).
+  void Filter(const Dtype* in, Dtype* out, int c,
+      const Dtype* in_scale = NULL, const Dtype* out_scale = NULL,
+      bool accumulate = false);
   int num_vertices() const { return m_; }
 
  private:

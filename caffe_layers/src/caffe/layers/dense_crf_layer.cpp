@@ -89,9 +89,8 @@ void DenseCRFLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   shape[1] = num_labels_;
   neg_unary_.Reshape(shape);
   q_.Reshape(shape);
-  tmp_.Reshape(shape);
   energy_.Reshape(shape);
-  shape[0] = 2;
+  shape[0] = 4;
   shape[1] = hw;
   norm_.Reshape(shape);
 }
@@ -108,7 +107,6 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* norm = norm_.mutable_cpu_data();
   Dtype* neg_unary = neg_unary_.mutable_cpu_data();
   Dtype* q = q_.mutable_cpu_data();
-  Dtype* tmp = tmp_.mutable_cpu_data();
   Dtype* energy = energy_.mutable_cpu_data();
   PermutohedralLattice<Dtype>* lattice[2] = {&pos_lattice_, &bi_lattice_};
   const Dtype weight[2] = {pos_w_, bi_w_};
@@ -121,14 +119,14 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
             inv_bi_xy_std_, inv_bi_rgb_std_, pos_feature + i * 2,
             bi_feature + i * 5);
         for (int l = 0; l < num_labels; ++l) {
-          neg_unary[i * num_labels + l] =
+          energy[i * num_labels + l] =
               DenseCRFNegUnary(score[l * hw + i], prob_);
         }
-        std::copy(neg_unary + i * num_labels,
-                  neg_unary + (i + 1) * num_labels, q + i * num_labels);
-        DenseCRFSoftmax(q + i * num_labels, num_labels);
+        DenseCRFSoftmaxAndReset(energy + i * num_labels,
+            energy + i * num_labels, num_labels, q + i * num_labels);
       }
     });
+    caffe_copy(hw * num_labels, energy, neg_unary);
     // The 2-D and 5-D lattices are built side by side when threads allow.
     if (weight[0] > 0 && weight[1] > 0 && threads > 1) {
       std::thread pos_init([&]() {
@@ -146,41 +144,29 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     }
     for (int k = 0; k < 2; ++k) {
       if (weight[k] > 0) {
-        Dtype* norm_k = norm + k * hw;
+        Dtype* norm_k = norm + 2 * k * hw;
+        Dtype* weighted_norm_k = norm_k + hw;
         std::fill(norm_k, norm_k + hw, Dtype(1));
         lattice[k]->Filter(norm_k, norm_k, 1, threads);
         for (int i = 0; i < hw; ++i) {
           norm_k[i] = DenseCRFNorm(norm_k[i]);
+          weighted_norm_k[i] = weight[k] * norm_k[i];
         }
       }
     }
+    // energy = -unary + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q; Q = softmax.
     for (int it = 0; it < max_iter_; ++it) {
-      caffe_copy(hw * num_labels, neg_unary, energy);
       for (int k = 0; k < 2; ++k) {
-        if (weight[k] == 0) {
-          continue;
+        if (weight[k] > 0) {
+          const Dtype* norm_k = norm + 2 * k * hw;
+          lattice[k]->Filter(q, energy, num_labels, threads, norm_k,
+                             norm_k + hw, true);
         }
-        const Dtype* norm_k = norm + k * hw;
-        ParallelFor(hw, threads, [&](int begin, int end) {
-          for (int i = begin; i < end; ++i) {
-            for (int l = 0; l < num_labels; ++l) {
-              tmp[i * num_labels + l] = norm_k[i] * q[i * num_labels + l];
-            }
-          }
-        });
-        lattice[k]->Filter(tmp, tmp, num_labels, threads);
-        ParallelFor(hw, threads, [&](int begin, int end) {
-          for (int i = begin; i < end; ++i) {
-            DenseCRFPottsUpdate(tmp + i * num_labels, weight[k] * norm_k[i],
-                                num_labels, energy + i * num_labels);
-          }
-        });
       }
       ParallelFor(hw, threads, [&](int begin, int end) {
         for (int i = begin; i < end; ++i) {
-          std::copy(energy + i * num_labels, energy + (i + 1) * num_labels,
-                    q + i * num_labels);
-          DenseCRFSoftmax(q + i * num_labels, num_labels);
+          DenseCRFSoftmaxAndReset(energy + i * num_labels,
+              neg_unary + i * num_labels, num_labels, q + i * num_labels);
         }
       });
     }

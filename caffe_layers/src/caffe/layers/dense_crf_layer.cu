@@ -11,52 +11,34 @@ __global__ void DenseCRFPrepareKernel(const int hw, const int width,
     const Dtype* image, const Dtype* mean, const Dtype inv_scale,
     const Dtype inv_pos_std, const Dtype inv_bi_xy_std,
     const Dtype inv_bi_rgb_std, Dtype* pos_feature, Dtype* bi_feature,
-    Dtype* neg_unary, Dtype* q) {
+    Dtype* energy, Dtype* q) {
   CUDA_KERNEL_LOOP(i, hw) {
     DenseCRFFeatures(image, hw, i, width, mean, inv_scale, inv_pos_std,
         inv_bi_xy_std, inv_bi_rgb_std, pos_feature + i * 2,
         bi_feature + i * 5);
     for (int l = 0; l < num_labels; ++l) {
-      neg_unary[i * num_labels + l] = DenseCRFNegUnary(score[l * hw + i], prob);
-      q[i * num_labels + l] = neg_unary[i * num_labels + l];
+      energy[i * num_labels + l] = DenseCRFNegUnary(score[l * hw + i], prob);
     }
-    DenseCRFSoftmax(q + i * num_labels, num_labels);
+    DenseCRFSoftmaxAndReset(energy + i * num_labels, energy + i * num_labels,
+                            num_labels, q + i * num_labels);
   }
 }
 
 template <typename Dtype>
-__global__ void DenseCRFNormKernel(const int hw, Dtype* norm) {
+__global__ void DenseCRFNormKernel(const int hw, const Dtype weight,
+    Dtype* norm) {
   CUDA_KERNEL_LOOP(i, hw) {
     norm[i] = DenseCRFNorm(norm[i]);
-  }
-}
-
-template <typename Dtype>
-__global__ void DenseCRFScaleKernel(const int hw, const int num_labels,
-    const Dtype* norm, const Dtype* q, Dtype* tmp) {
-  CUDA_KERNEL_LOOP(index, hw * num_labels) {
-    tmp[index] = norm[index / num_labels] * q[index];
-  }
-}
-
-template <typename Dtype>
-__global__ void DenseCRFPottsKernel(const int hw, const int num_labels,
-    const Dtype weight, const Dtype* norm, const Dtype* filtered,
-    Dtype* energy) {
-  CUDA_KERNEL_LOOP(i, hw) {
-    DenseCRFPottsUpdate(filtered + i * num_labels, weight * norm[i],
-                        num_labels, energy + i * num_labels);
+    norm[hw + i] = weight * norm[i];
   }
 }
 
 template <typename Dtype>
 __global__ void DenseCRFSoftmaxKernel(const int hw, const int num_labels,
-    const Dtype* energy, Dtype* q) {
+    const Dtype* neg_unary, Dtype* energy, Dtype* q) {
   CUDA_KERNEL_LOOP(i, hw) {
-    for (int l = 0; l < num_labels; ++l) {
-      q[i * num_labels + l] = energy[i * num_labels + l];
-    }
-    DenseCRFSoftmax(q + i * num_labels, num_labels);
+    DenseCRFSoftmaxAndReset(energy + i * num_labels,
+        neg_unary + i * num_labels, num_labels, q + i * num_labels);
   }
 }
 
@@ -81,7 +63,6 @@ void DenseCRFLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* norm = norm_.mutable_gpu_data();
   Dtype* neg_unary = neg_unary_.mutable_gpu_data();
   Dtype* q = q_.mutable_gpu_data();
-  Dtype* tmp = tmp_.mutable_gpu_data();
   Dtype* energy = energy_.mutable_gpu_data();
   PermutohedralLatticeGPU<Dtype>* lattice[2] = {&pos_lattice_gpu_,
                                                 &bi_lattice_gpu_};
@@ -95,41 +76,32 @@ void DenseCRFLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     DenseCRFPrepareKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
         CAFFE_CUDA_NUM_THREADS>>>(hw, width_, num_labels, prob_, score, image,
         mean, inv_scale_, inv_pos_std_, inv_bi_xy_std_, inv_bi_rgb_std_,
-        pos_feature, bi_feature, neg_unary, q);
+        pos_feature, bi_feature, energy, q);
     CUDA_POST_KERNEL_CHECK;
+    caffe_copy(hw * num_labels, energy, neg_unary);
     for (int k = 0; k < 2; ++k) {
       if (weight[k] > 0) {
-        Dtype* norm_k = norm + k * hw;
+        Dtype* norm_k = norm + 2 * k * hw;
         lattice[k]->Init(feature[k], dim[k], hw);
         caffe_gpu_set(hw, Dtype(1), norm_k);
         lattice[k]->Filter(norm_k, norm_k, 1);
         // NOLINT_NEXT_LINE(whitespace/operators)
         DenseCRFNormKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
-            CAFFE_CUDA_NUM_THREADS>>>(hw, norm_k);
+            CAFFE_CUDA_NUM_THREADS>>>(hw, weight[k], norm_k);
         CUDA_POST_KERNEL_CHECK;
       }
     }
     for (int it = 0; it < max_iter_; ++it) {
-      caffe_copy(hw * num_labels, neg_unary, energy);
       for (int k = 0; k < 2; ++k) {
-        if (weight[k] == 0) {
-          continue;
+        if (weight[k] > 0) {
+          const Dtype* norm_k = norm + 2 * k * hw;
+          lattice[k]->Filter(q, energy, num_labels, norm_k, norm_k + hw,
+                             true);
         }
-        const Dtype* norm_k = norm + k * hw;
-        // NOLINT_NEXT_LINE(whitespace/operators)
-        DenseCRFScaleKernel<Dtype><<<CAFFE_GET_BLOCKS(hw * num_labels),
-            CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, norm_k, q, tmp);
-        CUDA_POST_KERNEL_CHECK;
-        lattice[k]->Filter(tmp, tmp, num_labels);
-        // NOLINT_NEXT_LINE(whitespace/operators)
-        DenseCRFPottsKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
-            CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, weight[k], norm_k, tmp,
-            energy);
-        CUDA_POST_KERNEL_CHECK;
       }
       // NOLINT_NEXT_LINE(whitespace/operators)
       DenseCRFSoftmaxKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
-          CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, energy, q);
+          CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, neg_unary, energy, q);
       CUDA_POST_KERNEL_CHECK;
     }
     Dtype* top_data = top[0]->mutable_gpu_data() + top[0]->offset(n);

@@ -124,7 +124,9 @@ TYPED_TEST(PermutohedralTest, TestSimplexWeights) {
     for (int k = 0; k < d; ++k) {
       fi[k] = f[i * d + k];
     }
-    PermutohedralSimplex(fi, d, keys, weight);
+    TypeParam scale[d];
+    PermutohedralScales(d, scale);
+    PermutohedralSimplex(fi, d, scale, keys, weight);
     TypeParam sum = 0;
     for (int r = 0; r <= d; ++r) {
       EXPECT_GE(weight[r], -1e-5);

@@ -8,15 +8,19 @@ namespace caffe {
 namespace {
 
 // Open-addressing hash table from d-integer keys to vertex numbers; grows
-// (doubling) to keep the load factor below one half.
+// (doubling) to keep the load factor below one half. Its storage belongs to
+// the lattice, so that repeated Init() calls reuse the memory.
 class LatticeHashTable {
  public:
-  explicit LatticeHashTable(int d, int expected) : d_(d), size_(0) {
+  LatticeHashTable(int d, int expected, std::vector<int>* slots,
+      std::vector<int>* keys) : d_(d), size_(0), slots_(*slots),
+      keys_(*keys) {
     int capacity = 1024;
     while (capacity < 2 * expected) {
       capacity *= 2;
     }
     slots_.assign(capacity, -1);
+    keys_.clear();
   }
 
   // Vertex number of key, inserting it when absent.
@@ -33,7 +37,7 @@ class LatticeHashTable {
         keys_.insert(keys_.end(), key, key + d_);
         return size_++;
       }
-      if (std::equal(key, key + d_, keys_.begin() + v * d_)) {
+      if (PermutohedralKeysEqual(key, &keys_[v * d_], d_)) {
         return v;
       }
       h = (h + 1) & mask;
@@ -49,7 +53,7 @@ class LatticeHashTable {
       if (v < 0) {
         return -1;
       }
-      if (std::equal(key, key + d_, keys_.begin() + v * d_)) {
+      if (PermutohedralKeysEqual(key, &keys_[v * d_], d_)) {
         return v;
       }
       h = (h + 1) & mask;
@@ -74,8 +78,8 @@ class LatticeHashTable {
   }
 
   int d_, size_;
-  std::vector<int> slots_;
-  std::vector<int> keys_;
+  std::vector<int>& slots_;
+  std::vector<int>& keys_;
 };
 
 }  // namespace
@@ -92,18 +96,25 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
   const int d1 = d + 1;
   offset_.resize(n * d1);
   weight_.resize(n * d1);
-  std::vector<int> keys(static_cast<size_t>(n) * d1 * d);
-  ParallelFor(n, num_threads, [&](int begin, int end) {
-    for (int i = begin; i < end; ++i) {
-      PermutohedralSimplex(features + i * d, d, &keys[i * d1 * d],
-                           &weight_[i * d1]);
+  Dtype scale[kPermutohedralMaxDim];
+  PermutohedralScales(d, scale);
+  // Neighbouring points often share simplex corners: reuse the previous
+  // point's vertex when corner r has the same key, else hash.
+  LatticeHashTable table(d, std::max(1024, n / 2), &hash_slots_, &hash_keys_);
+  int keys[2][(kPermutohedralMaxDim + 1) * kPermutohedralMaxDim];
+  for (int i = 0; i < n; ++i) {
+    int* key = keys[i & 1];
+    const int* prev = keys[(i + 1) & 1];
+    PermutohedralSimplex(features + i * d, d, scale, key, &weight_[i * d1]);
+    for (int r = 0; r < d1; ++r) {
+      const int k = i * d1 + r;
+      if (i > 0 && PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
+        offset_[k] = offset_[k - d1];
+      } else {
+        offset_[k] = table.FindOrInsert(key + r * d);
+      }
     }
-  });
-  LatticeHashTable table(d, n);
-  for (int k = 0; k < n * d1; ++k) {
-    offset_[k] = table.FindOrInsert(&keys[k * d]);
   }
-  std::vector<int>().swap(keys);
   m_ = table.size();
   // Splat lists: a counting sort of the (point, corner) pairs by vertex.
   splat_start_.assign(m_ + 1, 0);
@@ -121,16 +132,20 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
     splat_point_[pos] = k / d1;
     splat_weight_[pos] = weight_[k];
   }
-  blur_nbr_.resize(static_cast<size_t>(d1) * m_ * 2);
+  // n2 of w along j is v exactly when n1 of v along j is w, so one lookup
+  // per vertex and direction fills both (each w has one such v: no race).
+  blur_nbr_.assign(static_cast<size_t>(d1) * m_ * 2, m_);
   ParallelFor(m_, num_threads, [&](int begin, int end) {
     int n1[kPermutohedralMaxDim], n2[kPermutohedralMaxDim];
     for (int j = 0; j <= d; ++j) {
+      int* nbr = &blur_nbr_[static_cast<size_t>(j) * m_ * 2];
       for (int v = begin; v < end; ++v) {
         PermutohedralNeighbors(table.key(v), d, j, n1, n2);
-        const int a = table.Find(n1);
-        const int b = table.Find(n2);
-        blur_nbr_[(j * m_ + v) * 2] = a < 0 ? m_ : a;
-        blur_nbr_[(j * m_ + v) * 2 + 1] = b < 0 ? m_ : b;
+        const int w = table.Find(n1);
+        if (w >= 0) {
+          nbr[2 * v] = w;
+          nbr[2 * w + 1] = v;
+        }
       }
     }
   });
@@ -138,7 +153,8 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
 
 template <typename Dtype>
 void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
-    int num_threads) {
+    int num_threads, const Dtype* in_scale, const Dtype* out_scale,
+    bool accumulate) {
   CHECK_GT(m_, 0) << "PermutohedralLattice: Filter() before Init()";
   const int d1 = d_ + 1;
   values_.resize(static_cast<size_t>(m_ + 1) * c);
@@ -153,8 +169,10 @@ void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
       Dtype* dst = values + v * c;
       std::fill(dst, dst + c, Dtype(0));
       for (int e = splat_start_[v]; e < splat_start_[v + 1]; ++e) {
-        const Dtype w = splat_weight_[e];
-        const Dtype* src = in + splat_point_[e] * c;
+        const int i = splat_point_[e];
+        const Dtype w = in_scale ? splat_weight_[e] * in_scale[i]
+                                 : splat_weight_[e];
+        const Dtype* src = in + i * c;
         for (int l = 0; l < c; ++l) {
           dst[l] += w * src[l];
         }
@@ -166,13 +184,8 @@ void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
     const int* nbr = &blur_nbr_[j * m_ * 2];
     ParallelFor(m_, num_threads, [&](int begin, int end) {
       for (int v = begin; v < end; ++v) {
-        const Dtype* self = values + v * c;
-        const Dtype* a = values + nbr[2 * v] * c;
-        const Dtype* b = values + nbr[2 * v + 1] * c;
-        Dtype* dst = scratch + v * c;
-        for (int l = 0; l < c; ++l) {
-          dst[l] = self[l] + Dtype(0.5) * (a[l] + b[l]);
-        }
+        PermutohedralBlurRow(values + v * c, values + nbr[2 * v] * c,
+                             values + nbr[2 * v + 1] * c, c, scratch + v * c);
       }
     }, 1024);
     std::swap(values, scratch);
@@ -181,23 +194,9 @@ void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
   const Dtype alpha = PermutohedralAlpha<Dtype>(d_);
   ParallelFor(n_, num_threads, [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
-      Dtype* dst = out + i * c;
-      const int* off = &offset_[i * d1];
-      const Dtype* w = &weight_[i * d1];
-      const Dtype* src = values + off[0] * c;
-      for (int l = 0; l < c; ++l) {
-        dst[l] = w[0] * src[l];
-      }
-      for (int r = 1; r < d1; ++r) {
-        const Dtype wr = w[r];
-        src = values + off[r] * c;
-        for (int l = 0; l < c; ++l) {
-          dst[l] += wr * src[l];
-        }
-      }
-      for (int l = 0; l < c; ++l) {
-        dst[l] *= alpha;
-      }
+      PermutohedralSliceRow(values, &offset_[i * d1], &weight_[i * d1], d1, c,
+                            out_scale ? alpha * out_scale[i] : alpha,
+                            accumulate, out + i * c);
     }
   }, 1024);
 }

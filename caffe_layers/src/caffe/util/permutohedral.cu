@@ -10,15 +10,6 @@ namespace caffe {
 
 namespace {
 
-__device__ inline bool KeysEqual(const int* a, const int* b, int d) {
-  for (int i = 0; i < d; ++i) {
-    if (a[i] != b[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Slot of the entry owning key, probing linearly; -1 when absent.
 __device__ inline int HashFind(const int* table, unsigned int mask,
     const int* keys, const int* key, int d) {
@@ -28,7 +19,7 @@ __device__ inline int HashFind(const int* table, unsigned int mask,
     if (owner < 0) {
       return -1;
     }
-    if (KeysEqual(keys + owner * d, key, d)) {
+    if (PermutohedralKeysEqual(keys + owner * d, key, d)) {
       return owner;
     }
     h = (h + 1) & mask;
@@ -38,8 +29,10 @@ __device__ inline int HashFind(const int* table, unsigned int mask,
 template <typename Dtype>
 __global__ void SimplexKernel(const int n, const int d,
     const Dtype* features, int* keys, Dtype* weight) {
+  Dtype scale[kPermutohedralMaxDim];
+  PermutohedralScales(d, scale);
   CUDA_KERNEL_LOOP(i, n) {
-    PermutohedralSimplex(features + i * d, d, keys + i * (d + 1) * d,
+    PermutohedralSimplex(features + i * d, d, scale, keys + i * (d + 1) * d,
                          weight + i * (d + 1));
   }
 }
@@ -57,7 +50,7 @@ __global__ void InsertKernel(const int count, const int d, const int* keys,
         owner[k] = k;
         break;
       }
-      if (KeysEqual(keys + prev * d, key, d)) {
+      if (PermutohedralKeysEqual(keys + prev * d, key, d)) {
         owner[k] = prev;
         break;
       }
@@ -103,37 +96,35 @@ __global__ void NeighborKernel(const int m, const int d, const int* keys,
 
 template <typename Dtype>
 __global__ void SplatKernel(const int count, const int d1, const int c,
-    const Dtype* in, const int* offset, const Dtype* weight, Dtype* values) {
+    const Dtype* in, const Dtype* in_scale, const int* offset,
+    const Dtype* weight, Dtype* values) {
   CUDA_KERNEL_LOOP(index, count * c) {
     const int k = index / c;
     const int l = index % c;
-    atomicAdd(values + offset[k] * c + l, weight[k] * in[(k / d1) * c + l]);
+    const int i = k / d1;
+    const Dtype w = in_scale ? weight[k] * in_scale[i] : weight[k];
+    atomicAdd(values + offset[k] * c + l, w * in[i * c + l]);
   }
 }
 
 template <typename Dtype>
 __global__ void BlurKernel(const int m, const int c, const int* nbr,
     const Dtype* values, Dtype* out) {
-  CUDA_KERNEL_LOOP(index, m * c) {
-    const int v = index / c;
-    const int l = index % c;
-    out[index] = values[index] + Dtype(0.5) *
-        (values[nbr[2 * v] * c + l] + values[nbr[2 * v + 1] * c + l]);
+  CUDA_KERNEL_LOOP(v, m) {
+    PermutohedralBlurRow(values + v * c, values + nbr[2 * v] * c,
+                         values + nbr[2 * v + 1] * c, c, out + v * c);
   }
 }
 
 template <typename Dtype>
 __global__ void SliceKernel(const int n, const int d1, const int c,
     const Dtype alpha, const Dtype* values, const int* offset,
-    const Dtype* weight, Dtype* out) {
-  CUDA_KERNEL_LOOP(index, n * c) {
-    const int i = index / c;
-    const int l = index % c;
-    Dtype sum = 0;
-    for (int r = 0; r < d1; ++r) {
-      sum += weight[i * d1 + r] * values[offset[i * d1 + r] * c + l];
-    }
-    out[index] = alpha * sum;
+    const Dtype* weight, const Dtype* out_scale, const bool accumulate,
+    Dtype* out) {
+  CUDA_KERNEL_LOOP(i, n) {
+    PermutohedralSliceRow(values, offset + i * d1, weight + i * d1, d1, c,
+                          out_scale ? alpha * out_scale[i] : alpha,
+                          accumulate, out + i * c);
   }
 }
 
@@ -208,7 +199,7 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
 
 template <typename Dtype>
 void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
-    int c) {
+    int c, const Dtype* in_scale, const Dtype* out_scale, bool accumulate) {
   CHECK_GT(m_, 0) << "PermutohedralLatticeGPU: Filter() before Init()";
   const int d1 = d_ + 1;
   const size_t bytes = sizeof(Dtype) * (m_ + 1) * c;
@@ -225,18 +216,20 @@ void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
   caffe_gpu_set((m_ + 1) * c, Dtype(0), scratch);
   // NOLINT_NEXT_LINE(whitespace/operators)
   SplatKernel<Dtype><<<CAFFE_GET_BLOCKS(n_ * d1 * c),
-      CAFFE_CUDA_NUM_THREADS>>>(n_ * d1, d1, c, in, offset, weight, values);
+      CAFFE_CUDA_NUM_THREADS>>>(n_ * d1, d1, c, in, in_scale, offset, weight,
+      values);
   CUDA_POST_KERNEL_CHECK;
   for (int j = 0; j <= d_; ++j) {
     // NOLINT_NEXT_LINE(whitespace/operators)
-    BlurKernel<Dtype><<<CAFFE_GET_BLOCKS(m_ * c), CAFFE_CUDA_NUM_THREADS>>>(
+    BlurKernel<Dtype><<<CAFFE_GET_BLOCKS(m_), CAFFE_CUDA_NUM_THREADS>>>(
         m_, c, blur_nbr + j * m_ * 2, values, scratch);
     CUDA_POST_KERNEL_CHECK;
     std::swap(values, scratch);
   }
   // NOLINT_NEXT_LINE(whitespace/operators)
-  SliceKernel<Dtype><<<CAFFE_GET_BLOCKS(n_ * c), CAFFE_CUDA_NUM_THREADS>>>(
-      n_, d1, c, PermutohedralAlpha<Dtype>(d_), values, offset, weight, out);
+  SliceKernel<Dtype><<<CAFFE_GET_BLOCKS(n_), CAFFE_CUDA_NUM_THREADS>>>(
+      n_, d1, c, PermutohedralAlpha<Dtype>(d_), values, offset, weight,
+      out_scale, accumulate, out);
   CUDA_POST_KERNEL_CHECK;
 }
 
