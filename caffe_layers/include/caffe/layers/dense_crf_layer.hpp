@@ -2,6 +2,7 @@
 #define CAFFE_DENSE_CRF_LAYER_HPP_
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "caffe/blob.hpp"
@@ -27,6 +28,37 @@ CAFFE_HOST_DEVICE inline Dtype DenseCRFNegUnary(Dtype score, bool prob) {
                                                 : Dtype(kDenseCRFProbFloor));
 }
 
+/**
+ * @brief exp(x) for float x <= 0 without a library call, so that the
+ *        compiler vectorises the softmax loop: x clamped to [-87, 0] on its
+ *        bit pattern, x = n ln2 + r with |r| <= ln2 / 2, Cephes' degree-6
+ *        polynomial for exp(r), 2^n built in the exponent bits. Relative
+ *        error below 1e-7 on [-87, 0] (1 ulp).
+ */
+CAFFE_HOST_DEVICE inline float DenseCRFExp(float x) {
+  unsigned int u;
+  memcpy(&u, &x, sizeof(u));
+  u = u > 0xc2ae0000u ? 0xc2ae0000u : u;  // -87.0f; +0 and -0 pass.
+  memcpy(&x, &u, sizeof(u));
+  const float t = x * 1.44269504088896341f;
+  const int n = static_cast<int>(t - 0.5f);
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int bits = (n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+/// exp(x) for double x <= 0 (the library's).
+CAFFE_HOST_DEVICE inline double DenseCRFExp(double x) { return exp(x); }
+
 /// In-place softmax of one pixel's L contiguous label values.
 template <typename Dtype>
 CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
@@ -34,9 +66,11 @@ CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
   for (int l = 1; l < num_labels; ++l) {
     mx = x[l] > mx ? x[l] : mx;
   }
+  for (int l = 0; l < num_labels; ++l) {
+    x[l] = DenseCRFExp(x[l] - mx);
+  }
   Dtype sum = 0;
   for (int l = 0; l < num_labels; ++l) {
-    x[l] = exp(x[l] - mx);
     sum += x[l];
   }
   const Dtype inv = Dtype(1) / sum;
