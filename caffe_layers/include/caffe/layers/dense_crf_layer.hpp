@@ -37,9 +37,9 @@ CAFFE_HOST_DEVICE inline Dtype DenseCRFNegUnary(Dtype score, bool prob) {
  */
 CAFFE_HOST_DEVICE inline float DenseCRFExp(float x) {
   unsigned int u;
-  memcpy(&u, &x, sizeof(u));
+  memcpy(&u, &x, sizeof(u));  // NOLINT(caffe/alt_fn): a bit cast
   u = u > 0xc2ae0000u ? 0xc2ae0000u : u;  // -87.0f; +0 and -0 pass.
-  memcpy(&x, &u, sizeof(u));
+  memcpy(&x, &u, sizeof(u));  // NOLINT(caffe/alt_fn): a bit cast
   const float t = x * 1.44269504088896341f;
   const int n = static_cast<int>(t - 0.5f);
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
@@ -52,7 +52,7 @@ CAFFE_HOST_DEVICE inline float DenseCRFExp(float x) {
   p = p * r * r + r + 1.0f;
   const int bits = (n + 127) << 23;
   float scale;
-  memcpy(&scale, &bits, sizeof(scale));
+  memcpy(&scale, &bits, sizeof(scale));  // NOLINT(caffe/alt_fn)
   return p * scale;
 }
 

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>  // NOLINT(build/c++11)
+#include <thread>
 #include <vector>
 
 #include "caffe/common.hpp"

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdlib>
-#include <thread>  // NOLINT(build/c++11)
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "caffe/layers/dense_crf_layer.hpp"

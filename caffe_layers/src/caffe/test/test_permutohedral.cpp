@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -119,12 +120,12 @@ TYPED_TEST(PermutohedralTest, TestSimplexWeights) {
   const int d = 5;
   const std::vector<double> f = this->RandomPoints(50, d, 10.0);
   for (int i = 0; i < 50; ++i) {
-    TypeParam fi[d], weight[d + 1];
-    int keys[(d + 1) * d];
+    TypeParam fi[kPermutohedralMaxDim], weight[kPermutohedralMaxDim + 1];
+    int keys[(kPermutohedralMaxDim + 1) * kPermutohedralMaxDim];
     for (int k = 0; k < d; ++k) {
       fi[k] = f[i * d + k];
     }
-    TypeParam scale[d];
+    TypeParam scale[kPermutohedralMaxDim];
     PermutohedralScales(d, scale);
     PermutohedralSimplex(fi, d, scale, keys, weight);
     TypeParam sum = 0;

@@ -1,6 +1,7 @@
 #include <thrust/device_ptr.h>
 #include <thrust/scan.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "caffe/util/math_functions.hpp"
@@ -161,7 +162,7 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
   int* table_data = static_cast<int*>(table.mutable_gpu_data());
   int* owner_data = static_cast<int*>(owner.mutable_gpu_data());
   int* scan_data = static_cast<int*>(scan.mutable_gpu_data());
-  CUDA_CHECK(cudaMemset(table_data, 0xff, sizeof(int) * capacity));
+  caffe_gpu_set(static_cast<int>(capacity), -1, table_data);
   // NOLINT_NEXT_LINE(whitespace/operators)
   InsertKernel<<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
       count, d, keys_data, table_data, capacity - 1, owner_data);
@@ -171,14 +172,12 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
       count, owner_data, scan_data);
   CUDA_POST_KERNEL_CHECK;
   int last_mark = 0;
-  CUDA_CHECK(cudaMemcpy(&last_mark, scan_data + count - 1, sizeof(int),
-                        cudaMemcpyDeviceToHost));
+  caffe_gpu_memcpy(sizeof(int), scan_data + count - 1, &last_mark);
   thrust::exclusive_scan(thrust::device_pointer_cast(scan_data),
                          thrust::device_pointer_cast(scan_data + count),
                          thrust::device_pointer_cast(scan_data));
   int last_scan = 0;
-  CUDA_CHECK(cudaMemcpy(&last_scan, scan_data + count - 1, sizeof(int),
-                        cudaMemcpyDeviceToHost));
+  caffe_gpu_memcpy(sizeof(int), scan_data + count - 1, &last_scan);
   m_ = last_scan + last_mark;
   SyncedMemory vertex_entry(sizeof(int) * m_);
   int* vertex_entry_data = static_cast<int*>(vertex_entry.mutable_gpu_data());
