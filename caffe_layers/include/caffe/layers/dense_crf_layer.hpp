@@ -79,23 +79,6 @@ CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
   }
 }
 
-/**
- * @brief End of one mean-field iteration for one pixel: q = softmax(energy),
- *        then energy = -unary, ready for the next iteration's messages.
- *        The Potts messages are added to energy by the lattice's slice,
- *        scaled by w_k * norm_k (the compatibility mu(l, l') = -w [l = l']
- *        enters with densecrf's sign, tmp -= mu * filtered).
- */
-template <typename Dtype>
-CAFFE_HOST_DEVICE inline void DenseCRFSoftmaxAndReset(Dtype* energy,
-    const Dtype* neg_unary, int num_labels, Dtype* q) {
-  for (int l = 0; l < num_labels; ++l) {
-    q[l] = energy[l];
-    energy[l] = neg_unary[l];
-  }
-  DenseCRFSoftmax(q, num_labels);
-}
-
 /// Symmetric normalisation factor 1 / sqrt(filter(1)) of one pixel.
 template <typename Dtype>
 CAFFE_HOST_DEVICE inline Dtype DenseCRFNorm(Dtype filtered_ones) {
@@ -154,7 +137,11 @@ CAFFE_HOST_DEVICE inline void DenseCRFFeatures(const Dtype* bgr, int hw,
  * @f$ Q^0 = \mathrm{softmax}(-\psi_u) @f$, then @p max_iter times
  * @f$ Q = \mathrm{softmax}(-\psi_u + \sum_k w_k \tilde K_k Q) @f$
  * (the lattice includes each pixel's own contribution, as densecrf's
- * does; up to a per-label constant shift this is the Potts update).
+ * does; up to a per-label constant shift this is the Potts update: the
+ * compatibility @f$ \mu(l, l') = -w [l = l'] @f$ enters with densecrf's
+ * sign, energy -= mu * filtered). Each iteration splats and blurs Q on both
+ * lattices, then one pass over the pixels slices both (scaled by
+ * @f$ w_k D_k^{-1/2} @f$), adds @f$ -\psi_u @f$ and takes the softmax.
  * Both lattices are built once per image and reused for every label and
  * iteration; the work is linear in pixels x labels.
  *
@@ -218,7 +205,6 @@ class DenseCRFLayer : public Layer<Dtype> {
                            // spatial, then of the bilateral kernel
   Blob<Dtype> neg_unary_;  // (H W x L) pixel-major -unary of one image
   Blob<Dtype> q_;          // (H W x L) marginals
-  Blob<Dtype> energy_;     // (H W x L) -unary + messages
   PermutohedralLattice<Dtype> pos_lattice_, bi_lattice_;
 #ifndef CPU_ONLY
   PermutohedralLatticeGPU<Dtype> pos_lattice_gpu_, bi_lattice_gpu_;

@@ -249,7 +249,8 @@ void ParallelFor(int n, int num_threads, const F& f, int min_chunk = 2048) {
 template <typename Dtype>
 class PermutohedralLattice {
  public:
-  PermutohedralLattice() : d_(0), n_(0), m_(0) {}
+  PermutohedralLattice()
+      : d_(0), n_(0), m_(0), c_(0), alpha_(0), blurred_(NULL) {}
 
   /**
    * @param features n x d, point-major, already divided by the kernel's
@@ -271,12 +272,29 @@ class PermutohedralLattice {
       const Dtype* in_scale = NULL, const Dtype* out_scale = NULL,
       bool accumulate = false);
 
+  /**
+   * @brief The first two stages of Filter(): splat (in_j * in_scale_j) and
+   *        blur. The blurred vertex values stay in the lattice for
+   *        SliceAccumulate() until the next call, so that a caller can slice
+   *        several lattices and post-process each point in one pass.
+   */
+  void SplatBlur(const Dtype* in, int c, int num_threads,
+      const Dtype* in_scale = NULL);
+
+  /// out[0..c) += scale * (the filtered value of point i), after SplatBlur().
+  inline void SliceAccumulate(int i, Dtype scale, Dtype* out) const {
+    PermutohedralSliceRow(blurred_, &offset_[i * (d_ + 1)],
+        &weight_[i * (d_ + 1)], d_ + 1, c_, scale * alpha_, true, out);
+  }
+
   int dim() const { return d_; }
   int num_points() const { return n_; }
   int num_vertices() const { return m_; }
 
  private:
-  int d_, n_, m_;
+  int d_, n_, m_, c_;
+  Dtype alpha_;                    // PermutohedralAlpha(d)
+  const Dtype* blurred_;           // values_ or scratch_ after SplatBlur
   std::vector<int> offset_;        // n (d+1): vertex of each simplex corner
   std::vector<Dtype> weight_;      // n (d+1): barycentric weights
   std::vector<int> splat_start_;   // m + 1: CSR row starts per vertex
@@ -301,16 +319,29 @@ class PermutohedralLattice {
 template <typename Dtype>
 class PermutohedralLatticeGPU {
  public:
-  PermutohedralLatticeGPU() : d_(0), n_(0), m_(0) {}
+  PermutohedralLatticeGPU() : d_(0), n_(0), m_(0), blurred_(NULL) {}
   void Init(const Dtype* features, int d, int n);
   /// As PermutohedralLattice::Filter (device pointers).
   void Filter(const Dtype* in, Dtype* out, int c,
       const Dtype* in_scale = NULL, const Dtype* out_scale = NULL,
       bool accumulate = false);
   int num_vertices() const { return m_; }
+  /// As PermutohedralLattice::SplatBlur (device pointers).
+  void SplatBlur(const Dtype* in, int c, const Dtype* in_scale = NULL);
+  /// Device arrays for slicing after SplatBlur(): corners' vertices (n (d+1)),
+  /// barycentric weights (n (d+1)) and blurred values ((m+1) c).
+  const int* offset() const {
+    return static_cast<const int*>(offset_->gpu_data());
+  }
+  const Dtype* weight() const {
+    return static_cast<const Dtype*>(weight_->gpu_data());
+  }
+  const Dtype* blurred() const { return blurred_; }
+  Dtype alpha() const { return PermutohedralAlpha<Dtype>(d_); }
 
  private:
   int d_, n_, m_;
+  const Dtype* blurred_;
   shared_ptr<SyncedMemory> offset_;   // n (d+1) int
   shared_ptr<SyncedMemory> weight_;   // n (d+1) Dtype
   shared_ptr<SyncedMemory> blur_nbr_;  // (d+1) m 2 int

@@ -90,7 +90,6 @@ void DenseCRFLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   shape[1] = num_labels_;
   neg_unary_.Reshape(shape);
   q_.Reshape(shape);
-  energy_.Reshape(shape);
   shape[0] = 4;
   shape[1] = hw;
   norm_.Reshape(shape);
@@ -108,7 +107,6 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* norm = norm_.mutable_cpu_data();
   Dtype* neg_unary = neg_unary_.mutable_cpu_data();
   Dtype* q = q_.mutable_cpu_data();
-  Dtype* energy = energy_.mutable_cpu_data();
   PermutohedralLattice<Dtype>* lattice[2] = {&pos_lattice_, &bi_lattice_};
   const Dtype weight[2] = {pos_w_, bi_w_};
   for (int n = 0; n < num_; ++n) {
@@ -120,14 +118,13 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
             inv_bi_xy_std_, inv_bi_rgb_std_, pos_feature + i * 2,
             bi_feature + i * 5);
         for (int l = 0; l < num_labels; ++l) {
-          energy[i * num_labels + l] =
+          neg_unary[i * num_labels + l] =
               DenseCRFNegUnary(score[l * hw + i], prob_);
+          q[i * num_labels + l] = neg_unary[i * num_labels + l];
         }
-        DenseCRFSoftmaxAndReset(energy + i * num_labels,
-            energy + i * num_labels, num_labels, q + i * num_labels);
+        DenseCRFSoftmax(q + i * num_labels, num_labels);
       }
     });
-    caffe_copy(hw * num_labels, energy, neg_unary);
     // The 2-D and 5-D lattices are built side by side when threads allow.
     if (weight[0] > 0 && weight[1] > 0 && threads > 1) {
       std::thread pos_init([&]() {
@@ -155,21 +152,27 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         }
       }
     }
-    // energy = -unary + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q; Q = softmax.
+    // Q = softmax(-unary + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q): splat and
+    // blur on both lattices, then slice both, add and normalise per pixel.
     for (int it = 0; it < max_iter_; ++it) {
       for (int k = 0; k < 2; ++k) {
         if (weight[k] > 0) {
-          const Dtype* norm_k = norm + 2 * k * hw;
-          lattice[k]->Filter(q, energy, num_labels, threads, norm_k,
-                             norm_k + hw, true);
+          lattice[k]->SplatBlur(q, num_labels, threads, norm + 2 * k * hw);
         }
       }
       ParallelFor(hw, threads, [&](int begin, int end) {
         for (int i = begin; i < end; ++i) {
-          DenseCRFSoftmaxAndReset(energy + i * num_labels,
-              neg_unary + i * num_labels, num_labels, q + i * num_labels);
+          Dtype* q_i = q + i * num_labels;
+          std::copy(neg_unary + i * num_labels,
+                    neg_unary + (i + 1) * num_labels, q_i);
+          for (int k = 0; k < 2; ++k) {
+            if (weight[k] > 0) {
+              lattice[k]->SliceAccumulate(i, norm[(2 * k + 1) * hw + i], q_i);
+            }
+          }
+          DenseCRFSoftmax(q_i, num_labels);
         }
-      });
+      }, 1024);
     }
     Dtype* top_data = top[0]->mutable_cpu_data() + top[0]->offset(n);
     ParallelFor(hw, threads, [&](int begin, int end) {

@@ -11,16 +11,16 @@ __global__ void DenseCRFPrepareKernel(const int hw, const int width,
     const Dtype* image, const Dtype* mean, const Dtype inv_scale,
     const Dtype inv_pos_std, const Dtype inv_bi_xy_std,
     const Dtype inv_bi_rgb_std, Dtype* pos_feature, Dtype* bi_feature,
-    Dtype* energy, Dtype* q) {
+    Dtype* neg_unary, Dtype* q) {
   CUDA_KERNEL_LOOP(i, hw) {
     DenseCRFFeatures(image, hw, i, width, mean, inv_scale, inv_pos_std,
         inv_bi_xy_std, inv_bi_rgb_std, pos_feature + i * 2,
         bi_feature + i * 5);
     for (int l = 0; l < num_labels; ++l) {
-      energy[i * num_labels + l] = DenseCRFNegUnary(score[l * hw + i], prob);
+      neg_unary[i * num_labels + l] = DenseCRFNegUnary(score[l * hw + i], prob);
+      q[i * num_labels + l] = neg_unary[i * num_labels + l];
     }
-    DenseCRFSoftmaxAndReset(energy + i * num_labels, energy + i * num_labels,
-                            num_labels, q + i * num_labels);
+    DenseCRFSoftmax(q + i * num_labels, num_labels);
   }
 }
 
@@ -33,12 +33,29 @@ __global__ void DenseCRFNormKernel(const int hw, const Dtype weight,
   }
 }
 
+// One pixel of a mean-field step: q = softmax(-unary + slices of the
+// (splatted and blurred) spatial and bilateral lattices). A lattice whose
+// kernel weight is 0 passes blurred == NULL.
 template <typename Dtype>
-__global__ void DenseCRFSoftmaxKernel(const int hw, const int num_labels,
-    const Dtype* neg_unary, Dtype* energy, Dtype* q) {
+__global__ void DenseCRFSliceSoftmaxKernel(const int hw, const int num_labels,
+    const Dtype* neg_unary, const Dtype* pos_blurred, const int* pos_offset,
+    const Dtype* pos_weight, const Dtype* pos_scale, const Dtype pos_alpha,
+    const Dtype* bi_blurred, const int* bi_offset, const Dtype* bi_weight,
+    const Dtype* bi_scale, const Dtype bi_alpha, Dtype* q) {
   CUDA_KERNEL_LOOP(i, hw) {
-    DenseCRFSoftmaxAndReset(energy + i * num_labels,
-        neg_unary + i * num_labels, num_labels, q + i * num_labels);
+    Dtype* q_i = q + i * num_labels;
+    for (int l = 0; l < num_labels; ++l) {
+      q_i[l] = neg_unary[i * num_labels + l];
+    }
+    if (pos_blurred) {
+      PermutohedralSliceRow(pos_blurred, pos_offset + i * 3, pos_weight + i * 3,
+          3, num_labels, pos_alpha * pos_scale[i], true, q_i);
+    }
+    if (bi_blurred) {
+      PermutohedralSliceRow(bi_blurred, bi_offset + i * 6, bi_weight + i * 6, 6,
+          num_labels, bi_alpha * bi_scale[i], true, q_i);
+    }
+    DenseCRFSoftmax(q_i, num_labels);
   }
 }
 
@@ -63,7 +80,6 @@ void DenseCRFLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* norm = norm_.mutable_gpu_data();
   Dtype* neg_unary = neg_unary_.mutable_gpu_data();
   Dtype* q = q_.mutable_gpu_data();
-  Dtype* energy = energy_.mutable_gpu_data();
   PermutohedralLatticeGPU<Dtype>* lattice[2] = {&pos_lattice_gpu_,
                                                 &bi_lattice_gpu_};
   const Dtype* feature[2] = {pos_feature, bi_feature};
@@ -76,9 +92,8 @@ void DenseCRFLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     DenseCRFPrepareKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
         CAFFE_CUDA_NUM_THREADS>>>(hw, width_, num_labels, prob_, score, image,
         mean, inv_scale_, inv_pos_std_, inv_bi_xy_std_, inv_bi_rgb_std_,
-        pos_feature, bi_feature, energy, q);
+        pos_feature, bi_feature, neg_unary, q);
     CUDA_POST_KERNEL_CHECK;
-    caffe_copy(hw * num_labels, energy, neg_unary);
     for (int k = 0; k < 2; ++k) {
       if (weight[k] > 0) {
         Dtype* norm_k = norm + 2 * k * hw;
@@ -94,14 +109,21 @@ void DenseCRFLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     for (int it = 0; it < max_iter_; ++it) {
       for (int k = 0; k < 2; ++k) {
         if (weight[k] > 0) {
-          const Dtype* norm_k = norm + 2 * k * hw;
-          lattice[k]->Filter(q, energy, num_labels, norm_k, norm_k + hw,
-                             true);
+          lattice[k]->SplatBlur(q, num_labels, norm + 2 * k * hw);
         }
       }
+      const bool pos = weight[0] > 0, bi = weight[1] > 0;
       // NOLINT_NEXT_LINE(whitespace/operators)
-      DenseCRFSoftmaxKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
-          CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, neg_unary, energy, q);
+      DenseCRFSliceSoftmaxKernel<Dtype><<<CAFFE_GET_BLOCKS(hw),
+          CAFFE_CUDA_NUM_THREADS>>>(hw, num_labels, neg_unary,
+          pos ? pos_lattice_gpu_.blurred() : NULL,
+          pos ? pos_lattice_gpu_.offset() : NULL,
+          pos ? pos_lattice_gpu_.weight() : NULL, norm + hw,
+          pos_lattice_gpu_.alpha(),
+          bi ? bi_lattice_gpu_.blurred() : NULL,
+          bi ? bi_lattice_gpu_.offset() : NULL,
+          bi ? bi_lattice_gpu_.weight() : NULL, norm + 3 * hw,
+          bi_lattice_gpu_.alpha(), q);
       CUDA_POST_KERNEL_CHECK;
     }
     Dtype* top_data = top[0]->mutable_gpu_data() + top[0]->offset(n);

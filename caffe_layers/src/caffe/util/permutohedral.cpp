@@ -152,11 +152,11 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
 }
 
 template <typename Dtype>
-void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
-    int num_threads, const Dtype* in_scale, const Dtype* out_scale,
-    bool accumulate) {
-  CHECK_GT(m_, 0) << "PermutohedralLattice: Filter() before Init()";
-  const int d1 = d_ + 1;
+void PermutohedralLattice<Dtype>::SplatBlur(const Dtype* in, int c,
+    int num_threads, const Dtype* in_scale) {
+  CHECK_GT(m_, 0) << "PermutohedralLattice: SplatBlur() before Init()";
+  c_ = c;
+  alpha_ = PermutohedralAlpha<Dtype>(d_);
   values_.resize(static_cast<size_t>(m_ + 1) * c);
   scratch_.resize(static_cast<size_t>(m_ + 1) * c);
   Dtype* values = &values_[0];
@@ -190,13 +190,20 @@ void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
     }, 1024);
     std::swap(values, scratch);
   }
-  // Slice.
-  const Dtype alpha = PermutohedralAlpha<Dtype>(d_);
+  blurred_ = values;
+}
+
+template <typename Dtype>
+void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
+    int num_threads, const Dtype* in_scale, const Dtype* out_scale,
+    bool accumulate) {
+  SplatBlur(in, c, num_threads, in_scale);
   ParallelFor(n_, num_threads, [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
-      PermutohedralSliceRow(values, &offset_[i * d1], &weight_[i * d1], d1, c,
-                            out_scale ? alpha * out_scale[i] : alpha,
-                            accumulate, out + i * c);
+      if (!accumulate) {
+        std::fill(out + i * c, out + (i + 1) * c, Dtype(0));
+      }
+      SliceAccumulate(i, out_scale ? out_scale[i] : Dtype(1), out + i * c);
     }
   }, 1024);
 }

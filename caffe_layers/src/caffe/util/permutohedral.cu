@@ -193,13 +193,14 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
       scan_data, blur_nbr);
   CUDA_POST_KERNEL_CHECK;
   values_.reset();
+  blurred_ = NULL;
   scratch_.reset();
 }
 
 template <typename Dtype>
-void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
-    int c, const Dtype* in_scale, const Dtype* out_scale, bool accumulate) {
-  CHECK_GT(m_, 0) << "PermutohedralLatticeGPU: Filter() before Init()";
+void PermutohedralLatticeGPU<Dtype>::SplatBlur(const Dtype* in, int c,
+    const Dtype* in_scale) {
+  CHECK_GT(m_, 0) << "PermutohedralLatticeGPU: SplatBlur() before Init()";
   const int d1 = d_ + 1;
   const size_t bytes = sizeof(Dtype) * (m_ + 1) * c;
   if (!values_ || values_->size() != bytes) {
@@ -208,15 +209,13 @@ void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
   }
   Dtype* values = static_cast<Dtype*>(values_->mutable_gpu_data());
   Dtype* scratch = static_cast<Dtype*>(scratch_->mutable_gpu_data());
-  const int* offset = static_cast<const int*>(offset_->gpu_data());
-  const Dtype* weight = static_cast<const Dtype*>(weight_->gpu_data());
   const int* blur_nbr = static_cast<const int*>(blur_nbr_->gpu_data());
   caffe_gpu_set((m_ + 1) * c, Dtype(0), values);
   caffe_gpu_set((m_ + 1) * c, Dtype(0), scratch);
   // NOLINT_NEXT_LINE(whitespace/operators)
   SplatKernel<Dtype><<<CAFFE_GET_BLOCKS(n_ * d1 * c),
-      CAFFE_CUDA_NUM_THREADS>>>(n_ * d1, d1, c, in, in_scale, offset, weight,
-      values);
+      CAFFE_CUDA_NUM_THREADS>>>(n_ * d1, d1, c, in, in_scale, offset(),
+      weight(), values);
   CUDA_POST_KERNEL_CHECK;
   for (int j = 0; j <= d_; ++j) {
     // NOLINT_NEXT_LINE(whitespace/operators)
@@ -225,10 +224,17 @@ void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
     CUDA_POST_KERNEL_CHECK;
     std::swap(values, scratch);
   }
+  blurred_ = values;
+}
+
+template <typename Dtype>
+void PermutohedralLatticeGPU<Dtype>::Filter(const Dtype* in, Dtype* out,
+    int c, const Dtype* in_scale, const Dtype* out_scale, bool accumulate) {
+  SplatBlur(in, c, in_scale);
   // NOLINT_NEXT_LINE(whitespace/operators)
   SliceKernel<Dtype><<<CAFFE_GET_BLOCKS(n_), CAFFE_CUDA_NUM_THREADS>>>(
-      n_, d1, c, PermutohedralAlpha<Dtype>(d_), values, offset, weight,
-      out_scale, accumulate, out);
+      n_, d_ + 1, c, alpha(), blurred_, offset(), weight(), out_scale,
+      accumulate, out);
   CUDA_POST_KERNEL_CHECK;
 }
 
