@@ -61,7 +61,8 @@ def test_rgb_order_and_prob_input(caffe):
 
 
 def test_thread_count_does_not_change_result(caffe):
-    scores, image, _ = two_colour_case(height=90, width=120, seed=2)
+    # 38400 pixels: enough for the lattice build to split across 2 threads.
+    scores, image, _ = two_colour_case(height=160, width=240, seed=2)
     q1 = DenseCRF(num_threads=1)(scores, image)
     q2 = DenseCRF(num_threads=2)(scores, image)
     np.testing.assert_array_equal(q1, q2)

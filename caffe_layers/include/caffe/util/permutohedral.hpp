@@ -200,6 +200,16 @@ CAFFE_HOST_DEVICE inline void PermutohedralSliceRow(const Dtype* values,
   }
 }
 
+/// CPU: hint the cache about a row of c values read soon (random accesses
+/// through the lattice's index arrays defeat the hardware prefetcher).
+template <typename Dtype>
+inline void PermutohedralPrefetchRow(const Dtype* row, int c) {
+#ifdef __GNUC__
+  __builtin_prefetch(row);
+  __builtin_prefetch(row + c - 1);
+#endif
+}
+
 /// Normalisation of the slice so that a lone point gets weight ~1 back
 /// (the blur's self weight is 1 per axis plus its neighbours' echo).
 template <typename Dtype>
@@ -287,6 +297,13 @@ class PermutohedralLattice {
         &weight_[i * (d_ + 1)], d_ + 1, c_, scale * alpha_, true, out);
   }
 
+  /// Prefetches the vertex rows SliceAccumulate(i, ...) will read.
+  inline void PrefetchSlice(int i) const {
+    for (int r = 0; r <= d_; ++r) {
+      PermutohedralPrefetchRow(blurred_ + offset_[i * (d_ + 1) + r] * c_, c_);
+    }
+  }
+
   int dim() const { return d_; }
   int num_points() const { return n_; }
   int num_vertices() const { return m_; }
@@ -305,6 +322,8 @@ class PermutohedralLattice {
   std::vector<Dtype> scratch_;     // (m+1) c
   std::vector<int> hash_slots_;    // hash table slots (reused by Init)
   std::vector<int> hash_keys_;     // m d: vertex keys (reused by Init)
+  // Further threads' tables while Init() runs in parallel.
+  std::vector<std::vector<int> > extra_slots_, extra_keys_;
 
   DISABLE_COPY_AND_ASSIGN(PermutohedralLattice);
 };

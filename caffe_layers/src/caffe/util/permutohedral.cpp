@@ -98,22 +98,54 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
   weight_.resize(n * d1);
   Dtype scale[kPermutohedralMaxDim];
   PermutohedralScales(d, scale);
-  // Neighbouring points often share simplex corners: reuse the previous
-  // point's vertex when corner r has the same key, else hash.
-  LatticeHashTable table(d, std::max(1024, n / 2), &hash_slots_, &hash_keys_);
-  int keys[2][(kPermutohedralMaxDim + 1) * kPermutohedralMaxDim];
-  for (int i = 0; i < n; ++i) {
-    int* key = keys[i & 1];
-    const int* prev = keys[(i + 1) & 1];
-    PermutohedralSimplex(features + i * d, d, scale, key, &weight_[i * d1]);
-    for (int r = 0; r < d1; ++r) {
-      const int k = i * d1 + r;
-      if (i > 0 && PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
-        offset_[k] = offset_[k - d1];
-      } else {
-        offset_[k] = table.FindOrInsert(key + r * d);
+  // Each thread hashes the corners of a contiguous range of points into its
+  // own table (local vertex numbers); the tables are then merged into the
+  // first and the offsets renumbered. The vertex numbering differs with the
+  // thread count, the filter's result does not (sums run in point order).
+  const int chunks = std::max(1, std::min(num_threads, n / 16384));
+  const int step = (n + chunks - 1) / chunks;
+  extra_slots_.resize(chunks - 1);
+  extra_keys_.resize(chunks - 1);
+  std::vector<shared_ptr<LatticeHashTable> > tables(chunks);
+  ParallelFor(chunks, chunks, [&](int begin, int end) {
+    for (int t = begin; t < end; ++t) {
+      tables[t].reset(new LatticeHashTable(d, std::max(1024, step / 2),
+          t == 0 ? &hash_slots_ : &extra_slots_[t - 1],
+          t == 0 ? &hash_keys_ : &extra_keys_[t - 1]));
+      LatticeHashTable& table = *tables[t];
+      // Neighbouring points often share simplex corners: reuse the previous
+      // point's vertex when corner r has the same key, else hash.
+      int keys[2][(kPermutohedralMaxDim + 1) * kPermutohedralMaxDim];
+      const int first = t * step, last = std::min(n, first + step);
+      for (int i = first; i < last; ++i) {
+        int* key = keys[i & 1];
+        const int* prev = keys[(i + 1) & 1];
+        PermutohedralSimplex(features + i * d, d, scale, key,
+                             &weight_[i * d1]);
+        for (int r = 0; r < d1; ++r) {
+          const int k = i * d1 + r;
+          if (i > first &&
+              PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
+            offset_[k] = offset_[k - d1];
+          } else {
+            offset_[k] = table.FindOrInsert(key + r * d);
+          }
+        }
       }
     }
+  }, 1);
+  LatticeHashTable& table = *tables[0];
+  for (int t = 1; t < chunks; ++t) {
+    std::vector<int> renumber(tables[t]->size());
+    for (int u = 0; u < tables[t]->size(); ++u) {
+      renumber[u] = table.FindOrInsert(tables[t]->key(u));
+    }
+    const int first = t * step * d1, last = std::min(n, (t + 1) * step) * d1;
+    ParallelFor(last - first, num_threads, [&](int begin, int end) {
+      for (int k = first + begin; k < first + end; ++k) {
+        offset_[k] = renumber[offset_[k]];
+      }
+    });
   }
   m_ = table.size();
   // Splat lists: a counting sort of the (point, corner) pairs by vertex.
@@ -164,11 +196,16 @@ void PermutohedralLattice<Dtype>::SplatBlur(const Dtype* in, int c,
   std::fill(values + m_ * c, values + (m_ + 1) * c, Dtype(0));
   std::fill(scratch + m_ * c, scratch + (m_ + 1) * c, Dtype(0));
   // Splat (gather per vertex).
+  const int ahead = 8;
+  const int num_entries = n_ * (d_ + 1);
   ParallelFor(m_, num_threads, [&](int begin, int end) {
     for (int v = begin; v < end; ++v) {
       Dtype* dst = values + v * c;
       std::fill(dst, dst + c, Dtype(0));
       for (int e = splat_start_[v]; e < splat_start_[v + 1]; ++e) {
+        if (e + ahead < num_entries) {
+          PermutohedralPrefetchRow(in + splat_point_[e + ahead] * c, c);
+        }
         const int i = splat_point_[e];
         const Dtype w = in_scale ? splat_weight_[e] * in_scale[i]
                                  : splat_weight_[e];
@@ -184,6 +221,10 @@ void PermutohedralLattice<Dtype>::SplatBlur(const Dtype* in, int c,
     const int* nbr = &blur_nbr_[j * m_ * 2];
     ParallelFor(m_, num_threads, [&](int begin, int end) {
       for (int v = begin; v < end; ++v) {
+        if (v + ahead < end) {
+          PermutohedralPrefetchRow(values + nbr[2 * (v + ahead)] * c, c);
+          PermutohedralPrefetchRow(values + nbr[2 * (v + ahead) + 1] * c, c);
+        }
         PermutohedralBlurRow(values + v * c, values + nbr[2 * v] * c,
                              values + nbr[2 * v + 1] * c, c, scratch + v * c);
       }
@@ -200,6 +241,9 @@ void PermutohedralLattice<Dtype>::Filter(const Dtype* in, Dtype* out, int c,
   SplatBlur(in, c, num_threads, in_scale);
   ParallelFor(n_, num_threads, [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
+      if (i + 4 < end) {
+        PrefetchSlice(i + 4);
+      }
       if (!accumulate) {
         std::fill(out + i * c, out + (i + 1) * c, Dtype(0));
       }
