@@ -200,6 +200,29 @@ CAFFE_HOST_DEVICE inline void PermutohedralSliceRow(const Dtype* values,
   }
 }
 
+/**
+ * @brief PermutohedralSliceRow with accumulate and the corner count fixed at
+ *        compile time: each label sums its D1 corners in registers, so every
+ *        row is read once and out written once.
+ */
+template <typename Dtype, int D1>
+CAFFE_HOST_DEVICE inline void PermutohedralSliceRowFixed(const Dtype* values,
+    const int* offset, const Dtype* weight, int c, Dtype scale, Dtype* out) {
+  const Dtype* src[D1];
+  Dtype w[D1];
+  for (int r = 0; r < D1; ++r) {
+    src[r] = values + offset[r] * c;
+    w[r] = weight[r] * scale;
+  }
+  for (int l = 0; l < c; ++l) {
+    Dtype sum = w[0] * src[0][l];
+    for (int r = 1; r < D1; ++r) {
+      sum += w[r] * src[r][l];
+    }
+    out[l] += sum;
+  }
+}
+
 /// CPU: hint the cache about a row of c values read soon (random accesses
 /// through the lattice's index arrays defeat the hardware prefetcher).
 template <typename Dtype>
@@ -293,8 +316,17 @@ class PermutohedralLattice {
 
   /// out[0..c) += scale * (the filtered value of point i), after SplatBlur().
   inline void SliceAccumulate(int i, Dtype scale, Dtype* out) const {
-    PermutohedralSliceRow(blurred_, &offset_[i * (d_ + 1)],
-        &weight_[i * (d_ + 1)], d_ + 1, c_, scale * alpha_, true, out);
+    const int d1 = d_ + 1;
+    if (d1 == 3) {
+      PermutohedralSliceRowFixed<Dtype, 3>(blurred_, &offset_[i * 3],
+          &weight_[i * 3], c_, scale * alpha_, out);
+    } else if (d1 == 6) {
+      PermutohedralSliceRowFixed<Dtype, 6>(blurred_, &offset_[i * 6],
+          &weight_[i * 6], c_, scale * alpha_, out);
+    } else {
+      PermutohedralSliceRow(blurred_, &offset_[i * d1], &weight_[i * d1], d1,
+                            c_, scale * alpha_, true, out);
+    }
   }
 
   /// Prefetches the vertex rows SliceAccumulate(i, ...) will read.
