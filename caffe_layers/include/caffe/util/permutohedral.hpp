@@ -58,23 +58,26 @@ CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
     sum_cf += cf;
   }
   elevated[0] = sum_cf;
+  const Dtype inv_d1 = Dtype(1) / (d + 1);
   int sum = 0;
+  Dtype residual[kPermutohedralMaxDim + 1];
   for (int i = 0; i <= d; ++i) {
-    const Dtype v = elevated[i] / (d + 1);
-    const int down = static_cast<int>(floor(v)) * (d + 1);
-    const int up = static_cast<int>(ceil(v)) * (d + 1);
-    rem0[i] = (up - elevated[i] < elevated[i] - down) ? up : down;
-    sum += rem0[i] / (d + 1);
+    const Dtype v = elevated[i] * inv_d1;
+    const int down = static_cast<int>(floor(v));
+    const int up = static_cast<int>(ceil(v));
+    const int k = (up * (d + 1) - elevated[i] < elevated[i] - down * (d + 1))
+        ? up : down;
+    rem0[i] = k * (d + 1);
+    residual[i] = elevated[i] - rem0[i];
+    sum += k;
     rank[i] = 0;
   }
   // rank[i]: how many coordinates have a larger residual (0 = largest).
   for (int i = 0; i < d; ++i) {
     for (int j = i + 1; j <= d; ++j) {
-      if (elevated[i] - rem0[i] < elevated[j] - rem0[j]) {
-        ++rank[i];
-      } else {
-        ++rank[j];
-      }
+      const int less = residual[i] < residual[j];
+      rank[i] += less;
+      rank[j] += 1 - less;
     }
   }
   // Bring the coordinate sum back to zero: move the |sum| coordinates with
@@ -102,7 +105,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
     bary[i] = 0;
   }
   for (int i = 0; i <= d; ++i) {
-    const Dtype v = (elevated[i] - rem0[i]) / (d + 1);
+    const Dtype v = (elevated[i] - rem0[i]) * inv_d1;
     bary[d - rank[i]] += v;
     bary[d + 1 - rank[i]] -= v;
   }
