@@ -62,19 +62,35 @@ CAFFE_HOST_DEVICE inline double DenseCRFExp(double x) { return exp(x); }
 /// In-place softmax of one pixel's L contiguous label values.
 template <typename Dtype>
 CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
-  Dtype mx = x[0];
-  for (int l = 1; l < num_labels; ++l) {
-    mx = x[l] > mx ? x[l] : mx;
+  // Four independent lanes for the max and the sum (short dependency
+  // chains; the compiler may pack them into one vector).
+  Dtype m[4] = {x[0], x[0], x[0], x[0]};
+  int l = 0;
+  for (; l + 4 <= num_labels; l += 4) {
+    for (int k = 0; k < 4; ++k) {
+      m[k] = x[l + k] > m[k] ? x[l + k] : m[k];
+    }
   }
-  for (int l = 0; l < num_labels; ++l) {
+  for (; l < num_labels; ++l) {
+    m[0] = x[l] > m[0] ? x[l] : m[0];
+  }
+  const Dtype mx01 = m[0] > m[1] ? m[0] : m[1];
+  const Dtype mx23 = m[2] > m[3] ? m[2] : m[3];
+  const Dtype mx = mx01 > mx23 ? mx01 : mx23;
+  for (l = 0; l < num_labels; ++l) {
     x[l] = DenseCRFExp(x[l] - mx);
   }
-  Dtype sum = 0;
-  for (int l = 0; l < num_labels; ++l) {
-    sum += x[l];
+  Dtype s[4] = {0, 0, 0, 0};
+  for (l = 0; l + 4 <= num_labels; l += 4) {
+    for (int k = 0; k < 4; ++k) {
+      s[k] += x[l + k];
+    }
   }
-  const Dtype inv = Dtype(1) / sum;
-  for (int l = 0; l < num_labels; ++l) {
+  for (; l < num_labels; ++l) {
+    s[0] += x[l];
+  }
+  const Dtype inv = Dtype(1) / ((s[0] + s[1]) + (s[2] + s[3]));
+  for (l = 0; l < num_labels; ++l) {
     x[l] *= inv;
   }
 }
