@@ -8,6 +8,52 @@
 
 namespace caffe {
 
+namespace {
+
+// GCC on x86-64 Linux compiles the per-pixel mean-field step twice, for
+// AVX2 and for the baseline, and picks one when the library loads (the
+// softmax's exp runs 8 wide instead of 4).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define DENSE_CRF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DENSE_CRF_CLONES
+#endif
+
+// q_i = softmax(-unary_i + sum_k scale_k[i] * slice_k(i)) for i in
+// [begin, end); lattice[k] is NULL for a kernel of weight 0.
+template <typename Dtype>
+inline void MeanFieldRows(int begin, int end, int num_labels,
+    const Dtype* neg_unary, const PermutohedralLattice<Dtype>* const* lattice,
+    const Dtype* const* scale, Dtype* q) {
+  for (int i = begin; i < end; ++i) {
+    Dtype* q_i = q + i * num_labels;
+    std::copy(neg_unary + i * num_labels, neg_unary + (i + 1) * num_labels,
+              q_i);
+    for (int k = 0; k < 2; ++k) {
+      if (lattice[k]) {
+        lattice[k]->SliceAccumulate(i, scale[k][i], q_i);
+      }
+    }
+    DenseCRFSoftmax(q_i, num_labels);
+  }
+}
+
+DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+    const float* neg_unary, const PermutohedralLattice<float>* const* lattice,
+    const float* const* scale, float* q) {
+  MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
+}
+
+DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+    const double* neg_unary,
+    const PermutohedralLattice<double>* const* lattice,
+    const double* const* scale, double* q) {
+  MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
+}
+
+}  // namespace
+
 template <typename Dtype>
 void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
@@ -160,18 +206,11 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
           lattice[k]->SplatBlur(q, num_labels, threads, norm + 2 * k * hw);
         }
       }
+      const PermutohedralLattice<Dtype>* used[2] = {
+          weight[0] > 0 ? lattice[0] : NULL, weight[1] > 0 ? lattice[1] : NULL};
+      const Dtype* scale[2] = {norm + hw, norm + 3 * hw};
       ParallelFor(hw, threads, [&](int begin, int end) {
-        for (int i = begin; i < end; ++i) {
-          Dtype* q_i = q + i * num_labels;
-          std::copy(neg_unary + i * num_labels,
-                    neg_unary + (i + 1) * num_labels, q_i);
-          for (int k = 0; k < 2; ++k) {
-            if (weight[k] > 0) {
-              lattice[k]->SliceAccumulate(i, norm[(2 * k + 1) * hw + i], q_i);
-            }
-          }
-          DenseCRFSoftmax(q_i, num_labels);
-        }
+        MeanFieldRowsCloned(begin, end, num_labels, neg_unary, used, scale, q);
       }, 1024);
     }
     Dtype* top_data = top[0]->mutable_cpu_data() + top[0]->offset(n);
