@@ -153,11 +153,14 @@ CAFFE_HOST_DEVICE inline void DenseCRFFeatures(const Dtype* bgr, int hw,
  * @f$ Q^0 = \mathrm{softmax}(-\psi_u) @f$, then @p max_iter times
  * @f$ Q = \mathrm{softmax}(-\psi_u + \sum_k w_k \tilde K_k Q) @f$
  * (the lattice includes each pixel's own contribution, as densecrf's
- * does; up to a per-label constant shift this is the Potts update: the
- * compatibility @f$ \mu(l, l') = -w [l = l'] @f$ enters with densecrf's
- * sign, energy -= mu * filtered). Each iteration splats and blurs Q on both
- * lattices, then one pass over the pixels slices both (scaled by
- * @f$ w_k D_k^{-1/2} @f$), adds @f$ -\psi_u @f$ and takes the softmax.
+ * does). With the Potts compatibility the message to label l,
+ * @f$ -w \sum_{l' \ne l} (\tilde K Q)_{l'} @f$, equals
+ * @f$ w (\tilde K Q)_l @f$ up to a per-pixel constant that the softmax
+ * removes; this is the form densecrf's PottsCompatibility computes
+ * (@f$ \mu = -w [l = l'] @f$, energy -= mu * filtered). Each iteration
+ * splats and blurs Q on both lattices, then one pass over the pixels
+ * slices both (scaled by @f$ w_k D_k^{-1/2} @f$), adds @f$ -\psi_u @f$ and
+ * takes the softmax.
  * Both lattices are built once per image and reused for every label and
  * iteration; the work is linear in pixels x labels.
  *
