@@ -171,23 +171,10 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         DenseCRFSoftmax(q + i * num_labels, num_labels);
       }
     });
-    // The 2-D and 5-D lattices are built side by side when threads allow.
-    if (weight[0] > 0 && weight[1] > 0 && threads > 1) {
-      std::thread pos_init([&]() {
-        pos_lattice_.Init(pos_feature, 2, hw, 1);
-      });
-      bi_lattice_.Init(bi_feature, 5, hw, threads - 1);
-      pos_init.join();
-    } else {
-      if (weight[0] > 0) {
-        pos_lattice_.Init(pos_feature, 2, hw, threads);
-      }
-      if (weight[1] > 0) {
-        bi_lattice_.Init(bi_feature, 5, hw, threads);
-      }
-    }
+    const Dtype* feature[2] = {pos_feature, bi_feature};
     for (int k = 0; k < 2; ++k) {
       if (weight[k] > 0) {
+        lattice[k]->Init(feature[k], k == 0 ? 2 : 5, hw, threads);
         Dtype* norm_k = norm + 2 * k * hw;
         Dtype* weighted_norm_k = norm_k + hw;
         std::fill(norm_k, norm_k + hw, Dtype(1));
