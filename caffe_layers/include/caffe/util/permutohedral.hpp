@@ -274,13 +274,13 @@ void ParallelFor(int n, int num_threads, const F& f, int min_chunk = 2048) {
  * @brief Gaussian filtering of c-channel values over n points with
  *        d-dimensional features on the permutohedral lattice (CPU).
  *
- * Init() builds the lattice once (corners, weights, the splat lists per
- * vertex and the blur neighbours); Filter() then costs
+ * Init() builds the lattice once (corners, weights, the blur neighbours
+ * and a split of the vertices between threads); Filter() then costs
  * O(n (d + 1) c + m (d + 1) c) for m lattice vertices, so one lattice serves
  * every label and every mean-field iteration. Memory is linear in n and c.
- * Splatting is a gather over each vertex's incoming list, so every stage is
- * parallel without atomics and the result does not depend on the thread
- * count.
+ * Splatting scatters the points in order, each thread onto the vertices it
+ * owns; blur and slice are parallel over vertices and points. No atomics,
+ * and the result does not depend on the thread count.
  */
 template <typename Dtype>
 class PermutohedralLattice {
@@ -349,9 +349,7 @@ class PermutohedralLattice {
   const Dtype* blurred_;           // values_ or scratch_ after SplatBlur
   std::vector<int> offset_;        // n (d+1): vertex of each simplex corner
   std::vector<Dtype> weight_;      // n (d+1): barycentric weights
-  std::vector<int> splat_start_;   // m + 1: CSR row starts per vertex
-  std::vector<int> splat_point_;   // n (d+1): contributing point
-  std::vector<Dtype> splat_weight_;  // n (d+1): its weight
+  std::vector<int> splat_bounds_;  // threads + 1: vertex ranges for splat
   std::vector<int> blur_nbr_;      // (d+1) m 2: neighbours, m when absent
   std::vector<Dtype> values_;      // (m+1) c; row m stays zero
   std::vector<Dtype> scratch_;     // (m+1) c

@@ -148,21 +148,22 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
     });
   }
   m_ = table.size();
-  // Splat lists: a counting sort of the (point, corner) pairs by vertex.
-  splat_start_.assign(m_ + 1, 0);
+  // Splat work per thread: split the vertices into ranges that receive
+  // about the same number of (point, corner) entries.
+  std::vector<int> entries_before(m_ + 1, 0);
   for (int k = 0; k < n * d1; ++k) {
-    ++splat_start_[offset_[k] + 1];
+    ++entries_before[offset_[k] + 1];
   }
   for (int v = 0; v < m_; ++v) {
-    splat_start_[v + 1] += splat_start_[v];
+    entries_before[v + 1] += entries_before[v];
   }
-  splat_point_.resize(n * d1);
-  splat_weight_.resize(n * d1);
-  std::vector<int> fill(splat_start_.begin(), splat_start_.end() - 1);
-  for (int k = 0; k < n * d1; ++k) {
-    const int pos = fill[offset_[k]]++;
-    splat_point_[pos] = k / d1;
-    splat_weight_[pos] = weight_[k];
+  const int splat_threads = std::max(1, std::min(num_threads, m_ / 1024));
+  splat_bounds_.assign(splat_threads + 1, m_);
+  for (int t = 0; t < splat_threads; ++t) {
+    const int target = static_cast<int>(
+        static_cast<int64_t>(entries_before[m_]) * t / splat_threads);
+    splat_bounds_[t] = std::lower_bound(entries_before.begin(),
+        entries_before.end(), target) - entries_before.begin();
   }
   // n2 of w along j is v exactly when n1 of v along j is w, so one lookup
   // per vertex and direction fills both (each w has one such v: no race).
@@ -195,37 +196,37 @@ void PermutohedralLattice<Dtype>::SplatBlur(const Dtype* in, int c,
   Dtype* scratch = &scratch_[0];
   std::fill(values + m_ * c, values + (m_ + 1) * c, Dtype(0));
   std::fill(scratch + m_ * c, scratch + (m_ + 1) * c, Dtype(0));
-  // Splat (gather per vertex).
-  const int ahead = 8;
-  const int num_entries = n_ * (d_ + 1);
-  ParallelFor(m_, num_threads, [&](int begin, int end) {
-    for (int v = begin; v < end; ++v) {
-      Dtype* dst = values + v * c;
-      std::fill(dst, dst + c, Dtype(0));
-      // Two entries per pass over the row: half the loads and stores of
-      // dst.
-      const int stop = splat_start_[v + 1];
-      int e = splat_start_[v];
-      for (; e < stop; e += 2) {
-        if (e + ahead + 1 < num_entries) {
-          PermutohedralPrefetchRow(in + splat_point_[e + ahead] * c, c);
-          PermutohedralPrefetchRow(in + splat_point_[e + ahead + 1] * c, c);
-        }
-        const int i0 = splat_point_[e];
-        const int i1 = e + 1 < stop ? splat_point_[e + 1] : i0;
-        const Dtype w0 = in_scale ? splat_weight_[e] * in_scale[i0]
-                                  : splat_weight_[e];
-        const Dtype w1 = e + 1 >= stop ? Dtype(0) : in_scale ?
-            splat_weight_[e + 1] * in_scale[i1] : splat_weight_[e + 1];
-        const Dtype* src0 = in + i0 * c;
-        const Dtype* src1 = in + i1 * c;
-        for (int l = 0; l < c; ++l) {
-          dst[l] += w0 * src0[l] + w1 * src1[l];
+  // Splat: scatter each point's row onto its corners, in point order.
+  // Thread t owns the vertices [splat_bounds_[t], splat_bounds_[t + 1])
+  // and skips the other corners, so every vertex sums its points in the
+  // same order whatever the thread count.
+  const int d1 = d_ + 1;
+  const int splat_threads = std::min<int>(num_threads,
+                                          splat_bounds_.size() - 1);
+  std::fill(values, values + m_ * c, Dtype(0));
+  ParallelFor(splat_threads, splat_threads, [&](int begin, int end) {
+    for (int t = begin; t < end; ++t) {
+      const int lo = splat_threads == 1 ? 0 : splat_bounds_[t];
+      const int hi = splat_threads == 1 ? m_ : splat_bounds_[t + 1];
+      for (int i = 0; i < n_; ++i) {
+        const Dtype* src = in + i * c;
+        const Dtype s = in_scale ? in_scale[i] : Dtype(1);
+        for (int r = 0; r < d1; ++r) {
+          const int v = offset_[i * d1 + r];
+          if (v < lo || v >= hi) {
+            continue;
+          }
+          const Dtype w = weight_[i * d1 + r] * s;
+          Dtype* dst = values + v * c;
+          for (int l = 0; l < c; ++l) {
+            dst[l] += w * src[l];
+          }
         }
       }
     }
-  }, 1024);
+  }, 1);
   // Blur with [1/2 1 1/2] along each lattice direction.
+  const int ahead = 8;
   for (int j = 0; j <= d_; ++j) {
     const int* nbr = &blur_nbr_[j * m_ * 2];
     ParallelFor(m_, num_threads, [&](int begin, int end) {
