@@ -31,6 +31,9 @@ inline void MeanFieldRows(int begin, int end, int num_labels,
     std::copy(neg_unary + i * num_labels, neg_unary + (i + 1) * num_labels,
               q_i);
     for (int k = 0; k < 2; ++k) {
+      if (lattice[k] && i + 4 < end) {
+        lattice[k]->PrefetchSlice(i + 4);
+      }
       if (lattice[k]) {
         lattice[k]->SliceAccumulate(i, scale[k][i], q_i);
       }
