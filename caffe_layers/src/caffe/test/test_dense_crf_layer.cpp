@@ -355,6 +355,33 @@ TYPED_TEST(DenseCRFLayerTest, TestBatchAndUnaryType) {
   }
 }
 
+// With both kernel weights 0 no message flows: Q = softmax(scores).
+TYPED_TEST(DenseCRFLayerTest, TestZeroWeightsGiveSoftmax) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 5, width = 7, num_labels = 4, hw = height * width;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  CRFParams p = kSmallParams;
+  p.pos_w = 0;
+  p.bi_w = 0;
+  DenseCRFLayer<Dtype> layer(this->MakeParam(p));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int i = 0; i < hw; ++i) {
+    double sum = 0;
+    for (int l = 0; l < num_labels; ++l) {
+      sum += std::exp(scores[l * hw + i]);
+    }
+    for (int l = 0; l < num_labels; ++l) {
+      EXPECT_NEAR(this->blob_top_->cpu_data()[l * hw + i],
+                  std::exp(scores[l * hw + i]) / sum, 1e-5);
+    }
+  }
+}
+
 #ifndef CPU_ONLY
 // The CUDA forward agrees with the CPU forward.
 TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreement) {
