@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -451,6 +452,8 @@ TYPED_TEST(DenseCRFLayerTest, TestThreadCountInvariance) {
   this->SetImage(rgb, 1, height, width);
   this->SetScores(scores, 1, num_labels, height, width);
   std::vector<Dtype> out[2];
+  const char* old = std::getenv("HRENET_CRF_THREADS");
+  const std::string saved = old ? old : "";
   for (int t = 0; t < 2; ++t) {
     setenv("HRENET_CRF_THREADS", t == 0 ? "1" : "2", 1);
     DenseCRFLayer<Dtype> layer(this->MakeParam(kSmallParams));
@@ -459,7 +462,11 @@ TYPED_TEST(DenseCRFLayerTest, TestThreadCountInvariance) {
     out[t].assign(this->blob_top_->cpu_data(),
                   this->blob_top_->cpu_data() + count);
   }
-  unsetenv("HRENET_CRF_THREADS");
+  if (old) {
+    setenv("HRENET_CRF_THREADS", saved.c_str(), 1);
+  } else {
+    unsetenv("HRENET_CRF_THREADS");
+  }
   for (int k = 0; k < count; ++k) {
     ASSERT_EQ(out[0][k], out[1][k]);
   }
