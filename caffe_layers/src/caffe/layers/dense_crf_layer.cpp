@@ -1,0 +1,235 @@
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "caffe/layers/dense_crf_layer.hpp"
+
+namespace caffe {
+
+namespace {
+
+// GCC on x86-64 Linux compiles the per-pixel mean-field step twice, for
+// AVX2 and for the baseline, and picks one when the library loads (the
+// softmax's exp runs 8 wide instead of 4).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define DENSE_CRF_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DENSE_CRF_CLONES
+#endif
+
+// q_i = softmax(-unary_i + sum_k scale_k[i] * slice_k(i)) for i in
+// [begin, end); lattice[k] is NULL for a kernel of weight 0.
+template <typename Dtype>
+inline void MeanFieldRows(int begin, int end, int num_labels,
+    const Dtype* neg_unary, const PermutohedralLattice<Dtype>* const* lattice,
+    const Dtype* const* scale, Dtype* q) {
+  for (int i = begin; i < end; ++i) {
+    Dtype* q_i = q + i * num_labels;
+    std::copy(neg_unary + i * num_labels, neg_unary + (i + 1) * num_labels,
+              q_i);
+    for (int k = 0; k < 2; ++k) {
+      if (lattice[k] && i + 4 < end) {
+        lattice[k]->PrefetchSlice(i + 4);
+      }
+      if (lattice[k]) {
+        lattice[k]->SliceAccumulate(i, scale[k][i], q_i);
+      }
+    }
+    DenseCRFSoftmax(q_i, num_labels);
+  }
+}
+
+DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+    const float* neg_unary, const PermutohedralLattice<float>* const* lattice,
+    const float* const* scale, float* q) {
+  MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
+}
+
+DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+    const double* neg_unary,
+    const PermutohedralLattice<double>* const* lattice,
+    const double* const* scale, double* q) {
+  MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
+}
+
+}  // namespace
+
+template <typename Dtype>
+void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const DenseCRFParameter& p = this->layer_param_.dense_crf_param();
+  const string& name = this->layer_param_.name();
+  CHECK_GT(p.max_iter(), 0) << "DenseCRF layer " << name << ": max_iter is 0; "
+      << "set dense_crf_param { max_iter: 5 } (at least one iteration)";
+  CHECK_GT(p.pos_xy_std(), 0) << "DenseCRF layer " << name
+      << ": pos_xy_std must be > 0, got " << p.pos_xy_std();
+  CHECK_GT(p.bi_xy_std(), 0) << "DenseCRF layer " << name
+      << ": bi_xy_std must be > 0, got " << p.bi_xy_std();
+  CHECK_GT(p.bi_rgb_std(), 0) << "DenseCRF layer " << name
+      << ": bi_rgb_std must be > 0, got " << p.bi_rgb_std();
+  CHECK_GE(p.pos_w(), 0) << "DenseCRF layer " << name
+      << ": pos_w must be >= 0 (0 disables the spatial kernel), got "
+      << p.pos_w();
+  CHECK_GE(p.bi_w(), 0) << "DenseCRF layer " << name
+      << ": bi_w must be >= 0 (0 disables the bilateral kernel), got "
+      << p.bi_w();
+  CHECK_GT(p.scale(), 0) << "DenseCRF layer " << name << ": scale must be > 0 "
+      << "(the data layer's scale), got " << p.scale();
+  const int num_mean = p.mean_value_size();
+  CHECK(num_mean == 0 || num_mean == 1 || num_mean == 3) << "DenseCRF layer "
+      << name << ": give 0, 1 or 3 (B, G, R) mean_value entries, got "
+      << num_mean;
+  max_iter_ = p.max_iter();
+  prob_ = p.unary_type() == DenseCRFParameter_UnaryType_PROB;
+  pos_w_ = p.pos_w();
+  bi_w_ = p.bi_w();
+  inv_pos_std_ = Dtype(1) / p.pos_xy_std();
+  inv_bi_xy_std_ = Dtype(1) / p.bi_xy_std();
+  inv_bi_rgb_std_ = Dtype(1) / p.bi_rgb_std();
+  inv_scale_ = Dtype(1) / p.scale();
+  mean_.Reshape(vector<int>(1, 3));
+  Dtype* mean = mean_.mutable_cpu_data();
+  for (int c = 0; c < 3; ++c) {
+    mean[c] = num_mean == 0 ? Dtype(0) : p.mean_value(num_mean == 1 ? 0 : c);
+  }
+  num_threads_ = std::max(1u, std::thread::hardware_concurrency());
+  const char* env = std::getenv("HRENET_CRF_THREADS");
+  if (env != NULL && std::atoi(env) > 0) {
+    num_threads_ = std::atoi(env);
+  }
+}
+
+template <typename Dtype>
+void DenseCRFLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const string& name = this->layer_param_.name();
+  CHECK_EQ(bottom[0]->num_axes(), 4) << "DenseCRF layer " << name
+      << ": bottom[0] (scores) must be N x L x H x W, got "
+      << bottom[0]->shape_string();
+  CHECK_EQ(bottom[1]->num_axes(), 4) << "DenseCRF layer " << name
+      << ": bottom[1] (image) must be N x 3 x H x W, got "
+      << bottom[1]->shape_string();
+  CHECK_GE(bottom[0]->channels(), 2) << "DenseCRF layer " << name
+      << ": scores have " << bottom[0]->channels() << " label channel; a CRF "
+      << "needs at least 2 labels";
+  CHECK_EQ(bottom[1]->channels(), 3) << "DenseCRF layer " << name
+      << ": bottom[1] must be a 3-channel BGR image, got "
+      << bottom[1]->shape_string();
+  CHECK(bottom[0]->num() == bottom[1]->num() &&
+        bottom[0]->height() == bottom[1]->height() &&
+        bottom[0]->width() == bottom[1]->width()) << "DenseCRF layer " << name
+      << ": scores " << bottom[0]->shape_string() << " and image "
+      << bottom[1]->shape_string() << " differ in N, H or W; crop or "
+      << "upsample the scores to the image size";
+  num_ = bottom[0]->num();
+  num_labels_ = bottom[0]->channels();
+  height_ = bottom[0]->height();
+  width_ = bottom[0]->width();
+  top[0]->ReshapeLike(*bottom[0]);
+  const int hw = height_ * width_;
+  vector<int> shape(2);
+  shape[0] = hw;
+  shape[1] = 2;
+  pos_feature_.Reshape(shape);
+  shape[1] = 5;
+  bi_feature_.Reshape(shape);
+  shape[1] = num_labels_;
+  neg_unary_.Reshape(shape);
+  q_.Reshape(shape);
+  shape[0] = 4;
+  shape[1] = hw;
+  norm_.Reshape(shape);
+}
+
+template <typename Dtype>
+void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  const int hw = height_ * width_;
+  const int num_labels = num_labels_;
+  const int threads = num_threads_;
+  const Dtype* mean = mean_.cpu_data();
+  Dtype* pos_feature = pos_feature_.mutable_cpu_data();
+  Dtype* bi_feature = bi_feature_.mutable_cpu_data();
+  Dtype* norm = norm_.mutable_cpu_data();
+  Dtype* neg_unary = neg_unary_.mutable_cpu_data();
+  Dtype* q = q_.mutable_cpu_data();
+  PermutohedralLattice<Dtype>* lattice[2] = {&pos_lattice_, &bi_lattice_};
+  const Dtype weight[2] = {pos_w_, bi_w_};
+  for (int n = 0; n < num_; ++n) {
+    const Dtype* score = bottom[0]->cpu_data() + bottom[0]->offset(n);
+    const Dtype* image = bottom[1]->cpu_data() + bottom[1]->offset(n);
+    ParallelFor(hw, threads, [&](int begin, int end) {
+      for (int i = begin; i < end; ++i) {
+        DenseCRFFeatures(image, hw, i, width_, mean, inv_scale_, inv_pos_std_,
+            inv_bi_xy_std_, inv_bi_rgb_std_, pos_feature + i * 2,
+            bi_feature + i * 5);
+        for (int l = 0; l < num_labels; ++l) {
+          neg_unary[i * num_labels + l] =
+              DenseCRFNegUnary(score[l * hw + i], prob_);
+          q[i * num_labels + l] = neg_unary[i * num_labels + l];
+        }
+        DenseCRFSoftmax(q + i * num_labels, num_labels);
+      }
+    });
+    const Dtype* feature[2] = {pos_feature, bi_feature};
+    for (int k = 0; k < 2; ++k) {
+      if (weight[k] > 0) {
+        lattice[k]->Init(feature[k], k == 0 ? 2 : 5, hw, threads);
+        Dtype* norm_k = norm + 2 * k * hw;
+        Dtype* weighted_norm_k = norm_k + hw;
+        std::fill(norm_k, norm_k + hw, Dtype(1));
+        lattice[k]->Filter(norm_k, norm_k, 1, threads);
+        for (int i = 0; i < hw; ++i) {
+          norm_k[i] = DenseCRFNorm(norm_k[i]);
+          weighted_norm_k[i] = weight[k] * norm_k[i];
+        }
+      }
+    }
+    // Q = softmax(-unary + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q): splat and
+    // blur on both lattices, then slice both, add and normalise per pixel.
+    for (int it = 0; it < max_iter_; ++it) {
+      for (int k = 0; k < 2; ++k) {
+        if (weight[k] > 0) {
+          lattice[k]->SplatBlur(q, num_labels, threads, norm + 2 * k * hw);
+        }
+      }
+      const PermutohedralLattice<Dtype>* used[2] = {
+          weight[0] > 0 ? lattice[0] : NULL, weight[1] > 0 ? lattice[1] : NULL};
+      const Dtype* scale[2] = {norm + hw, norm + 3 * hw};
+      ParallelFor(hw, threads, [&](int begin, int end) {
+        MeanFieldRowsCloned(begin, end, num_labels, neg_unary, used, scale, q);
+      }, 1024);
+    }
+    Dtype* top_data = top[0]->mutable_cpu_data() + top[0]->offset(n);
+    ParallelFor(hw, threads, [&](int begin, int end) {
+      for (int l = 0; l < num_labels; ++l) {
+        for (int i = begin; i < end; ++i) {
+          top_data[l * hw + i] = q[i * num_labels + l];
+        }
+      }
+    });
+  }
+}
+
+template <typename Dtype>
+void DenseCRFLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  for (int i = 0; i < propagate_down.size(); ++i) {
+    CHECK(!propagate_down[i]) << "DenseCRF layer "
+        << this->layer_param_.name() << " is forward only and cannot "
+        << "back-propagate to bottom[" << i << "]; set propagate_down: false "
+        << "or stop the gradient before it";
+  }
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(DenseCRFLayer);
+#endif
+
+INSTANTIATE_CLASS(DenseCRFLayer);
+REGISTER_LAYER_CLASS(DenseCRF);
+
+}  // namespace caffe
