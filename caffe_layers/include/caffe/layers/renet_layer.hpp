@@ -133,6 +133,7 @@ class ReNetLayer : public Layer<Dtype> {
   Blob<Dtype> carry_;   ///< LSTM backward: 2 x B x d: dL/dc carried in time
   Blob<Dtype> rec_;     ///< GRU: 2 x T x B x Gd: U h_{t-1}; diff: its grad
   Blob<Dtype> bias_multiplier_;  ///< T B ones
+  Blob<Dtype> zeros_;   ///< G d zeros: U h_{-1} for the GRU's first step
   /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
   /// X (T x B rows; p = t B + b) and of each direction's hidden block.
   vector<int> pos_y_, pos_x_;
@@ -144,9 +145,35 @@ class ReNetLayer : public Layer<Dtype> {
 // Each call handles hidden unit j of one sequence; `a` points at that
 // sequence's G d gate values, `d` is the number of hidden units.
 
-RENET_HD inline float renet_exp(float x) { return expf(x); }
+/// exp for float: Cephes' polynomial (about 1 ulp for |x| <= 87; |x| is
+/// clamped to 87). Integer-only clamping and rounding keep the CPU loops
+/// free of branches so that the compiler vectorises them; the CUDA kernels
+/// run the same code.
+RENET_HD inline float renet_exp(float x) {
+  union { float f; int i; } v;
+  v.f = x;
+  const int sign = v.i & static_cast<int>(0x80000000u);
+  const int mag = v.i & 0x7fffffff;
+  v.i = sign | (mag < 0x42ae0000 ? mag : 0x42ae0000);  // 0x42ae0000 = 87.f
+  const float fx = v.f * 1.44269504088896341f;
+  const float kf = (fx + 12582912.0f) - 12582912.0f;  // round to nearest
+  const int k = static_cast<int>(kf);
+  const float r = v.f - kf * 0.693359375f + kf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  v.i = (k + 127) << 23;  // 2^k
+  return p * v.f;
+}
 RENET_HD inline double renet_exp(double x) { return exp(x); }
-RENET_HD inline float renet_tanh(float x) { return tanhf(x); }
+/// tanh for float through renet_exp (absolute error about 1e-7).
+RENET_HD inline float renet_tanh(float x) {
+  return 2.0f / (1.0f + renet_exp(-2.0f * x)) - 1.0f;
+}
 RENET_HD inline double renet_tanh(double x) { return tanh(x); }
 
 template <typename Dtype>
@@ -155,16 +182,15 @@ RENET_HD inline Dtype renet_sigmoid(Dtype x) {
 }
 
 /// LSTM step. In: a = W x (+ U h_{t-1}) pre-activations (i, f, o, g), bias b,
-/// c_prev (NULL at the first step). Out: a overwritten with the activations,
-/// c_t and h_t.
+/// cp = c_{t-1} (0 at the first step). Out: a overwritten with the
+/// activations, c_t and h_t.
 template <typename Dtype>
 RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
-    const Dtype* b, const Dtype* c_prev, Dtype* c, Dtype* h) {
+    const Dtype* b, Dtype cp, Dtype* c, Dtype* h) {
   const Dtype i = renet_sigmoid(a[j] + b[j]);
   const Dtype f = renet_sigmoid(a[d + j] + b[d + j]);
   const Dtype o = renet_sigmoid(a[2 * d + j] + b[2 * d + j]);
   const Dtype g = renet_tanh(a[3 * d + j] + b[3 * d + j]);
-  const Dtype cp = c_prev ? c_prev[j] : Dtype(0);
   const Dtype ct = f * cp + i * g;
   a[j] = i;
   a[d + j] = f;
@@ -174,16 +200,16 @@ RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
   h[j] = o * renet_tanh(ct);
 }
 
-/// LSTM step backward. In: activations a, c_prev (NULL at the first step),
-/// c_t, dh = dL/dh_t (all paths), dc = dL/dc_t through c_{t+1}. Out: da
-/// (gradients of the pre-activations), dc overwritten with dL/dc_{t-1}.
+/// LSTM step backward. In: activations a, cp = c_{t-1} (0 at the first
+/// step), c_t, dh = dL/dh_t (all paths), dc = dL/dc_t through c_{t+1}.
+/// Out: da (gradients of the pre-activations), dc overwritten with
+/// dL/dc_{t-1}.
 template <typename Dtype>
 RENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
-    const Dtype* c_prev, const Dtype* c, Dtype dh, Dtype* dc, Dtype* da) {
+    Dtype cp, const Dtype* c, Dtype dh, Dtype* dc, Dtype* da) {
   const Dtype i = a[j], f = a[d + j], o = a[2 * d + j], g = a[3 * d + j];
   const Dtype tc = renet_tanh(c[j]);
   const Dtype dct = dc[j] + dh * o * (Dtype(1) - tc * tc);
-  const Dtype cp = c_prev ? c_prev[j] : Dtype(0);
   da[j] = dct * g * i * (Dtype(1) - i);
   da[d + j] = dct * cp * f * (Dtype(1) - f);
   da[2 * d + j] = dh * tc * o * (Dtype(1) - o);
@@ -208,46 +234,39 @@ RENET_HD inline void renet_irnn_backward(int j, const Dtype* a, Dtype dh,
   da[j] = a[j] > Dtype(0) ? dh : Dtype(0);
 }
 
-/// GRU step. In: a = W x (r, z, n), bias b, u = U h_{t-1} (r, z, n; NULL at
-/// the first step), h_prev (NULL at the first step). Out: a overwritten with
-/// the activations r, z, n; h_t.
+/// GRU step. In: a = W x (r, z, n), bias b, u = U h_{t-1} (r, z, n; a row of
+/// zeros at the first step), hp = h_{t-1} (0 at the first step). Out: a
+/// overwritten with the activations r, z, n; h_t.
 template <typename Dtype>
 RENET_HD inline void renet_gru_forward(int j, int d, Dtype* a, const Dtype* b,
-    const Dtype* u, const Dtype* h_prev, Dtype* h) {
-  const Dtype ur = u ? u[j] : Dtype(0);
-  const Dtype uz = u ? u[d + j] : Dtype(0);
-  const Dtype un = u ? u[2 * d + j] : Dtype(0);
-  const Dtype r = renet_sigmoid(a[j] + b[j] + ur);
-  const Dtype z = renet_sigmoid(a[d + j] + b[d + j] + uz);
-  const Dtype n = renet_tanh(a[2 * d + j] + b[2 * d + j] + r * un);
-  const Dtype hp = h_prev ? h_prev[j] : Dtype(0);
+    const Dtype* u, Dtype hp, Dtype* h) {
+  const Dtype r = renet_sigmoid(a[j] + b[j] + u[j]);
+  const Dtype z = renet_sigmoid(a[d + j] + b[d + j] + u[d + j]);
+  const Dtype n = renet_tanh(a[2 * d + j] + b[2 * d + j] + r * u[2 * d + j]);
   a[j] = r;
   a[d + j] = z;
   a[2 * d + j] = n;
   h[j] = (Dtype(1) - z) * n + z * hp;
 }
 
-/// GRU step backward. In: activations a, u = U h_{t-1} and h_prev (both NULL
-/// at the first step), dh = dL/dh_t. Out: da (gradient of W x + b), du
-/// (gradient of U h_{t-1}; differs from da in the n block), dh_prev += the
-/// direct path dh * z (skipped when NULL).
+/// GRU step backward. In: activations a, u = U h_{t-1} and hp = h_{t-1}
+/// (zeros at the first step), dh = dL/dh_t. Out: da (gradient of W x + b),
+/// du (gradient of U h_{t-1}; differs from da in the n block). Returns the
+/// direct-path gradient dh * z for h_{t-1}.
 template <typename Dtype>
-RENET_HD inline void renet_gru_backward(int j, int d, const Dtype* a,
-    const Dtype* u, const Dtype* h_prev, Dtype dh, Dtype* da, Dtype* du,
-    Dtype* dh_prev) {
+RENET_HD inline Dtype renet_gru_backward(int j, int d, const Dtype* a,
+    const Dtype* u, Dtype hp, Dtype dh, Dtype* da, Dtype* du) {
   const Dtype r = a[j], z = a[d + j], n = a[2 * d + j];
-  const Dtype hp = h_prev ? h_prev[j] : Dtype(0);
-  const Dtype un = u ? u[2 * d + j] : Dtype(0);
   const Dtype dn = dh * (Dtype(1) - z) * (Dtype(1) - n * n);
   const Dtype dz = dh * (hp - n) * z * (Dtype(1) - z);
-  const Dtype dr = dn * un * r * (Dtype(1) - r);
+  const Dtype dr = dn * u[2 * d + j] * r * (Dtype(1) - r);
   da[j] = dr;
   da[d + j] = dz;
   da[2 * d + j] = dn;
   du[j] = dr;
   du[d + j] = dz;
   du[2 * d + j] = dn * r;
-  if (dh_prev) dh_prev[j] += dh * z;
+  return dh * z;
 }
 
 }  // namespace caffe

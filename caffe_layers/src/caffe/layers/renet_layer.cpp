@@ -1,3 +1,4 @@
+#include <string>
 #include <vector>
 
 #include "caffe/filler.hpp"
@@ -5,6 +6,91 @@
 #include "caffe/util/math_functions.hpp"
 
 namespace caffe {
+
+namespace {
+
+// Row helpers for the CPU step loops: restrict-qualified and kept out of line
+// (inlined, GCC loses the restrict and does not vectorise) so that the loops
+// over the hidden units vectorise; split on the first step (no predecessor)
+// so that the loop bodies carry no branch.
+
+template <typename Dtype>
+__attribute__((noinline))
+void LstmForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    const Dtype* __restrict__ cp, Dtype* __restrict__ c,
+    Dtype* __restrict__ h) {
+  if (cp) {
+    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, cp[j], c, h);
+  } else {
+    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, Dtype(0), c, h);
+  }
+}
+
+template <typename Dtype>
+__attribute__((noinline))
+void LstmBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ cp, const Dtype* __restrict__ c,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ dc,
+    Dtype* __restrict__ da) {
+  if (cp) {
+    for (int j = 0; j < d; ++j) {
+      renet_lstm_backward(j, d, a, cp[j], c, dh[j], dc, da);
+    }
+  } else {
+    for (int j = 0; j < d; ++j) {
+      renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dc, da);
+    }
+  }
+}
+
+// u: U h_{t-1}, or a row of zeros with hp == NULL at the first step.
+template <typename Dtype>
+__attribute__((noinline))
+void GruForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    const Dtype* __restrict__ u, const Dtype* __restrict__ hp,
+    Dtype* __restrict__ h) {
+  if (hp) {
+    for (int j = 0; j < d; ++j) renet_gru_forward(j, d, a, b, u, hp[j], h);
+  } else {
+    for (int j = 0; j < d; ++j) renet_gru_forward(j, d, a, b, u, Dtype(0), h);
+  }
+}
+
+template <typename Dtype>
+__attribute__((noinline))
+void GruBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ u, const Dtype* __restrict__ hp,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ da,
+    Dtype* __restrict__ du, Dtype* __restrict__ dhp) {
+  if (hp) {
+    for (int j = 0; j < d; ++j) {
+      dhp[j] += renet_gru_backward(j, d, a, u, hp[j], dh[j], da, du);
+    }
+  } else {
+    for (int j = 0; j < d; ++j) {
+      renet_gru_backward(j, d, a, u, Dtype(0), dh[j], da, du);
+    }
+  }
+}
+
+template <typename Dtype>
+__attribute__((noinline))
+void IrnnForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    Dtype* __restrict__ h) {
+  for (int j = 0; j < d; ++j) renet_irnn_forward(j, a, b, h);
+}
+
+template <typename Dtype>
+__attribute__((noinline))
+void IrnnBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ da) {
+  for (int j = 0; j < d; ++j) renet_irnn_backward(j, a, dh[j], da);
+}
+
+}  // namespace
 
 template <typename Dtype>
 void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
@@ -132,6 +218,10 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
   if (unit_ == ReNetParameter_Unit_GRU) {
     rec_.Reshape(vector<int>{2, T_, B_, gd});
+    if (zeros_.count() != gd) {
+      zeros_.Reshape(vector<int>{gd});
+      caffe_set(gd, Dtype(0), zeros_.mutable_cpu_data());
+    }
   }
   if (bias_multiplier_.count() != T_ * B_) {
     bias_multiplier_.Reshape(vector<int>{T_ * B_});
@@ -174,7 +264,12 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* h = hidden_.mutable_cpu_data();
   Dtype* cl = unit_ == ReNetParameter_Unit_LSTM ?
       cell_.mutable_cpu_data() : NULL;
-  Dtype* u = unit_ == ReNetParameter_Unit_GRU ? rec_.mutable_cpu_data() : NULL;
+  Dtype* u = NULL;
+  const Dtype* zeros = NULL;
+  if (unit_ == ReNetParameter_Unit_GRU) {
+    u = rec_.mutable_cpu_data();
+    zeros = zeros_.cpu_data();
+  }
   // The recurrence; both directions advance in the same step loop.
   for (int s = 0; s < T_; ++s) {
     for (int dir = 0; dir < 2; ++dir) {
@@ -202,20 +297,14 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         Dtype* hb = ht + b * d_;
         const Dtype* hpb = hp ? hp + b * d_ : NULL;
         if (unit_ == ReNetParameter_Unit_LSTM) {
-          Dtype* cb = cl + (blk * B_ + b) * d_;
-          const Dtype* cpb = hp ? cl + (blk_p * B_ + b) * d_ : NULL;
-          for (int j = 0; j < d_; ++j) {
-            renet_lstm_forward(j, d_, ab, bias, cpb, cb, hb);
-          }
+          LstmForwardRow(d_, ab, bias,
+              hp ? cl + (blk_p * B_ + b) * d_ : NULL, cl + (blk * B_ + b) * d_,
+              hb);
         } else if (unit_ == ReNetParameter_Unit_GRU) {
-          const Dtype* ub = ut ? ut + b * gd : NULL;
-          for (int j = 0; j < d_; ++j) {
-            renet_gru_forward(j, d_, ab, bias, ub, hpb, hb);
-          }
+          GruForwardRow(d_, ab, bias, ut ? ut + b * gd : zeros,
+              hpb, hb);
         } else {
-          for (int j = 0; j < d_; ++j) {
-            renet_irnn_forward(j, ab, bias, hb);
-          }
+          IrnnForwardRow(d_, ab, bias, hb);
         }
       }
     }
@@ -270,9 +359,11 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     caffe_set(carry_.count(), Dtype(0), dc);
   }
   const Dtype* u = NULL;
+  const Dtype* zeros = NULL;
   Dtype* du = NULL;
   if (unit_ == ReNetParameter_Unit_GRU) {
     u = rec_.cpu_data();
+    zeros = zeros_.cpu_data();
     du = rec_.mutable_cpu_diff();
   }
   // Back-propagation through time, steps in reverse order of the forward.
@@ -291,24 +382,16 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
         Dtype* dab = dat + b * gd;
         const Dtype* dhb = dht + b * d_;
         if (unit_ == ReNetParameter_Unit_LSTM) {
-          const Dtype* cb = cl + (blk * B_ + b) * d_;
-          const Dtype* cpb = has_prev ? cl + (blk_p * B_ + b) * d_ : NULL;
-          Dtype* dcb = dc + (dir * B_ + b) * d_;
-          for (int j = 0; j < d_; ++j) {
-            renet_lstm_backward(j, d_, ab, cpb, cb, dhb[j], dcb, dab);
-          }
+          LstmBackwardRow(d_, ab,
+              has_prev ? cl + (blk_p * B_ + b) * d_ : NULL,
+              cl + (blk * B_ + b) * d_, dhb, dc + (dir * B_ + b) * d_, dab);
         } else if (unit_ == ReNetParameter_Unit_GRU) {
-          const Dtype* ub = has_prev ? u + (blk * B_ + b) * gd : NULL;
-          const Dtype* hpb = has_prev ? h + (blk_p * B_ + b) * d_ : NULL;
-          Dtype* dub = du + (blk * B_ + b) * gd;
-          Dtype* dhpb = has_prev ? dhp + b * d_ : NULL;
-          for (int j = 0; j < d_; ++j) {
-            renet_gru_backward(j, d_, ab, ub, hpb, dhb[j], dab, dub, dhpb);
-          }
+          GruBackwardRow(d_, ab,
+              has_prev ? u + (blk * B_ + b) * gd : zeros,
+              has_prev ? h + (blk_p * B_ + b) * d_ : NULL, dhb, dab,
+              du + (blk * B_ + b) * gd, has_prev ? dhp + b * d_ : NULL);
         } else {
-          for (int j = 0; j < d_; ++j) {
-            renet_irnn_backward(j, ab, dhb[j], dab);
-          }
+          IrnnBackwardRow(d_, ab, dhb, dab);
         }
       }
       if (has_prev) {

@@ -69,7 +69,7 @@ __global__ void ReNetHiddenTop(const int count, bool to_top, bool vertical,
 template <typename Dtype>
 __global__ void ReNetForwardStep(const int count, int unit, int s, int T,
     int B, int d, Dtype* a, Dtype* h, Dtype* c, const Dtype* u,
-    const Dtype* bias0, const Dtype* bias1) {
+    const Dtype* zeros, const Dtype* bias0, const Dtype* bias1) {
   const int gd = (unit == ReNetParameter_Unit_LSTM ? 4 :
       (unit == ReNetParameter_Unit_GRU ? 3 : 1)) * d;
   CUDA_KERNEL_LOOP(index, count) {
@@ -82,11 +82,11 @@ __global__ void ReNetForwardStep(const int count, int unit, int s, int T,
     Dtype* ab = a + row * gd;
     Dtype* hb = h + row * d;
     if (unit == ReNetParameter_Unit_LSTM) {
-      renet_lstm_forward(j, d, ab, bias, has_prev ? c + row_p * d : NULL,
+      renet_lstm_forward(j, d, ab, bias, has_prev ? c[row_p * d + j] : Dtype(0),
           c + row * d, hb);
     } else if (unit == ReNetParameter_Unit_GRU) {
-      renet_gru_forward(j, d, ab, bias, has_prev ? u + row * gd : NULL,
-          has_prev ? h + row_p * d : NULL, hb);
+      renet_gru_forward(j, d, ab, bias, has_prev ? u + row * gd : zeros,
+          has_prev ? h[row_p * d + j] : Dtype(0), hb);
     } else {
       renet_irnn_forward(j, ab, bias, hb);
     }
@@ -96,7 +96,8 @@ __global__ void ReNetForwardStep(const int count, int unit, int s, int T,
 template <typename Dtype>
 __global__ void ReNetBackwardStep(const int count, int unit, int s, int T,
     int B, int d, const Dtype* a, const Dtype* h, const Dtype* c,
-    const Dtype* u, Dtype* da, Dtype* dh, Dtype* dc, Dtype* du) {
+    const Dtype* u, const Dtype* zeros, Dtype* da, Dtype* dh, Dtype* dc,
+    Dtype* du) {
   const int gd = (unit == ReNetParameter_Unit_LSTM ? 4 :
       (unit == ReNetParameter_Unit_GRU ? 3 : 1)) * d;
   CUDA_KERNEL_LOOP(index, count) {
@@ -107,12 +108,15 @@ __global__ void ReNetBackwardStep(const int count, int unit, int s, int T,
     const bool has_prev = s > 0;
     const Dtype dhj = dh[row * d + j];
     if (unit == ReNetParameter_Unit_LSTM) {
-      renet_lstm_backward(j, d, a + row * gd, has_prev ? c + row_p * d : NULL,
-          c + row * d, dhj, dc + (dir * B + b) * d, da + row * gd);
+      renet_lstm_backward(j, d, a + row * gd,
+          has_prev ? c[row_p * d + j] : Dtype(0), c + row * d, dhj,
+          dc + (dir * B + b) * d, da + row * gd);
     } else if (unit == ReNetParameter_Unit_GRU) {
-      renet_gru_backward(j, d, a + row * gd, has_prev ? u + row * gd : NULL,
-          has_prev ? h + row_p * d : NULL, dhj, da + row * gd, du + row * gd,
-          has_prev ? dh + row_p * d : NULL);
+      const Dtype direct = renet_gru_backward(j, d, a + row * gd,
+          has_prev ? u + row * gd : zeros,
+          has_prev ? h[row_p * d + j] : Dtype(0), dhj, da + row * gd,
+          du + row * gd);
+      if (has_prev) dh[row_p * d + j] += direct;
     } else {
       renet_irnn_backward(j, a + row * gd, dhj, da + row * gd);
     }
@@ -125,6 +129,7 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const int gd = G_ * d_;
   const int TB = T_ * B_;
   Dtype* x = x_.mutable_gpu_data();
+  // NOLINT_NEXT_LINE(whitespace/operators)
   ReNetIm2Col<Dtype><<<CAFFE_GET_BLOCKS(x_.count()), CAFFE_CUDA_NUM_THREADS>>>(
       x_.count(), bottom[0]->gpu_data(), vertical_, N_, C_, H_, W_, ph_, pw_,
       gh_, gw_, B_, x);
@@ -137,7 +142,12 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   Dtype* h = hidden_.mutable_gpu_data();
   Dtype* c = unit_ == ReNetParameter_Unit_LSTM ? cell_.mutable_gpu_data() :
       NULL;
-  Dtype* u = unit_ == ReNetParameter_Unit_GRU ? rec_.mutable_gpu_data() : NULL;
+  Dtype* u = NULL;
+  const Dtype* zeros = NULL;
+  if (unit_ == ReNetParameter_Unit_GRU) {
+    u = rec_.mutable_gpu_data();
+    zeros = zeros_.gpu_data();
+  }
   const int step_count = 2 * B_ * d_;
   for (int s = 0; s < T_; ++s) {
     if (s > 0) {
@@ -158,7 +168,7 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     // NOLINT_NEXT_LINE(whitespace/operators)
     ReNetForwardStep<Dtype><<<CAFFE_GET_BLOCKS(step_count),
         CAFFE_CUDA_NUM_THREADS>>>(step_count, unit_, s, T_, B_, d_, a, h, c,
-        u, this->blobs_[2]->gpu_data(), this->blobs_[5]->gpu_data());
+        u, zeros, this->blobs_[2]->gpu_data(), this->blobs_[5]->gpu_data());
     CUDA_POST_KERNEL_CHECK;
   }
   // NOLINT_NEXT_LINE(whitespace/operators)
@@ -190,9 +200,11 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     caffe_gpu_set(carry_.count(), Dtype(0), dc);
   }
   const Dtype* u = NULL;
+  const Dtype* zeros = NULL;
   Dtype* du = NULL;
   if (unit_ == ReNetParameter_Unit_GRU) {
     u = rec_.gpu_data();
+    zeros = zeros_.gpu_data();
     du = rec_.mutable_gpu_diff();
   }
   const int step_count = 2 * B_ * d_;
@@ -200,7 +212,7 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     // NOLINT_NEXT_LINE(whitespace/operators)
     ReNetBackwardStep<Dtype><<<CAFFE_GET_BLOCKS(step_count),
         CAFFE_CUDA_NUM_THREADS>>>(step_count, unit_, s, T_, B_, d_, a, h, cl,
-        u, da, dh, dc, du);
+        u, zeros, da, dh, dc, du);
     CUDA_POST_KERNEL_CHECK;
     if (s > 0) {
       for (int dir = 0; dir < 2; ++dir) {
