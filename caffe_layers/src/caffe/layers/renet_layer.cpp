@@ -1,9 +1,19 @@
+#include <cstring>
+#include <functional>
 #include <string>
+#include <thread>  // NOLINT(build/c++11)
 #include <vector>
 
 #include "caffe/filler.hpp"
 #include "caffe/layers/renet_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+
+// The BLAS's own threads are switched off while the two directions sweep on
+// two threads (OpenBLAS only; weak symbols, null with another BLAS).
+extern "C" {
+void openblas_set_num_threads(int num_threads) __attribute__((weak));
+int openblas_get_num_threads(void) __attribute__((weak));
+}
 
 namespace caffe {
 
@@ -237,6 +247,183 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
 }
 
+namespace {
+
+// One direction's share of the work, as raw pointers fetched by the calling
+// thread (Blob accessors are not thread-safe); blocks are this direction's.
+template <typename Dtype>
+struct Sweep {
+  int unit, dir, T, B, d, gd, K;
+  const Dtype* U;
+  const Dtype* bias;
+  const Dtype* zeros;  // GRU: U h_{-1}
+  Dtype* a;            // T x B x Gd gates (data) and their diff
+  Dtype* da;
+  Dtype* h;            // T x B x d hidden states and their diff
+  Dtype* dh;
+  Dtype* c;            // LSTM: T x B x d cells; dc: B x d carry
+  Dtype* dc;
+  Dtype* u;            // GRU: T x B x Gd U h_{t-1}; du: its diff
+  Dtype* du;
+  // Copies between the top (N x 2d x gh x gw) and this direction's hidden
+  // block; patch (n, gy, gx) is row n * pos_n + pos_y[gy] + pos_x[gx].
+  int N, gh, gw, pos_n;
+  const int* pos_y;
+  const int* pos_x;
+  const Dtype* x;      // backward: X for the weight gradient
+  Dtype* dW;
+  Dtype* dU;
+  Dtype* db;
+  const Dtype* ones;
+  bool grad_W, grad_U, grad_b;
+};
+
+// Step (time) t of sweep s of a direction and its predecessor.
+inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
+
+template <typename Dtype>
+void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
+  const int B = w.B, d = w.d, gd = w.gd;
+  for (int s = 0; s < w.T; ++s) {
+    const int t = StepTime(w.dir, s, w.T);
+    const int tp = w.dir == 0 ? t - 1 : t + 1;
+    Dtype* at = w.a + t * B * gd;
+    Dtype* ht = w.h + t * B * d;
+    const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
+    Dtype* ut = NULL;
+    if (hp) {
+      if (w.u) {
+        ut = w.u + t * B * gd;
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
+            hp, w.U, Dtype(0), ut);
+      } else {
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
+            hp, w.U, Dtype(1), at);
+      }
+    }
+    for (int b = 0; b < B; ++b) {
+      if (w.unit == ReNetParameter_Unit_LSTM) {
+        LstmForwardRow(d, at + b * gd, w.bias,
+            hp ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
+            ht + b * d);
+      } else if (w.unit == ReNetParameter_Unit_GRU) {
+        GruForwardRow(d, at + b * gd, w.bias, ut ? ut + b * gd : w.zeros,
+            hp ? hp + b * d : NULL, ht + b * d);
+      } else {
+        IrnnForwardRow(d, at + b * gd, w.bias, ht + b * d);
+      }
+    }
+  }
+  const int plane = w.gh * w.gw;
+  for (int n = 0; n < w.N; ++n) {
+    for (int j = 0; j < d; ++j) {
+      const Dtype* hj = w.h + j;
+      Dtype* o = top + ((n * 2 + w.dir) * d + j) * plane;
+      for (int gy = 0; gy < w.gh; ++gy) {
+        const Dtype* hr = hj + (n * w.pos_n + w.pos_y[gy]) * d;
+        for (int gx = 0; gx < w.gw; ++gx) {
+          *o++ = hr[w.pos_x[gx] * d];
+        }
+      }
+    }
+  }
+}
+
+template <typename Dtype>
+void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
+  const int B = w.B, d = w.d, gd = w.gd, TB = w.T * w.B;
+  const int plane = w.gh * w.gw;
+  for (int n = 0; n < w.N; ++n) {
+    for (int j = 0; j < d; ++j) {
+      Dtype* dhj = w.dh + j;
+      const Dtype* o = top_diff + ((n * 2 + w.dir) * d + j) * plane;
+      for (int gy = 0; gy < w.gh; ++gy) {
+        Dtype* dhr = dhj + (n * w.pos_n + w.pos_y[gy]) * d;
+        for (int gx = 0; gx < w.gw; ++gx) {
+          dhr[w.pos_x[gx] * d] = *o++;
+        }
+      }
+    }
+  }
+  if (w.dc) {
+    caffe_set(B * d, Dtype(0), w.dc);
+  }
+  // Back-propagation through time, steps in reverse order of the forward.
+  for (int s = w.T - 1; s >= 0; --s) {
+    const int t = StepTime(w.dir, s, w.T);
+    const int tp = w.dir == 0 ? t - 1 : t + 1;
+    const bool has_prev = s > 0;
+    const Dtype* at = w.a + t * B * gd;
+    Dtype* dat = w.da + t * B * gd;
+    const Dtype* dht = w.dh + t * B * d;
+    Dtype* dhp = has_prev ? w.dh + tp * B * d : NULL;
+    for (int b = 0; b < B; ++b) {
+      if (w.unit == ReNetParameter_Unit_LSTM) {
+        LstmBackwardRow(d, at + b * gd,
+            has_prev ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
+            dht + b * d, w.dc + b * d, dat + b * gd);
+      } else if (w.unit == ReNetParameter_Unit_GRU) {
+        GruBackwardRow(d, at + b * gd,
+            has_prev ? w.u + (t * B + b) * gd : w.zeros,
+            has_prev ? w.h + (tp * B + b) * d : NULL, dht + b * d,
+            dat + b * gd, w.du + (t * B + b) * gd,
+            has_prev ? dhp + b * d : NULL);
+      } else {
+        IrnnBackwardRow(d, at + b * gd, dht + b * d, dat + b * gd);
+      }
+    }
+    if (has_prev) {
+      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, B, d, gd, Dtype(1),
+          w.du ? w.du + t * B * gd : dat, w.U, Dtype(1), dhp);
+    }
+  }
+  // Parameter gradients, accumulated, one GEMM over all steps each.
+  if (w.grad_W) {
+    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, w.K, TB, Dtype(1),
+        w.da, w.x, Dtype(1), w.dW);
+  }
+  if (w.grad_U && w.T > 1) {
+    // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
+    // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
+    const Dtype* dr = (w.du ? w.du : w.da) + (1 - w.dir) * B * gd;
+    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d, TB - B, Dtype(1),
+        dr, w.h + w.dir * B * d, Dtype(1), w.dU);
+  }
+  if (w.grad_b) {
+    caffe_cpu_gemv<Dtype>(CblasTrans, TB, gd, Dtype(1), w.da, w.ones,
+        Dtype(1), w.db);
+  }
+}
+
+
+// Runs fn(fwd) here and fn(bwd) on a second thread, the BLAS single-threaded
+// meanwhile: the two directions are independent, so the per-step GEMMs and
+// gate loops of both proceed with no barrier between them. Sweeps too small
+// to pay for a thread (under 2^20 recurrent multiply-adds) run in turn.
+template <typename Fn, typename Dtype>
+void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
+    const Sweep<Dtype>& bwd) {
+  const double macs = static_cast<double>(fwd.T) * fwd.B * fwd.gd * fwd.d;
+  if (macs < (1 << 20) || std::thread::hardware_concurrency() < 2) {
+    fn(fwd);
+    fn(bwd);
+    return;
+  }
+  const int blas_threads =
+      openblas_get_num_threads ? openblas_get_num_threads() : 1;
+  if (blas_threads > 1 && openblas_set_num_threads) {
+    openblas_set_num_threads(1);
+  }
+  std::thread second(fn, std::cref(bwd));
+  fn(fwd);
+  second.join();
+  if (blas_threads > 1 && openblas_set_num_threads) {
+    openblas_set_num_threads(blas_threads);
+  }
+}
+
+}  // namespace
+
 template <typename Dtype>
 void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
@@ -269,70 +456,31 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, TB, gd, K_, Dtype(1), x,
         this->blobs_[3 * dir]->cpu_data(), Dtype(0), a + dir * TB * gd);
   }
+  // The recurrence: the two directions sweep concurrently.
+  Sweep<Dtype> w[2];
   Dtype* h = hidden_.mutable_cpu_data();
-  Dtype* cl = unit_ == ReNetParameter_Unit_LSTM ?
-      cell_.mutable_cpu_data() : NULL;
-  Dtype* u = NULL;
-  const Dtype* zeros = NULL;
-  if (unit_ == ReNetParameter_Unit_GRU) {
-    u = rec_.mutable_cpu_data();
-    zeros = zeros_.cpu_data();
-  }
-  // The recurrence; both directions advance in the same step loop.
-  for (int s = 0; s < T_; ++s) {
-    for (int dir = 0; dir < 2; ++dir) {
-      const int t = dir == 0 ? s : T_ - 1 - s;
-      const int tp = dir == 0 ? t - 1 : t + 1;
-      const int blk = dir * T_ + t, blk_p = dir * T_ + tp;
-      Dtype* at = a + blk * B_ * gd;
-      Dtype* ut = NULL;
-      const Dtype* hp = s > 0 ? h + blk_p * B_ * d_ : NULL;
-      const Dtype* U = this->blobs_[3 * dir + 1]->cpu_data();
-      if (hp) {
-        if (u) {
-          ut = u + blk * B_ * gd;
-          caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B_, gd, d_,
-              Dtype(1), hp, U, Dtype(0), ut);
-        } else {
-          caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B_, gd, d_,
-              Dtype(1), hp, U, Dtype(1), at);
-        }
-      }
-      const Dtype* bias = this->blobs_[3 * dir + 2]->cpu_data();
-      Dtype* ht = h + blk * B_ * d_;
-      for (int b = 0; b < B_; ++b) {
-        Dtype* ab = at + b * gd;
-        Dtype* hb = ht + b * d_;
-        const Dtype* hpb = hp ? hp + b * d_ : NULL;
-        if (unit_ == ReNetParameter_Unit_LSTM) {
-          LstmForwardRow(d_, ab, bias,
-              hp ? cl + (blk_p * B_ + b) * d_ : NULL, cl + (blk * B_ + b) * d_,
-              hb);
-        } else if (unit_ == ReNetParameter_Unit_GRU) {
-          GruForwardRow(d_, ab, bias, ut ? ut + b * gd : zeros,
-              hpb, hb);
-        } else {
-          IrnnForwardRow(d_, ab, bias, hb);
-        }
-      }
+  for (int dir = 0; dir < 2; ++dir) {
+    Sweep<Dtype>& v = w[dir];
+    memset(&v, 0, sizeof(v));
+    v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
+    v.K = K_;
+    v.U = this->blobs_[3 * dir + 1]->cpu_data();
+    v.bias = this->blobs_[3 * dir + 2]->cpu_data();
+    v.a = a + dir * TB * gd;
+    v.h = h + dir * TB * d_;
+    if (unit_ == ReNetParameter_Unit_LSTM) {
+      v.c = cell_.mutable_cpu_data() + dir * TB * d_;
     }
+    if (unit_ == ReNetParameter_Unit_GRU) {
+      v.u = rec_.mutable_cpu_data() + dir * TB * gd;
+      v.zeros = zeros_.cpu_data();
+    }
+    v.N = N_; v.gh = gh_; v.gw = gw_; v.pos_n = pos_n_;
+    v.pos_y = pos_y_.data(); v.pos_x = pos_x_.data();
   }
-  // Hidden states to the top: channels [0, d) forward, [d, 2d) backward.
   Dtype* out = top[0]->mutable_cpu_data();
-  for (int n = 0; n < N_; ++n) {
-    for (int dir = 0; dir < 2; ++dir) {
-      for (int j = 0; j < d_; ++j) {
-        const Dtype* hd = h + dir * TB * d_ + j;
-        Dtype* o = out + ((n * 2 + dir) * d_ + j) * gh_ * gw_;
-        for (int gy = 0; gy < gh_; ++gy) {
-          const Dtype* hr = hd + (n * pos_n_ + pos_y_[gy]) * d_;
-          for (int gx = 0; gx < gw_; ++gx) {
-            *o++ = hr[pos_x_[gx] * d_];
-          }
-        }
-      }
-    }
-  }
+  RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
+      w[0], w[1]);
 }
 
 template <typename Dtype>
@@ -340,107 +488,50 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   const int gd = G_ * d_;
   const int TB = T_ * B_;
-  const Dtype* h = hidden_.cpu_data();
-  Dtype* dh = hidden_.mutable_cpu_diff();
-  const Dtype* dout = top[0]->cpu_diff();
-  for (int n = 0; n < N_; ++n) {
-    for (int dir = 0; dir < 2; ++dir) {
-      for (int j = 0; j < d_; ++j) {
-        Dtype* dhd = dh + dir * TB * d_ + j;
-        const Dtype* o = dout + ((n * 2 + dir) * d_ + j) * gh_ * gw_;
-        for (int gy = 0; gy < gh_; ++gy) {
-          Dtype* dhr = dhd + (n * pos_n_ + pos_y_[gy]) * d_;
-          for (int gx = 0; gx < gw_; ++gx) {
-            dhr[pos_x_[gx] * d_] = *o++;
-          }
-        }
-      }
-    }
-  }
-  const Dtype* a = gates_.cpu_data();
+  Sweep<Dtype> w[2];
   Dtype* da = gates_.mutable_cpu_diff();
-  const Dtype* cl = NULL;
-  Dtype* dc = NULL;
-  if (unit_ == ReNetParameter_Unit_LSTM) {
-    cl = cell_.cpu_data();
-    dc = carry_.mutable_cpu_data();
-    caffe_set(carry_.count(), Dtype(0), dc);
-  }
-  const Dtype* u = NULL;
-  const Dtype* zeros = NULL;
-  Dtype* du = NULL;
-  if (unit_ == ReNetParameter_Unit_GRU) {
-    u = rec_.cpu_data();
-    zeros = zeros_.cpu_data();
-    du = rec_.mutable_cpu_diff();
-  }
-  // Back-propagation through time, steps in reverse order of the forward.
-  for (int s = T_ - 1; s >= 0; --s) {
-    for (int dir = 0; dir < 2; ++dir) {
-      const int t = dir == 0 ? s : T_ - 1 - s;
-      const int tp = dir == 0 ? t - 1 : t + 1;
-      const int blk = dir * T_ + t, blk_p = dir * T_ + tp;
-      const bool has_prev = s > 0;
-      const Dtype* at = a + blk * B_ * gd;
-      Dtype* dat = da + blk * B_ * gd;
-      const Dtype* dht = dh + blk * B_ * d_;
-      Dtype* dhp = has_prev ? dh + blk_p * B_ * d_ : NULL;
-      for (int b = 0; b < B_; ++b) {
-        const Dtype* ab = at + b * gd;
-        Dtype* dab = dat + b * gd;
-        const Dtype* dhb = dht + b * d_;
-        if (unit_ == ReNetParameter_Unit_LSTM) {
-          LstmBackwardRow(d_, ab,
-              has_prev ? cl + (blk_p * B_ + b) * d_ : NULL,
-              cl + (blk * B_ + b) * d_, dhb, dc + (dir * B_ + b) * d_, dab);
-        } else if (unit_ == ReNetParameter_Unit_GRU) {
-          GruBackwardRow(d_, ab,
-              has_prev ? u + (blk * B_ + b) * gd : zeros,
-              has_prev ? h + (blk_p * B_ + b) * d_ : NULL, dhb, dab,
-              du + (blk * B_ + b) * gd, has_prev ? dhp + b * d_ : NULL);
-        } else {
-          IrnnBackwardRow(d_, ab, dhb, dab);
-        }
-      }
-      if (has_prev) {
-        const Dtype* drt = du ? du + blk * B_ * gd : dat;
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, B_, d_, gd,
-            Dtype(1), drt, this->blobs_[3 * dir + 1]->cpu_data(), Dtype(1),
-            dhp);
-      }
-    }
-  }
-  // Parameter gradients, accumulated, one GEMM over all steps.
-  const Dtype* x = x_.cpu_data();
   for (int dir = 0; dir < 2; ++dir) {
-    const Dtype* dad = da + dir * TB * gd;
-    if (this->param_propagate_down_[3 * dir]) {
-      caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, K_, TB, Dtype(1),
-          dad, x, Dtype(1), this->blobs_[3 * dir]->mutable_cpu_diff());
+    Sweep<Dtype>& v = w[dir];
+    memset(&v, 0, sizeof(v));
+    v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
+    v.K = K_;
+    v.U = this->blobs_[3 * dir + 1]->cpu_data();
+    v.a = gates_.mutable_cpu_data() + dir * TB * gd;
+    v.da = da + dir * TB * gd;
+    v.h = hidden_.mutable_cpu_data() + dir * TB * d_;
+    v.dh = hidden_.mutable_cpu_diff() + dir * TB * d_;
+    if (unit_ == ReNetParameter_Unit_LSTM) {
+      v.c = cell_.mutable_cpu_data() + dir * TB * d_;
+      v.dc = carry_.mutable_cpu_data() + dir * B_ * d_;
     }
-    if (this->param_propagate_down_[3 * dir + 1] && T_ > 1) {
-      // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
-      // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
-      const Dtype* drd = (du ? du : da) + dir * TB * gd + (1 - dir) * B_ * gd;
-      const Dtype* hd = h + dir * TB * d_ + dir * B_ * d_;
-      caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d_, TB - B_,
-          Dtype(1), drd, hd, Dtype(1),
-          this->blobs_[3 * dir + 1]->mutable_cpu_diff());
+    if (unit_ == ReNetParameter_Unit_GRU) {
+      v.u = rec_.mutable_cpu_data() + dir * TB * gd;
+      v.du = rec_.mutable_cpu_diff() + dir * TB * gd;
+      v.zeros = zeros_.cpu_data();
     }
-    if (this->param_propagate_down_[3 * dir + 2]) {
-      caffe_cpu_gemv<Dtype>(CblasTrans, TB, gd, Dtype(1), dad,
-          bias_multiplier_.cpu_data(), Dtype(1),
-          this->blobs_[3 * dir + 2]->mutable_cpu_diff());
-    }
+    v.N = N_; v.gh = gh_; v.gw = gw_; v.pos_n = pos_n_;
+    v.pos_y = pos_y_.data(); v.pos_x = pos_x_.data();
+    v.x = x_.cpu_data();
+    v.ones = bias_multiplier_.cpu_data();
+    v.grad_W = this->param_propagate_down_[3 * dir];
+    v.grad_U = this->param_propagate_down_[3 * dir + 1];
+    v.grad_b = this->param_propagate_down_[3 * dir + 2];
+    v.dW = v.grad_W ? this->blobs_[3 * dir]->mutable_cpu_diff() : NULL;
+    v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
+    v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
   }
+  const Dtype* top_diff = top[0]->cpu_diff();
+  RunBothDirections(
+      [top_diff](const Sweep<Dtype>& v) { SweepBackward(v, top_diff); },
+      w[0], w[1]);
   if (!propagate_down[0]) {
     return;
   }
   Dtype* dxm = x_.mutable_cpu_diff();
   for (int dir = 0; dir < 2; ++dir) {
     caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, TB, K_, gd, Dtype(1),
-        da + dir * TB * gd, this->blobs_[3 * dir]->cpu_data(),
-        Dtype(dir), dxm);
+        da + dir * TB * gd, this->blobs_[3 * dir]->cpu_data(), Dtype(dir),
+        dxm);
   }
   Dtype* din = bottom[0]->mutable_cpu_diff();
   for (int n = 0; n < N_; ++n) {

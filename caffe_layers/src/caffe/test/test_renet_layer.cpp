@@ -294,6 +294,69 @@ TYPED_TEST(ReNetLayerTest, TestGradientGRU) {
   this->CheckGradients(ReNetParameter_Unit_GRU);
 }
 
+// Sweeps of at least 2^20 multiply-adds run the two directions on two
+// threads; check that path's forward against the reference and its backward
+// against finite differences on sampled elements.
+TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
+  typedef typename TypeParam::Dtype Dtype;
+  const bool is_float = sizeof(Dtype) == 4;
+  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+      ReNetParameter_Unit_GRU};
+  const ReNetParameter_Direction dirs[] = {
+      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
+  for (int ui = 0; ui < 2; ++ui) {
+    for (int di = 0; di < 2; ++di) {
+      this->blob_bottom_->Reshape(2, 2, 16, 17);
+      this->FillBottom();
+      // T B G d d >= 16 * 32 * 96 * 32 > 2^20
+      LayerParameter lp = this->MakeParam(units[ui], dirs[di], 32, 1, 1);
+      this->CheckForward(lp);
+      ReNetLayer<Dtype> layer(lp);
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      Blob<Dtype> top_diff(this->blob_top_->shape());
+      FillerParameter fp;
+      GaussianFiller<Dtype> filler(fp);
+      filler.Fill(&top_diff);
+      caffe_copy(top_diff.count(), top_diff.cpu_data(),
+          this->blob_top_->mutable_cpu_diff());
+      for (int i = 0; i < 6; ++i) {
+        caffe_set(layer.blobs()[i]->count(), Dtype(0),
+            layer.blobs()[i]->mutable_cpu_diff());
+      }
+      layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+          this->blob_bottom_vec_);
+      vector<Blob<Dtype>*> blobs(1, this->blob_bottom_);
+      for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
+      const Dtype step = is_float ? 1e-2 : 1e-4;
+      const Dtype tol = is_float ? 1e-2 : 1e-5;
+      for (int bi = 0; bi < blobs.size(); ++bi) {
+        Blob<Dtype>* blob = blobs[bi];
+        vector<Dtype> analytic(blob->cpu_diff(),
+            blob->cpu_diff() + blob->count());
+        for (int k = 0; k < 5; ++k) {
+          const int idx = (k * 7919 + 13 * bi) % blob->count();
+          const Dtype orig = blob->cpu_data()[idx];
+          Dtype loss[2];
+          for (int sign = 0; sign < 2; ++sign) {
+            blob->mutable_cpu_data()[idx] = orig + (sign ? -step : step);
+            layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+            loss[sign] = caffe_cpu_dot(top_diff.count(), top_diff.cpu_data(),
+                this->blob_top_->cpu_data());
+          }
+          blob->mutable_cpu_data()[idx] = orig;
+          const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
+          const Dtype scale = std::max<Dtype>(1,
+              std::max(std::abs(numeric), std::abs(analytic[idx])));
+          EXPECT_NEAR(numeric, analytic[idx], tol * scale)
+              << "unit " << ui << " direction " << di << " blob " << bi
+              << " element " << idx;
+        }
+      }
+    }
+  }
+}
+
 TYPED_TEST(ReNetLayerTest, TestGradientAccumulation) {
   typedef typename TypeParam::Dtype Dtype;
   LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
