@@ -84,10 +84,15 @@ namespace caffe {
  * Implementation: the input is rearranged into a time-major matrix
  * X (T x B x K) (T steps, B = independent sequences of the whole batch),
  * the input projections of all positions are one GEMM per direction, the
- * recurrence is one GEMM per step and direction over all B sequences (the two
- * directions interleaved in the same step loop), the gate maths is one fused
- * element-wise pass per step (functions below, shared by CPU and CUDA), and
- * the weight gradients are one GEMM over all steps.
+ * recurrence is one GEMM per step and direction over all B sequences (each
+ * step's rows contiguous), the gate maths is one fused element-wise pass per
+ * step (functions below, shared by CPU and CUDA), and the weight gradients
+ * are one GEMM over all steps. No memory is allocated per step or per pass
+ * once the shapes are set. On the CPU the two directions sweep concurrently
+ * on two threads with no barrier between their steps (sweeps under 2^20
+ * recurrent multiply-adds run in turn); with OpenBLAS, its own threading is
+ * switched to one thread during the sweeps and restored afterwards. The GPU
+ * runs both directions' gate maths in one kernel per step.
  */
 template <typename Dtype>
 class ReNetLayer : public Layer<Dtype> {

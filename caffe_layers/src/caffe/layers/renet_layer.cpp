@@ -1,7 +1,6 @@
-#include <cstring>
 #include <functional>
 #include <string>
-#include <thread>  // NOLINT(build/c++11)
+#include <thread>
 #include <vector>
 
 #include "caffe/filler.hpp"
@@ -457,11 +456,10 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         this->blobs_[3 * dir]->cpu_data(), Dtype(0), a + dir * TB * gd);
   }
   // The recurrence: the two directions sweep concurrently.
-  Sweep<Dtype> w[2];
+  Sweep<Dtype> w[2] = {};
   Dtype* h = hidden_.mutable_cpu_data();
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
-    memset(&v, 0, sizeof(v));
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
     v.K = K_;
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
@@ -488,11 +486,10 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   const int gd = G_ * d_;
   const int TB = T_ * B_;
-  Sweep<Dtype> w[2];
+  Sweep<Dtype> w[2] = {};
   Dtype* da = gates_.mutable_cpu_diff();
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
-    memset(&v, 0, sizeof(v));
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
     v.K = K_;
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
