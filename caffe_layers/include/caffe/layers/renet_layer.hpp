@@ -142,6 +142,7 @@ class ReNetLayer : public Layer<Dtype> {
   /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
   /// X (T x B rows; p = t B + b) and of each direction's hidden block.
   vector<int> pos_y_, pos_x_;
+  vector<int> pos_;  ///< pos_y_[gy] + pos_x_[gx] at gy * gw + gx
   int pos_n_;
 };
 

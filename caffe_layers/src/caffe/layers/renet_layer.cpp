@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <thread>
@@ -224,6 +225,12 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     pos_x_[gx] = vertical_ ? gx : gx * B_;
   }
   pos_n_ = vertical_ ? gw_ : gh_;
+  pos_.resize(gh_ * gw_);
+  for (int gy = 0; gy < gh_; ++gy) {
+    for (int gx = 0; gx < gw_; ++gx) {
+      pos_[gy * gw_ + gx] = pos_y_[gy] + pos_x_[gx];
+    }
+  }
   const int gd = G_ * d_;
   top[0]->Reshape(N_, 2 * d_, gh_, gw_);
   x_.Reshape(vector<int>{T_, B_, K_});
@@ -248,6 +255,41 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
 
 namespace {
 
+// Layout copies between channel planes (C x L, plane stride ss) and rows
+// (position l at row l_off[l], channels contiguous), in 16 x 16 tiles so
+// that both sides stay in cache.
+const int kTile = 16;
+
+template <typename Dtype>
+void PlanesToRows(int C, int L, const Dtype* src, int ss, const int* l_off,
+    int rs, Dtype* dst) {
+  for (int c0 = 0; c0 < C; c0 += kTile) {
+    const int c1 = std::min(C, c0 + kTile);
+    for (int l0 = 0; l0 < L; l0 += kTile) {
+      const int l1 = std::min(L, l0 + kTile);
+      for (int l = l0; l < l1; ++l) {
+        Dtype* d = dst + l_off[l] * rs;
+        for (int c = c0; c < c1; ++c) d[c] = src[c * ss + l];
+      }
+    }
+  }
+}
+
+template <typename Dtype>
+void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
+    Dtype* dst, int ds) {
+  for (int c0 = 0; c0 < C; c0 += kTile) {
+    const int c1 = std::min(C, c0 + kTile);
+    for (int l0 = 0; l0 < L; l0 += kTile) {
+      const int l1 = std::min(L, l0 + kTile);
+      for (int c = c0; c < c1; ++c) {
+        Dtype* d = dst + c * ds;
+        for (int l = l0; l < l1; ++l) d[l] = src[l_off[l] * rs + c];
+      }
+    }
+  }
+}
+
 // One direction's share of the work, as raw pointers fetched by the calling
 // thread (Blob accessors are not thread-safe); blocks are this direction's.
 template <typename Dtype>
@@ -265,10 +307,9 @@ struct Sweep {
   Dtype* u;            // GRU: T x B x Gd U h_{t-1}; du: its diff
   Dtype* du;
   // Copies between the top (N x 2d x gh x gw) and this direction's hidden
-  // block; patch (n, gy, gx) is row n * pos_n + pos_y[gy] + pos_x[gx].
-  int N, gh, gw, pos_n;
-  const int* pos_y;
-  const int* pos_x;
+  // block; patch (n, gy, gx) is row n * pos_n + pos[gy * gw + gx].
+  int N, plane, pos_n;
+  const int* pos;
   const Dtype* x;      // backward: X for the weight gradient
   Dtype* dW;
   Dtype* dU;
@@ -313,36 +354,18 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
       }
     }
   }
-  const int plane = w.gh * w.gw;
   for (int n = 0; n < w.N; ++n) {
-    for (int j = 0; j < d; ++j) {
-      const Dtype* hj = w.h + j;
-      Dtype* o = top + ((n * 2 + w.dir) * d + j) * plane;
-      for (int gy = 0; gy < w.gh; ++gy) {
-        const Dtype* hr = hj + (n * w.pos_n + w.pos_y[gy]) * d;
-        for (int gx = 0; gx < w.gw; ++gx) {
-          *o++ = hr[w.pos_x[gx] * d];
-        }
-      }
-    }
+    RowsToPlanes(d, w.plane, w.h + n * w.pos_n * d, w.pos, d,
+        top + (n * 2 + w.dir) * d * w.plane, w.plane);
   }
 }
 
 template <typename Dtype>
 void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
   const int B = w.B, d = w.d, gd = w.gd, TB = w.T * w.B;
-  const int plane = w.gh * w.gw;
   for (int n = 0; n < w.N; ++n) {
-    for (int j = 0; j < d; ++j) {
-      Dtype* dhj = w.dh + j;
-      const Dtype* o = top_diff + ((n * 2 + w.dir) * d + j) * plane;
-      for (int gy = 0; gy < w.gh; ++gy) {
-        Dtype* dhr = dhj + (n * w.pos_n + w.pos_y[gy]) * d;
-        for (int gx = 0; gx < w.gw; ++gx) {
-          dhr[w.pos_x[gx] * d] = *o++;
-        }
-      }
-    }
+    PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
+        w.plane, w.pos, d, w.dh + n * w.pos_n * d);
   }
   if (w.dc) {
     caffe_set(B * d, Dtype(0), w.dc);
@@ -434,7 +457,11 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
     caffe_set(x_.count(), Dtype(0), x);
   }
-  for (int n = 0; n < N_; ++n) {
+  for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
+    PlanesToRows(C_, H_ * W_, in + n * C_ * H_ * W_, H_ * W_, pos_.data(),
+        K_, x + n * pos_n_ * K_);
+  }
+  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
     for (int c = 0; c < C_; ++c) {
       for (int y = 0; y < H_; ++y) {
         const int gy = y / ph_, dy = y - gy * ph_;
@@ -473,8 +500,7 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       v.u = rec_.mutable_cpu_data() + dir * TB * gd;
       v.zeros = zeros_.cpu_data();
     }
-    v.N = N_; v.gh = gh_; v.gw = gw_; v.pos_n = pos_n_;
-    v.pos_y = pos_y_.data(); v.pos_x = pos_x_.data();
+    v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
   Dtype* out = top[0]->mutable_cpu_data();
   RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
@@ -506,8 +532,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
       v.du = rec_.mutable_cpu_diff() + dir * TB * gd;
       v.zeros = zeros_.cpu_data();
     }
-    v.N = N_; v.gh = gh_; v.gw = gw_; v.pos_n = pos_n_;
-    v.pos_y = pos_y_.data(); v.pos_x = pos_x_.data();
+    v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
     v.x = x_.cpu_data();
     v.ones = bias_multiplier_.cpu_data();
     v.grad_W = this->param_propagate_down_[3 * dir];
@@ -531,7 +556,11 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
         dxm);
   }
   Dtype* din = bottom[0]->mutable_cpu_diff();
-  for (int n = 0; n < N_; ++n) {
+  for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
+    RowsToPlanes(C_, H_ * W_, dxm + n * pos_n_ * K_, pos_.data(), K_,
+        din + n * C_ * H_ * W_, H_ * W_);
+  }
+  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
     for (int c = 0; c < C_; ++c) {
       for (int y = 0; y < H_; ++y) {
         const int gy = y / ph_, dy = y - gy * ph_;
