@@ -105,8 +105,8 @@ class ReNetLayer : public Layer<Dtype> {
       const vector<Blob<Dtype>*>& top);
 
   virtual inline const char* type() const { return "ReNet"; }
-  virtual inline int ExactNumBottomBlobs() const { return 1; }
-  virtual inline int ExactNumTopBlobs() const { return 1; }
+  // One bottom and one top; checked in LayerSetUp with a message that names
+  // the layer (the generic check does not).
 
  protected:
   /// @param bottom input @f$ N \times C \times H \times W @f$

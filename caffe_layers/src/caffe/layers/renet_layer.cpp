@@ -115,6 +115,10 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const ReNetParameter& p = this->layer_param_.renet_param();
   const string& name = this->layer_param_.name();
+  CHECK_EQ(bottom.size(), 1) << "ReNet layer '" << name << "' has "
+      << bottom.size() << " bottoms; it takes exactly 1 (N x C x H x W)";
+  CHECK_EQ(top.size(), 1) << "ReNet layer '" << name << "' has "
+      << top.size() << " tops; it produces exactly 1 (N x 2d x h x w)";
   CHECK_EQ(bottom[0]->num_axes(), 4) << "ReNet layer '" << name
       << "': bottom must be N x C x H x W (4 axes), got "
       << bottom[0]->shape_string();

@@ -472,13 +472,19 @@ TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
     EXPECT_DEATH(layer.SetUp(flat_vec, this->blob_top_vec_),
         "renet_test.*4 axes.*got 2 6");
   }
+  vector<Blob<Dtype>*> two_bottoms(2, this->blob_bottom_);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(two_bottoms, this->blob_top_vec_),
+        "renet_test' has 2 bottoms; it takes exactly 1");
+  }
   Blob<Dtype> top2;
   vector<Blob<Dtype>*> two_tops(this->blob_top_vec_);
   two_tops.push_back(&top2);
   {
     ReNetLayer<Dtype> layer(lp);
     EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
-        "ReNet Layer produces 1 top blob");
+        "renet_test' has 2 tops; it produces exactly 1");
   }
 }
 
