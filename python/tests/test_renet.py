@@ -220,3 +220,32 @@ def test_matches_torch(net_from_string, unit, direction):
         for j, expect in enumerate(grads):
             got = net.params["renet"][3 * dir_i + j].diff
             assert rel(got, expect) <= 1e-4, f"direction {dir_i} blob {j}"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_large_input_split_copies(net_from_string, direction):
+    """C*H*W >= 2^20: the layout copies run split over two threads."""
+    rng = np.random.RandomState(13)
+    shape, d = (1, 256, 64, 64), 4
+    net = net_from_string(renet_net(shape, "LSTM", direction, d))
+    params = random_params(rng, "LSTM", shape[1], 1, 1, d, scale=0.1)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, "LSTM", direction)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    weights = rng.randn(*out.shape)
+    net.blobs["out"].diff[...] = weights
+    net.backward()
+    eps = 1e-4
+    for _ in range(8):
+        idx = tuple(rng.randint(0, s) for s in shape)
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        num = np.sum((renet.renet_forward(xp, params, "LSTM", direction)
+                      - renet.renet_forward(xm, params, "LSTM", direction))
+                     * weights) / (2 * eps)
+        assert net.blobs["data"].diff[idx] == pytest.approx(
+            num, rel=1e-3, abs=1e-4), idx

@@ -448,6 +448,19 @@ void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
   }
 }
 
+// fn(0, n / 2) here and fn(n / 2, n) on a second thread when the work (in
+// elements) is worth a thread, else fn(0, n).
+template <typename Fn>
+void SplitInTwo(int n, double work, Fn fn) {
+  if (work < (1 << 20) || n < 2 || std::thread::hardware_concurrency() < 2) {
+    fn(0, n);
+    return;
+  }
+  std::thread second(fn, n / 2, n);
+  fn(0, n / 2);
+  second.join();
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -461,9 +474,15 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
     caffe_set(x_.count(), Dtype(0), x);
   }
+  const int HW = H_ * W_;
   for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
-    PlanesToRows(C_, H_ * W_, in + n * C_ * H_ * W_, H_ * W_, pos_.data(),
-        K_, x + n * pos_n_ * K_);
+    const Dtype* src = in + n * C_ * HW;
+    Dtype* dst = x + n * pos_n_ * K_;
+    const int* pos = pos_.data();
+    const int K = K_;
+    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
+      PlanesToRows(c1 - c0, HW, src + c0 * HW, HW, pos, K, dst + c0);
+    });
   }
   for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
     for (int c = 0; c < C_; ++c) {
@@ -560,9 +579,15 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
         dxm);
   }
   Dtype* din = bottom[0]->mutable_cpu_diff();
+  const int HW = H_ * W_;
   for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
-    RowsToPlanes(C_, H_ * W_, dxm + n * pos_n_ * K_, pos_.data(), K_,
-        din + n * C_ * H_ * W_, H_ * W_);
+    const Dtype* src = dxm + n * pos_n_ * K_;
+    Dtype* dst = din + n * C_ * HW;
+    const int* pos = pos_.data();
+    const int K = K_;
+    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
+      RowsToPlanes(c1 - c0, HW, src + c0, pos, K, dst + c0 * HW, HW);
+    });
   }
   for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
     for (int c = 0; c < C_; ++c) {
