@@ -13,6 +13,7 @@
 extern "C" {
 void openblas_set_num_threads(int num_threads) __attribute__((weak));
 int openblas_get_num_threads(void) __attribute__((weak));
+int blas_thread_shutdown_(void) __attribute__((weak));
 }
 
 namespace caffe {
@@ -439,6 +440,9 @@ void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
       openblas_get_num_threads ? openblas_get_num_threads() : 1;
   if (blas_threads > 1 && openblas_set_num_threads) {
     openblas_set_num_threads(1);
+    // Its idle worker would spin (yielding) for milliseconds, stealing a
+    // core from the sweeps; stop it (the next threaded call restarts it).
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
   }
   std::thread second(fn, std::cref(bwd));
   fn(fwd);
