@@ -300,6 +300,7 @@ void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
 template <typename Dtype>
 struct Sweep {
   int unit, dir, T, B, d, gd, K;
+  const Dtype* W;
   const Dtype* U;
   const Dtype* bias;
   const Dtype* zeros;  // GRU: U h_{-1}
@@ -315,7 +316,7 @@ struct Sweep {
   // block; patch (n, gy, gx) is row n * pos_n + pos[gy * gw + gx].
   int N, plane, pos_n;
   const int* pos;
-  const Dtype* x;      // backward: X for the weight gradient
+  const Dtype* x;      // X (T B x K): projection input, weight gradient
   Dtype* dW;
   Dtype* dU;
   Dtype* db;
@@ -329,6 +330,9 @@ inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
 template <typename Dtype>
 void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
   const int B = w.B, d = w.d, gd = w.gd;
+  // This direction's input projection of every position, one GEMM.
+  caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, w.T * B, gd, w.K, Dtype(1),
+      w.x, w.W, Dtype(0), w.a);
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -503,19 +507,17 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       }
     }
   }
-  // Input projections of every position, one GEMM per direction.
+  // Each direction's input projection (one GEMM over all positions) and
+  // recurrence; the two directions run concurrently.
   Dtype* a = gates_.mutable_cpu_data();
-  for (int dir = 0; dir < 2; ++dir) {
-    caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, TB, gd, K_, Dtype(1), x,
-        this->blobs_[3 * dir]->cpu_data(), Dtype(0), a + dir * TB * gd);
-  }
-  // The recurrence: the two directions sweep concurrently.
   Sweep<Dtype> w[2] = {};
   Dtype* h = hidden_.mutable_cpu_data();
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
     v.K = K_;
+    v.x = x;
+    v.W = this->blobs_[3 * dir]->cpu_data();
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
     v.bias = this->blobs_[3 * dir + 2]->cpu_data();
     v.a = a + dir * TB * gd;
