@@ -306,15 +306,20 @@ def main(args):
             loads = [r.get("fwd_load", 0), r.get("fwdbwd_load", 0)]
             ratio = {}
             for key in ("fwd_ms", "fwdbwd_ms"):
-                best = [res[t][key] for t in torch_fws if key in res[t]]
-                if fw == "caffe" and best and key in r:
-                    caffe_load = r[key.replace("ms", "load")]
-                    torch_load = max(res[t][key.replace("ms", "load")]
-                                     for t in torch_fws)
-                    if max(caffe_load, torch_load) > args.max_other_load:
-                        ratio[key] = "n/a (load)"
-                    else:
-                        ratio[key] = f"{min(best) / r[key]:.2f}x"
+                load_key = key.replace("ms", "load")
+                if fw != "caffe" or key not in r:
+                    continue
+                # PyTorch's best path among those measured without load;
+                # "*" when a loaded path was left out.
+                idle = [res[t][key] for t in torch_fws if key in res[t]
+                        and res[t][load_key] <= args.max_other_load]
+                left_out = any(key in res[t] and res[t][load_key] >
+                               args.max_other_load for t in torch_fws)
+                if r[load_key] > args.max_other_load or not idle:
+                    ratio[key] = "n/a (load)"
+                else:
+                    ratio[key] = (f"{min(idle) / r[key]:.2f}x"
+                                  + ("*" if left_out else ""))
             key = "fwdbwd_ms" if "fwdbwd_ms" in r else "fwd_ms"
             gf = gflop * (3 if key == "fwdbwd_ms" else 1) / (r[key] / 1e3)
             r["gflops"] = gf
@@ -340,7 +345,9 @@ def main(args):
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
-    print("\nSpeed-up: PyTorch's best path time / ours (>1: we are faster). "
+    print("\nSpeed-up: PyTorch's best path time / ours (>1: we are faster), "
+          "over the paths measured with other load <= "
+          f"{args.max_other_load} cores (*: a loaded path left out). "
           "GFLOP/s over fwd+bwd where timed, else fwd.")
     if args.json:
         tmp = args.json + ".tmp"
