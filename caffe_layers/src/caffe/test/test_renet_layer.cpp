@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -449,6 +450,7 @@ TYPED_TEST(ReNetLayerTest, TestReshape) {
 
 TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
   typedef typename TypeParam::Dtype Dtype;
+  const std::string style = ::testing::FLAGS_gtest_death_test_style;
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
       ReNetParameter_Direction_VERTICAL, 0, 1, 1);
@@ -486,6 +488,7 @@ TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
     EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
         "renet_test' has 2 tops; it produces exactly 1");
   }
+  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 }  // namespace caffe
