@@ -82,7 +82,9 @@ namespace caffe {
  * so `iter_size > 1` works.
  *
  * Implementation: the input is rearranged into a time-major matrix
- * X (T x B x K) (T steps, B = independent sequences of the whole batch),
+ * X (T x B x K) (T steps, B = independent sequences of the whole batch;
+ * for VERTICAL sweeps of 1 x 1 patches with N = 1 the bottom already is X
+ * transposed and is used as it is),
  * the input projections of all positions are one GEMM per direction, the
  * recurrence is one GEMM per step and direction over all B sequences (each
  * step's rows contiguous), the gate maths is one fused element-wise pass per
@@ -133,6 +135,9 @@ class ReNetLayer : public Layer<Dtype> {
   int N_, H_, W_;   ///< bottom shape
   int gh_, gw_;     ///< patch grid h x w
   int T_, B_;       ///< steps per sequence, sequences in the batch
+  /// VERTICAL, 1 x 1 patches, N = 1: X is the bottom itself, transposed
+  /// (C x H W), so the GEMMs read and write the bottom with no layout copy.
+  bool direct_;
   Blob<Dtype> x_;       ///< X (T x B x K); diff: dX
   Blob<Dtype> gates_;   ///< 2 x T x B x Gd: activations; diff: dpre-act
   Blob<Dtype> hidden_;  ///< 2 x T x B x d: h; diff: dh

@@ -238,7 +238,10 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
   const int gd = G_ * d_;
   top[0]->Reshape(N_, 2 * d_, gh_, gw_);
-  x_.Reshape(vector<int>{T_, B_, K_});
+  direct_ = vertical_ && ph_ == 1 && pw_ == 1 && N_ == 1;
+  if (!direct_) {
+    x_.Reshape(vector<int>{T_, B_, K_});
+  }
   gates_.Reshape(vector<int>{2, T_, B_, gd});
   hidden_.Reshape(vector<int>{2, T_, B_, d_});
   if (unit_ == ReNetParameter_Unit_LSTM) {
@@ -317,6 +320,7 @@ struct Sweep {
   int N, plane, pos_n;
   const int* pos;
   const Dtype* x;      // X (T B x K): projection input, weight gradient
+  bool x_trans;        // x holds X transposed (K x T B: the bottom itself)
   Dtype* dW;
   Dtype* dU;
   Dtype* db;
@@ -331,8 +335,8 @@ template <typename Dtype>
 void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
   const int B = w.B, d = w.d, gd = w.gd;
   // This direction's input projection of every position, one GEMM.
-  caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, w.T * B, gd, w.K, Dtype(1),
-      w.x, w.W, Dtype(0), w.a);
+  caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
+      w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -410,8 +414,8 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
   }
   // Parameter gradients, accumulated, one GEMM over all steps each.
   if (w.grad_W) {
-    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, w.K, TB, Dtype(1),
-        w.da, w.x, Dtype(1), w.dW);
+    caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
+        gd, w.K, TB, Dtype(1), w.da, w.x, Dtype(1), w.dW);
   }
   if (w.grad_U && w.T > 1) {
     // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
@@ -477,13 +481,13 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   const int gd = G_ * d_;
   const int TB = T_ * B_;
   const Dtype* in = bottom[0]->cpu_data();
-  Dtype* x = x_.mutable_cpu_data();
+  Dtype* x = direct_ ? NULL : x_.mutable_cpu_data();
   // Patch extraction into the time-major X (zero padding where needed).
   if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
     caffe_set(x_.count(), Dtype(0), x);
   }
   const int HW = H_ * W_;
-  for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
+  for (int n = 0; ph_ == 1 && pw_ == 1 && !direct_ && n < N_; ++n) {
     const Dtype* src = in + n * C_ * HW;
     Dtype* dst = x + n * pos_n_ * K_;
     const int* pos = pos_.data();
@@ -516,7 +520,8 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
     v.K = K_;
-    v.x = x;
+    v.x = direct_ ? in : x;
+    v.x_trans = direct_;
     v.W = this->blobs_[3 * dir]->cpu_data();
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
     v.bias = this->blobs_[3 * dir + 2]->cpu_data();
@@ -562,7 +567,8 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
       v.zeros = zeros_.cpu_data();
     }
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
-    v.x = x_.cpu_data();
+    v.x = direct_ ? bottom[0]->cpu_data() : x_.cpu_data();
+    v.x_trans = direct_;
     v.ones = bias_multiplier_.cpu_data();
     v.grad_W = this->param_propagate_down_[3 * dir];
     v.grad_U = this->param_propagate_down_[3 * dir + 1];
@@ -578,13 +584,22 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   if (!propagate_down[0]) {
     return;
   }
+  Dtype* din = bottom[0]->mutable_cpu_diff();
+  if (direct_) {
+    // bottom diff (C x H W) = sum over directions of W^T dA^T
+    for (int dir = 0; dir < 2; ++dir) {
+      caffe_cpu_gemm<Dtype>(CblasTrans, CblasTrans, K_, TB, gd, Dtype(1),
+          this->blobs_[3 * dir]->cpu_data(), da + dir * TB * gd, Dtype(dir),
+          din);
+    }
+    return;
+  }
   Dtype* dxm = x_.mutable_cpu_diff();
   for (int dir = 0; dir < 2; ++dir) {
     caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, TB, K_, gd, Dtype(1),
         da + dir * TB * gd, this->blobs_[3 * dir]->cpu_data(), Dtype(dir),
         dxm);
   }
-  Dtype* din = bottom[0]->mutable_cpu_diff();
   const int HW = H_ * W_;
   for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
     const Dtype* src = dxm + n * pos_n_ * K_;

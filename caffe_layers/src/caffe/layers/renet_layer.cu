@@ -128,16 +128,21 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int gd = G_ * d_;
   const int TB = T_ * B_;
-  Dtype* x = x_.mutable_gpu_data();
-  // NOLINT_NEXT_LINE(whitespace/operators)
-  ReNetIm2Col<Dtype><<<CAFFE_GET_BLOCKS(x_.count()), CAFFE_CUDA_NUM_THREADS>>>(
-      x_.count(), bottom[0]->gpu_data(), vertical_, N_, C_, H_, W_, ph_, pw_,
-      gh_, gw_, B_, x);
-  CUDA_POST_KERNEL_CHECK;
+  const Dtype* x = bottom[0]->gpu_data();
+  if (!direct_) {
+    // NOLINT_NEXT_LINE(whitespace/operators)
+    ReNetIm2Col<Dtype><<<CAFFE_GET_BLOCKS(x_.count()),
+        CAFFE_CUDA_NUM_THREADS>>>(x_.count(), bottom[0]->gpu_data(),
+        vertical_, N_, C_, H_, W_, ph_, pw_, gh_, gw_, B_,
+        x_.mutable_gpu_data());
+    CUDA_POST_KERNEL_CHECK;
+    x = x_.gpu_data();
+  }
   Dtype* a = gates_.mutable_gpu_data();
   for (int dir = 0; dir < 2; ++dir) {
-    caffe_gpu_gemm<Dtype>(CblasNoTrans, CblasTrans, TB, gd, K_, Dtype(1), x,
-        this->blobs_[3 * dir]->gpu_data(), Dtype(0), a + dir * TB * gd);
+    caffe_gpu_gemm<Dtype>(direct_ ? CblasTrans : CblasNoTrans, CblasTrans, TB,
+        gd, K_, Dtype(1), x, this->blobs_[3 * dir]->gpu_data(), Dtype(0),
+        a + dir * TB * gd);
   }
   Dtype* h = hidden_.mutable_gpu_data();
   Dtype* c = unit_ == ReNetParameter_Unit_LSTM ? cell_.mutable_gpu_data() :
@@ -225,12 +230,13 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
       }
     }
   }
-  const Dtype* x = x_.gpu_data();
+  const Dtype* x = direct_ ? bottom[0]->gpu_data() : x_.gpu_data();
   for (int dir = 0; dir < 2; ++dir) {
     const Dtype* dad = da + dir * TB * gd;
     if (this->param_propagate_down_[3 * dir]) {
-      caffe_gpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, K_, TB, Dtype(1),
-          dad, x, Dtype(1), this->blobs_[3 * dir]->mutable_gpu_diff());
+      caffe_gpu_gemm<Dtype>(CblasTrans, direct_ ? CblasTrans : CblasNoTrans,
+          gd, K_, TB, Dtype(1), dad, x, Dtype(1),
+          this->blobs_[3 * dir]->mutable_gpu_diff());
     }
     if (this->param_propagate_down_[3 * dir + 1] && T_ > 1) {
       const Dtype* drd = (du ? du : da) + dir * TB * gd + (1 - dir) * B_ * gd;
@@ -246,6 +252,14 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
     }
   }
   if (!propagate_down[0]) {
+    return;
+  }
+  if (direct_) {
+    for (int dir = 0; dir < 2; ++dir) {
+      caffe_gpu_gemm<Dtype>(CblasTrans, CblasTrans, K_, TB, gd, Dtype(1),
+          this->blobs_[3 * dir]->gpu_data(), da + dir * TB * gd, Dtype(dir),
+          bottom[0]->mutable_gpu_diff());
+    }
     return;
   }
   Dtype* dxm = x_.mutable_gpu_diff();

@@ -359,6 +359,24 @@ TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
   }
 }
 
+// VERTICAL, 1 x 1 patches and N = 1: the GEMMs use the bottom directly.
+TYPED_TEST(ReNetLayerTest, TestDirectInputPath) {
+  typedef typename TypeParam::Dtype Dtype;
+  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+      ReNetParameter_Unit_GRU};
+  for (int ui = 0; ui < 2; ++ui) {
+    this->blob_bottom_->Reshape(1, 3, 4, 3);
+    this->FillBottom();
+    LayerParameter lp = this->MakeParam(units[ui],
+        ReNetParameter_Direction_VERTICAL, 2, 1, 1);
+    this->CheckForward(lp);
+    ReNetLayer<Dtype> layer(lp);
+    GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
+    checker.CheckGradientExhaustive(&layer, this->blob_bottom_vec_,
+        this->blob_top_vec_);
+  }
+}
+
 TYPED_TEST(ReNetLayerTest, TestGradientAccumulation) {
   typedef typename TypeParam::Dtype Dtype;
   LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
