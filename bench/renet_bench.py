@@ -1,0 +1,361 @@
+"""Benchmark a ReNet layer group (vertical then horizontal) against PyTorch.
+
+Our group: two Caffe "ReNet" LSTM layers (the first with the case's patch
+size, the second 1x1). PyTorch's group: patch extraction, nn.LSTM
+(bidirectional) over the columns, then nn.LSTM over the rows, with
+torch.set_num_threads(THREADS), timed with its default oneDNN path and with
+torch.backends.mkldnn.flags(enabled=False). Both compute the input gradient
+in the backward pass. Each (case, framework) runs in its own process, so
+that one library's idle threads cannot slow the other.
+
+For every measurement the script reads the CPU time that the whole machine
+spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
+load, in cores. A ratio measured while other processes used more than
+--max-other-load cores is not reported ("n/a (load)"): with 2 threads,
+anyone else's work wrecks the per-step GEMM timings.
+
+GFLOP/s counts the matrix products only (input projection and recurrence,
+both directions; backward twice the forward) and is given as a fraction of a
+float32 SGEMM peak (4096^3, THREADS threads) measured in the same run through
+the BLAS that Caffe links. Results: a Markdown table on stdout and JSON
+(--json).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name: (N, C, H, W, patch, d, backward)
+CASES = {
+    "A": (1, 3, 240, 320, 2, 100, True),
+    "B": (1, 1024, 50, 63, 1, 120, True),
+    "B10": (10, 1024, 50, 63, 1, 120, True),
+    "C": (1, 2048, 50, 63, 1, 120, True),
+    "D": (1, 1024, 47, 63, 1, 120, False),
+}
+FRAMEWORKS = ["caffe", "torch-onednn", "torch-native"]
+
+
+# --------------------------------------------------------------------------
+# measurement helpers
+
+def _machine_cpu_seconds():
+    """CPU-seconds the whole machine spent busy so far (all cores)."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def timed(fn, repeats, warmup):
+    """Median wall time (ms) of fn over `repeats` runs after `warmup`, and
+    the other processes' average load in cores during the timed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    m0, o0, w0 = _machine_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    wall = time.perf_counter() - w0
+    other = ((_machine_cpu_seconds() - m0) - (_own_cpu_seconds() - o0)) / wall
+    times.sort()
+    return 1e3 * times[len(times) // 2], max(0.0, other)
+
+
+def group_gflop(case):
+    """Matrix-product GFLOP of the layer group's forward pass."""
+    n, c, h, w, p, d, _ = case
+    gh, gw = -(-h // p), -(-w // p)
+    pos = n * gh * gw
+    flop = 0
+    for k in (c * p * p, 2 * d):  # the two layers' input features
+        flop += 2 * pos * k * 8 * d  # projection, 2 directions x 4 gates
+        flop += 2 * pos * d * 8 * d  # recurrence
+    return flop / 1e9
+
+
+# --------------------------------------------------------------------------
+# workers (each runs in its own process)
+
+def worker_caffe(case, threads, repeats, warmup):
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import numpy as np
+    import caffe
+    caffe.set_mode_cpu()
+    n, c, h, w, p, d, backward = case
+    proto = f"""
+force_backward: {"true" if backward else "false"}
+layer {{ name: "data" type: "Input" top: "data"
+  input_param {{ shape {{ dim: {n} dim: {c} dim: {h} dim: {w} }} }} }}
+layer {{ name: "renet_v" type: "ReNet" bottom: "data" top: "v"
+  renet_param {{ num_output: {d} direction: VERTICAL patch_h: {p}
+    patch_w: {p} }} }}
+layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
+  renet_param {{ num_output: {d} direction: HORIZONTAL }} }}
+"""
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
+        f.write(proto)
+        f.flush()
+        net = caffe.Net(f.name, caffe.TRAIN)
+    rng = np.random.RandomState(0)
+    net.blobs["data"].data[...] = rng.randn(n, c, h, w)
+    out = {}
+    out["fwd_ms"], out["fwd_load"] = timed(net.forward, repeats, warmup)
+    if backward:
+        net.forward()
+        net.blobs["out"].diff[...] = rng.randn(*net.blobs["out"].shape)
+
+        def step():
+            net.forward()
+            net.backward()
+        out["fwdbwd_ms"], out["fwdbwd_load"] = timed(step, repeats, warmup)
+    return out
+
+
+def worker_torch(case, threads, repeats, warmup, onednn):
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    n, c, h, w, p, d, backward = case
+    gh, gw = -(-h // p), -(-w // p)
+    lstm_v = torch.nn.LSTM(c * p * p, d, bidirectional=True)
+    lstm_h = torch.nn.LSTM(2 * d, d, bidirectional=True)
+    x = torch.randn(n, c, h, w)
+
+    def group(inp):
+        if gh * p != h or gw * p != w:
+            inp = torch.nn.functional.pad(inp, (0, gw * p - w, 0, gh * p - h))
+        t = inp.reshape(n, c, gh, p, gw, p).permute(2, 0, 4, 1, 3, 5)
+        t = t.reshape(gh, n * gw, c * p * p)          # columns, top->bottom
+        v, _ = lstm_v(t)                              # gh x (n gw) x 2d
+        v = v.reshape(gh, n, gw, 2 * d).permute(2, 1, 0, 3)
+        v = v.reshape(gw, n * gh, 2 * d)              # rows, left->right
+        o, _ = lstm_h(v)
+        return o.reshape(gw, n, gh, 2 * d).permute(1, 3, 2, 0)
+
+    out = {}
+    with torch.backends.mkldnn.flags(enabled=onednn):
+        def fwd():
+            with torch.no_grad():
+                group(x)
+        out["fwd_ms"], out["fwd_load"] = timed(fwd, repeats, warmup)
+        if backward:
+            xg = x.clone().requires_grad_(True)
+            grad = torch.randn(n, 2 * d, gh, gw)
+
+            def step():
+                xg.grad = None
+                group(xg).backward(grad)
+            out["fwdbwd_ms"], out["fwdbwd_load"] = timed(step, repeats,
+                                                         warmup)
+    out["torch"] = torch.__version__
+    return out
+
+
+def _blas_library():
+    """Path of the BLAS library loaded with Caffe in this process."""
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if "/" in line}
+    for key in ("libmkl_rt", "libopenblas", "libblas"):
+        for path in sorted(paths):
+            if key in os.path.basename(path):
+                return path
+    raise RuntimeError("no BLAS library found among Caffe's libraries")
+
+
+def worker_sgemm(threads, repeats):
+    import ctypes
+    import numpy as np
+    import caffe  # noqa: F401  (loads the BLAS Caffe links)
+    path = _blas_library()
+    blas = ctypes.CDLL(path)
+    for setter in ("openblas_set_num_threads", "MKL_Set_Num_Threads"):
+        if hasattr(blas, setter):
+            getattr(blas, setter)(threads)
+    size = 4096
+    a = np.random.rand(size, size).astype(np.float32)
+    b = np.random.rand(size, size).astype(np.float32)
+    cm = np.zeros((size, size), np.float32)
+    ptr = ctypes.POINTER(ctypes.c_float)
+    args = (101, 111, 111, size, size, size, ctypes.c_float(1.0),
+            a.ctypes.data_as(ptr), size, b.ctypes.data_as(ptr), size,
+            ctypes.c_float(0.0), cm.ctypes.data_as(ptr), size)
+    ms, load = timed(lambda: blas.cblas_sgemm(*args), repeats, 1)
+    return {"gflops": 2 * size ** 3 / ms / 1e6, "load": load, "blas": path}
+
+
+# --------------------------------------------------------------------------
+# driver
+
+def run_worker(argv, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + argv
+    env = dict(os.environ)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       env=env)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=list(CASES),
+                   choices=list(CASES), help="cases to run")
+    p.add_argument("--frameworks", nargs="+", default=FRAMEWORKS,
+                   choices=FRAMEWORKS, help="implementations to time")
+    p.add_argument("--threads", type=int, default=2,
+                   help="BLAS / torch threads")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="timed runs per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--max-other-load", type=float, default=0.25,
+                   help="other processes' load (cores) above which no ratio "
+                        "is reported")
+    p.add_argument("--timeout", type=int, default=600,
+                   help="seconds allowed per worker process")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _fill_peak(row, peak):
+    """Replace the @PEAK<gflops>@ placeholder by the percentage of peak."""
+    head, _, rest = row.partition("@PEAK")
+    if not rest:
+        return row
+    value, _, tail = rest.partition("@")
+    return f"{head}{100 * float(value) / peak:.0f}%{tail}"
+
+
+def _fmt(v, spec="{:.0f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def main(args):
+    if args.worker:
+        kind = args.worker[0]
+        if kind == "sgemm":
+            res = worker_sgemm(args.threads, 3)
+        else:
+            case = CASES[args.worker[1]]
+            if kind == "caffe":
+                res = worker_caffe(case, args.threads, args.repeats,
+                                   args.warmup)
+            else:
+                res = worker_torch(case, args.threads, args.repeats,
+                                   args.warmup, kind == "torch-onednn")
+        print(json.dumps(res))
+        return 0
+
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
+              "--warmup", str(args.warmup)]
+    print(f"# ReNet group benchmark: {args.threads} threads, median of "
+          f"{args.repeats} runs after {args.warmup} warm-up", flush=True)
+
+    def measure_peak():
+        p = run_worker(["sgemm"] + common, args.timeout)
+        if "error" in p:
+            raise SystemExit(f"error: SGEMM peak measurement failed: "
+                             f"{p['error']}")
+        print(f"# SGEMM 4096^3: {p['gflops']:.1f} GFLOP/s "
+              f"({os.path.basename(p['blas'])}; other load "
+              f"{p['load']:.2f} cores)", flush=True)
+        return p
+
+    # The peak is measured before and after the cases; the higher counts
+    # (a measurement under load reads low).
+    peak = measure_peak()
+    results = {"peak": peak, "threads": args.threads,
+               "repeats": args.repeats, "cases": {}}
+    rows = []
+    for name in args.cases:
+        case = CASES[name]
+        gflop = group_gflop(case)
+        res = {}
+        for fw in args.frameworks:
+            t0 = time.time()
+            res[fw] = run_worker([fw, name] + common, args.timeout)
+            print(f"# {name} {fw}: {json.dumps(res[fw])} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+        results["cases"][name] = res
+        torch_fws = [fw for fw in ("torch-onednn", "torch-native")
+                     if fw in res and "error" not in res[fw]]
+        for fw in args.frameworks:
+            r = res[fw]
+            if "error" in r:
+                rows.append(f"| {name} | {fw} | error: {r['error']} "
+                            "| | | | | |")
+                continue
+            loads = [r.get("fwd_load", 0), r.get("fwdbwd_load", 0)]
+            ratio = {}
+            for key in ("fwd_ms", "fwdbwd_ms"):
+                load_key = key.replace("ms", "load")
+                if fw != "caffe" or key not in r:
+                    continue
+                # PyTorch's best path among those measured without load;
+                # "*" when a loaded path was left out.
+                idle = [res[t][key] for t in torch_fws if key in res[t]
+                        and res[t][load_key] <= args.max_other_load]
+                left_out = any(key in res[t] and res[t][load_key] >
+                               args.max_other_load for t in torch_fws)
+                if r[load_key] > args.max_other_load or not idle:
+                    ratio[key] = "n/a (load)"
+                else:
+                    ratio[key] = (f"{min(idle) / r[key]:.2f}x"
+                                  + ("*" if left_out else ""))
+            key = "fwdbwd_ms" if "fwdbwd_ms" in r else "fwd_ms"
+            gf = gflop * (3 if key == "fwdbwd_ms" else 1) / (r[key] / 1e3)
+            r["gflops"] = gf
+            rows.append(
+                f"| {name} | {fw} | {_fmt(r.get('fwd_ms'))} | "
+                f"{_fmt(r.get('fwdbwd_ms'))} | {ratio.get('fwd_ms', '')} | "
+                f"{ratio.get('fwdbwd_ms', '')} | {gf:.1f} "
+                f"(@PEAK{gf:.6f}@) | {max(loads):.2f} |")
+    after = measure_peak()
+    if after["gflops"] > peak["gflops"]:
+        peak = after
+    results["peak"] = peak
+    for name in results["cases"]:
+        for fw, r in results["cases"][name].items():
+            if "gflops" in r:
+                r["peak_fraction"] = r["gflops"] / peak["gflops"]
+    rows = [_fill_peak(row, peak["gflops"]) for row in rows]
+    print(f"\n# SGEMM peak used: {peak['gflops']:.1f} GFLOP/s")
+    print()
+    print("| case | implementation | fwd ms | fwd+bwd ms | fwd speed-up | "
+          "fwd+bwd speed-up | GFLOP/s (% of SGEMM peak) | other load "
+          "(cores) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+    print("\nSpeed-up: PyTorch's best path time / ours (>1: we are faster), "
+          "over the paths measured with other load <= "
+          f"{args.max_other_load} cores (*: a loaded path left out). "
+          "GFLOP/s over fwd+bwd where timed, else fwd.")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

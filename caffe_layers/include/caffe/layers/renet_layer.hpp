@@ -1,0 +1,287 @@
+#ifndef CAFFE_RENET_LAYER_HPP_
+#define CAFFE_RENET_LAYER_HPP_
+
+#include <math.h>
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+
+#ifdef __CUDACC__
+#define RENET_HD __host__ __device__
+#else
+#define RENET_HD
+#endif
+
+namespace caffe {
+
+/**
+ * @brief A spatially recurrent ("ReNet") layer: two 1-D RNNs with independent
+ *        weights sweep a grid of patches in opposite directions along one
+ *        axis; their hidden states are concatenated along the channels.
+ *
+ * F. Visin et al., "ReNet: A Recurrent Neural Network Based Alternative to
+ * Convolutional Networks", 2015; Z. Yan et al., "Combining the Best of
+ * Convolutional Layers and Recurrent Layers: A Hybrid Network for Semantic
+ * Segmentation" (H-ReNet), section 3.
+ *
+ * The bottom @f$ N \times C \times H \times W @f$ is cut into a grid of
+ * @f$ h \times w @f$ patches of @f$ s \times t @f$ pixels (`patch_h`,
+ * `patch_w`), @f$ h = \lceil H/s \rceil @f$, @f$ w = \lceil W/t \rceil @f$.
+ * When H or W is not a multiple of s or t, the bottom/right border is padded
+ * with zeros up to the next multiple (the padding receives no gradient).
+ * Each patch is one time step's input vector @f$ x \in R^K @f$ with
+ * @f$ K = C s t @f$ features in (c, dy, dx) order, i.e.
+ * @f$ x[(c s + dy) t + dx] = I[n, c, y s + dy, x t + dx] @f$.
+ *
+ * - `direction: VERTICAL`: each column of the grid (fixed n, x) is a sequence;
+ *   the forward RNN sweeps y = 0..h-1 (top to bottom), the backward RNN
+ *   y = h-1..0 (bottom to top).
+ * - `direction: HORIZONTAL`: each row (fixed n, y) is a sequence; forward
+ *   sweeps left to right, backward right to left.
+ *
+ * Top: @f$ N \times 2d \times h \times w @f$ (d = `num_output`), channels
+ * [0, d) the forward sweep's hidden state, [d, 2d) the backward sweep's.
+ * The initial hidden (and cell) state of every sweep is zero.
+ *
+ * Parameter blobs (6; forward direction first, then backward):
+ *   blobs_[0] @f$ W^F @f$ (G d x K), blobs_[1] @f$ U^F @f$ (G d x d),
+ *   blobs_[2] @f$ b^F @f$ (G d), blobs_[3..5] the same for the backward RNN.
+ * Row block k (rows [k d, (k+1) d)) of W, U and b belongs to gate k:
+ *
+ * - `unit: LSTM` (G = 4, gate order i, f, o, g like upstream `LSTMUnit`; no
+ *   peepholes), with @f$ a = W x_t + U h_{t-1} + b @f$:
+ *   @f$ i = \sigma(a_i), f = \sigma(a_f), o = \sigma(a_o), g = \tanh(a_g) @f$,
+ *   @f$ c_t = f \odot c_{t-1} + i \odot g @f$,
+ *   @f$ h_t = o \odot \tanh(c_t) @f$.
+ *   Porting a PyTorch `nn.LSTM` (gate order i, f, g, o):
+ *   W = weight_ih rows reordered to (i, f, o, g), U = weight_hh reordered the
+ *   same way, b = bias_ih + bias_hh reordered (exact).
+ * - `unit: IRNN` (G = 1): @f$ h_t = \max(0, W x_t + U h_{t-1} + b) @f$
+ *   (Le et al. 2015); U is initialised to `irnn_scale` times the identity.
+ * - `unit: GRU` (G = 3, gate order r, z, n, PyTorch's convention where the
+ *   reset gate multiplies @f$ U_n h_{t-1} @f$, not @f$ h_{t-1} @f$):
+ *   @f$ r = \sigma(W_r x + U_r h + b_r) @f$,
+ *   @f$ z = \sigma(W_z x + U_z h + b_z) @f$,
+ *   @f$ n = \tanh(W_n x + b_n + r \odot (U_n h)) @f$,
+ *   @f$ h_t = (1 - z) \odot n + z \odot h_{t-1} @f$.
+ *   There is a single bias per gate. A PyTorch `nn.GRU` (same gate order)
+ *   ports with W = weight_ih, U = weight_hh, b_r = b_ir + b_hr,
+ *   b_z = b_iz + b_hz, b_n = b_in; this is exact only when b_hn = 0 (PyTorch
+ *   puts b_hn inside the reset product, which this layer has no slot for).
+ *
+ * Initialisation (when the layer is not loaded from a model): W and U from
+ * `weight_filler` (default uniform [-0.2, 0.2], the paper's), b from
+ * `bias_filler` (default 0); LSTM adds `forget_bias` to @f$ b_f @f$; IRNN
+ * sets U to `irnn_scale` * I.
+ *
+ * Backward: back-propagation through time. The bottom receives a gradient
+ * (when propagate_down[0]); the six parameter diffs are accumulated (+=),
+ * so `iter_size > 1` works.
+ *
+ * Implementation: the input is rearranged into a time-major matrix
+ * X (T x B x K) (T steps, B = independent sequences of the whole batch;
+ * for VERTICAL sweeps of 1 x 1 patches with N = 1 the bottom already is X
+ * transposed and is used as it is),
+ * the input projections of all positions are one GEMM per direction, the
+ * recurrence is one GEMM per step and direction over all B sequences (each
+ * step's rows contiguous), the gate maths is one fused element-wise pass per
+ * step (functions below, shared by CPU and CUDA), and the weight gradients
+ * are one GEMM over all steps. No memory is allocated per step or per pass
+ * once the shapes are set. On the CPU the two directions sweep concurrently
+ * on two threads with no barrier between their steps (sweeps under 2^20
+ * recurrent multiply-adds run in turn); with OpenBLAS, its own threading is
+ * switched to one thread during the sweeps (its idle worker, which would
+ * spin on a core the sweeps need, is stopped; the next multi-threaded call
+ * restarts it) and restored afterwards. The GPU runs both directions' gate
+ * maths in one kernel per step.
+ */
+template <typename Dtype>
+class ReNetLayer : public Layer<Dtype> {
+ public:
+  explicit ReNetLayer(const LayerParameter& param)
+      : Layer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline const char* type() const { return "ReNet"; }
+  // One bottom and one top; checked in LayerSetUp with a message that names
+  // the layer (the generic check does not).
+
+ protected:
+  /// @param bottom input @f$ N \times C \times H \times W @f$
+  /// @param top output @f$ N \times 2d \times h \times w @f$
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  /// Gradients w.r.t. the bottom (if propagate_down[0]) and all six
+  /// parameter blobs (accumulated).
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+  virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  int unit_;        ///< ReNetParameter::Unit
+  bool vertical_;   ///< direction == VERTICAL
+  int d_;           ///< hidden units per direction
+  int G_;           ///< gates per unit (LSTM 4, GRU 3, IRNN 1)
+  int ph_, pw_;     ///< patch height s and width t
+  int C_, K_;       ///< input channels, features per patch C s t
+  int N_, H_, W_;   ///< bottom shape
+  int gh_, gw_;     ///< patch grid h x w
+  int T_, B_;       ///< steps per sequence, sequences in the batch
+  /// VERTICAL, 1 x 1 patches, N = 1: X is the bottom itself, transposed
+  /// (C x H W), so the GEMMs read and write the bottom with no layout copy.
+  bool direct_;
+  Blob<Dtype> x_;       ///< X (T x B x K); diff: dX
+  Blob<Dtype> gates_;   ///< 2 x T x B x Gd: activations; diff: dpre-act
+  Blob<Dtype> hidden_;  ///< 2 x T x B x d: h; diff: dh
+  Blob<Dtype> cell_;    ///< LSTM: 2 x T x B x d: c
+  Blob<Dtype> carry_;   ///< LSTM backward: 2 x B x d: dL/dc carried in time
+  Blob<Dtype> rec_;     ///< GRU: 2 x T x B x Gd: U h_{t-1}; diff: its grad
+  Blob<Dtype> bias_multiplier_;  ///< T B ones
+  Blob<Dtype> zeros_;   ///< G d zeros: U h_{-1} for the GRU's first step
+  /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
+  /// X (T x B rows; p = t B + b) and of each direction's hidden block.
+  vector<int> pos_y_, pos_x_;
+  vector<int> pos_;  ///< pos_y_[gy] + pos_x_[gx] at gy * gw + gx
+  int pos_n_;
+};
+
+// ---------------------------------------------------------------------------
+// Element-wise gate maths, shared by the CPU loops and the CUDA kernels.
+// Each call handles hidden unit j of one sequence; `a` points at that
+// sequence's G d gate values, `d` is the number of hidden units.
+
+/// exp for float: Cephes' polynomial (about 1 ulp for |x| <= 87; |x| is
+/// clamped to 87). Integer-only clamping and rounding keep the CPU loops
+/// free of branches so that the compiler vectorises them; the CUDA kernels
+/// run the same code.
+RENET_HD inline float renet_exp(float x) {
+  union { float f; int i; } v;
+  v.f = x;
+  const int sign = v.i & static_cast<int>(0x80000000u);
+  const int mag = v.i & 0x7fffffff;
+  v.i = sign | (mag < 0x42ae0000 ? mag : 0x42ae0000);  // 0x42ae0000 = 87.f
+  const float fx = v.f * 1.44269504088896341f;
+  const float kf = (fx + 12582912.0f) - 12582912.0f;  // round to nearest
+  const int k = static_cast<int>(kf);
+  const float r = v.f - kf * 0.693359375f + kf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  v.i = (k + 127) << 23;  // 2^k
+  return p * v.f;
+}
+RENET_HD inline double renet_exp(double x) { return exp(x); }
+/// tanh for float through renet_exp (absolute error about 1e-7).
+RENET_HD inline float renet_tanh(float x) {
+  return 2.0f / (1.0f + renet_exp(-2.0f * x)) - 1.0f;
+}
+RENET_HD inline double renet_tanh(double x) { return tanh(x); }
+
+template <typename Dtype>
+RENET_HD inline Dtype renet_sigmoid(Dtype x) {
+  return Dtype(1) / (Dtype(1) + renet_exp(-x));
+}
+
+/// LSTM step. In: a = W x (+ U h_{t-1}) pre-activations (i, f, o, g), bias b,
+/// cp = c_{t-1} (0 at the first step). Out: a overwritten with the
+/// activations, c_t and h_t.
+template <typename Dtype>
+RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
+    const Dtype* b, Dtype cp, Dtype* c, Dtype* h) {
+  const Dtype i = renet_sigmoid(a[j] + b[j]);
+  const Dtype f = renet_sigmoid(a[d + j] + b[d + j]);
+  const Dtype o = renet_sigmoid(a[2 * d + j] + b[2 * d + j]);
+  const Dtype g = renet_tanh(a[3 * d + j] + b[3 * d + j]);
+  const Dtype ct = f * cp + i * g;
+  a[j] = i;
+  a[d + j] = f;
+  a[2 * d + j] = o;
+  a[3 * d + j] = g;
+  c[j] = ct;
+  h[j] = o * renet_tanh(ct);
+}
+
+/// LSTM step backward. In: activations a, cp = c_{t-1} (0 at the first
+/// step), c_t, dh = dL/dh_t (all paths), dc = dL/dc_t through c_{t+1}.
+/// Out: da (gradients of the pre-activations), dc overwritten with
+/// dL/dc_{t-1}.
+template <typename Dtype>
+RENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
+    Dtype cp, const Dtype* c, Dtype dh, Dtype* dc, Dtype* da) {
+  const Dtype i = a[j], f = a[d + j], o = a[2 * d + j], g = a[3 * d + j];
+  const Dtype tc = renet_tanh(c[j]);
+  const Dtype dct = dc[j] + dh * o * (Dtype(1) - tc * tc);
+  da[j] = dct * g * i * (Dtype(1) - i);
+  da[d + j] = dct * cp * f * (Dtype(1) - f);
+  da[2 * d + j] = dh * tc * o * (Dtype(1) - o);
+  da[3 * d + j] = dct * i * (Dtype(1) - g * g);
+  dc[j] = dct * f;
+}
+
+/// IRNN step: h = max(0, a + b); a is overwritten with h.
+template <typename Dtype>
+RENET_HD inline void renet_irnn_forward(int j, Dtype* a, const Dtype* b,
+    Dtype* h) {
+  const Dtype v = a[j] + b[j];
+  const Dtype ht = v > Dtype(0) ? v : Dtype(0);
+  a[j] = ht;
+  h[j] = ht;
+}
+
+/// IRNN step backward: da = dh where h > 0.
+template <typename Dtype>
+RENET_HD inline void renet_irnn_backward(int j, const Dtype* a, Dtype dh,
+    Dtype* da) {
+  da[j] = a[j] > Dtype(0) ? dh : Dtype(0);
+}
+
+/// GRU step. In: a = W x (r, z, n), bias b, u = U h_{t-1} (r, z, n; a row of
+/// zeros at the first step), hp = h_{t-1} (0 at the first step). Out: a
+/// overwritten with the activations r, z, n; h_t.
+template <typename Dtype>
+RENET_HD inline void renet_gru_forward(int j, int d, Dtype* a, const Dtype* b,
+    const Dtype* u, Dtype hp, Dtype* h) {
+  const Dtype r = renet_sigmoid(a[j] + b[j] + u[j]);
+  const Dtype z = renet_sigmoid(a[d + j] + b[d + j] + u[d + j]);
+  const Dtype n = renet_tanh(a[2 * d + j] + b[2 * d + j] + r * u[2 * d + j]);
+  a[j] = r;
+  a[d + j] = z;
+  a[2 * d + j] = n;
+  h[j] = (Dtype(1) - z) * n + z * hp;
+}
+
+/// GRU step backward. In: activations a, u = U h_{t-1} and hp = h_{t-1}
+/// (zeros at the first step), dh = dL/dh_t. Out: da (gradient of W x + b),
+/// du (gradient of U h_{t-1}; differs from da in the n block). Returns the
+/// direct-path gradient dh * z for h_{t-1}.
+template <typename Dtype>
+RENET_HD inline Dtype renet_gru_backward(int j, int d, const Dtype* a,
+    const Dtype* u, Dtype hp, Dtype dh, Dtype* da, Dtype* du) {
+  const Dtype r = a[j], z = a[d + j], n = a[2 * d + j];
+  const Dtype dn = dh * (Dtype(1) - z) * (Dtype(1) - n * n);
+  const Dtype dz = dh * (hp - n) * z * (Dtype(1) - z);
+  const Dtype dr = dn * u[2 * d + j] * r * (Dtype(1) - r);
+  da[j] = dr;
+  da[d + j] = dz;
+  da[2 * d + j] = dn;
+  du[j] = dr;
+  du[d + j] = dz;
+  du[2 * d + j] = dn * r;
+  return dh * z;
+}
+
+}  // namespace caffe
+
+#endif  // CAFFE_RENET_LAYER_HPP_

@@ -1,0 +1,638 @@
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "caffe/filler.hpp"
+#include "caffe/layers/renet_layer.hpp"
+#include "caffe/util/math_functions.hpp"
+
+// The BLAS's own threads are switched off while the two directions sweep on
+// two threads (OpenBLAS only; weak symbols, null with another BLAS).
+extern "C" {
+void openblas_set_num_threads(int num_threads) __attribute__((weak));
+int openblas_get_num_threads(void) __attribute__((weak));
+int blas_thread_shutdown_(void) __attribute__((weak));
+}
+
+namespace caffe {
+
+namespace {
+
+// Row helpers for the CPU step loops: restrict-qualified and kept out of line
+// (inlined, GCC loses the restrict and does not vectorise) so that the loops
+// over the hidden units vectorise; split on the first step (no predecessor)
+// so that the loop bodies carry no branch. On x86-64 GCC also builds AVX-512
+// and AVX2 clones of them, picked at load time by the CPU (the default build
+// targets plain x86-64, i.e. SSE2).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define RENET_ROW_ATTRIBUTES \
+  __attribute__((noinline, target_clones("avx512f", "avx2", "default")))
+#else
+#define RENET_ROW_ATTRIBUTES __attribute__((noinline))
+#endif
+
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void LstmForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    const Dtype* __restrict__ cp, Dtype* __restrict__ c,
+    Dtype* __restrict__ h) {
+  if (cp) {
+    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, cp[j], c, h);
+  } else {
+    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, Dtype(0), c, h);
+  }
+}
+
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void LstmBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ cp, const Dtype* __restrict__ c,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ dc,
+    Dtype* __restrict__ da) {
+  if (cp) {
+    for (int j = 0; j < d; ++j) {
+      renet_lstm_backward(j, d, a, cp[j], c, dh[j], dc, da);
+    }
+  } else {
+    for (int j = 0; j < d; ++j) {
+      renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dc, da);
+    }
+  }
+}
+
+// u: U h_{t-1}, or a row of zeros with hp == NULL at the first step.
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void GruForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    const Dtype* __restrict__ u, const Dtype* __restrict__ hp,
+    Dtype* __restrict__ h) {
+  if (hp) {
+    for (int j = 0; j < d; ++j) renet_gru_forward(j, d, a, b, u, hp[j], h);
+  } else {
+    for (int j = 0; j < d; ++j) renet_gru_forward(j, d, a, b, u, Dtype(0), h);
+  }
+}
+
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void GruBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ u, const Dtype* __restrict__ hp,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ da,
+    Dtype* __restrict__ du, Dtype* __restrict__ dhp) {
+  if (hp) {
+    for (int j = 0; j < d; ++j) {
+      dhp[j] += renet_gru_backward(j, d, a, u, hp[j], dh[j], da, du);
+    }
+  } else {
+    for (int j = 0; j < d; ++j) {
+      renet_gru_backward(j, d, a, u, Dtype(0), dh[j], da, du);
+    }
+  }
+}
+
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void IrnnForwardRow(int d, Dtype* __restrict__ a,
+    const Dtype* __restrict__ b,
+    Dtype* __restrict__ h) {
+  for (int j = 0; j < d; ++j) renet_irnn_forward(j, a, b, h);
+}
+
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void IrnnBackwardRow(int d, const Dtype* __restrict__ a,
+    const Dtype* __restrict__ dh, Dtype* __restrict__ da) {
+  for (int j = 0; j < d; ++j) renet_irnn_backward(j, a, dh[j], da);
+}
+
+}  // namespace
+
+template <typename Dtype>
+void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const ReNetParameter& p = this->layer_param_.renet_param();
+  const string& name = this->layer_param_.name();
+  CHECK_EQ(bottom.size(), 1) << "ReNet layer '" << name << "' has "
+      << bottom.size() << " bottoms; it takes exactly 1 (N x C x H x W)";
+  CHECK_EQ(top.size(), 1) << "ReNet layer '" << name << "' has "
+      << top.size() << " tops; it produces exactly 1 (N x 2d x h x w)";
+  CHECK_EQ(bottom[0]->num_axes(), 4) << "ReNet layer '" << name
+      << "': bottom must be N x C x H x W (4 axes), got "
+      << bottom[0]->shape_string();
+  CHECK_GT(p.num_output(), 0) << "ReNet layer '" << name
+      << "': renet_param.num_output is " << p.num_output()
+      << "; set it to the number of hidden units per direction (> 0)";
+  CHECK_GT(p.patch_h(), 0) << "ReNet layer '" << name
+      << "': renet_param.patch_h is 0; a patch must be at least 1 pixel";
+  CHECK_GT(p.patch_w(), 0) << "ReNet layer '" << name
+      << "': renet_param.patch_w is 0; a patch must be at least 1 pixel";
+  unit_ = p.unit();
+  vertical_ = p.direction() == ReNetParameter_Direction_VERTICAL;
+  d_ = p.num_output();
+  G_ = unit_ == ReNetParameter_Unit_LSTM ? 4 :
+       (unit_ == ReNetParameter_Unit_GRU ? 3 : 1);
+  ph_ = p.patch_h();
+  pw_ = p.patch_w();
+  C_ = bottom[0]->channels();
+  K_ = C_ * ph_ * pw_;
+  const int gd = G_ * d_;
+  if (this->blobs_.size() > 0) {
+    CHECK_EQ(this->blobs_.size(), 6) << "ReNet layer '" << name
+        << "': expected 6 parameter blobs (W, U, b per direction), got "
+        << this->blobs_.size();
+    LOG(INFO) << "Skipping parameter initialization";
+  } else {
+    this->blobs_.resize(6);
+    FillerParameter wf;
+    if (p.has_weight_filler()) {
+      wf = p.weight_filler();
+    } else {
+      wf.set_type("uniform");
+      wf.set_min(-0.2);
+      wf.set_max(0.2);
+    }
+    FillerParameter bf;
+    if (p.has_bias_filler()) {
+      bf = p.bias_filler();
+    } else {
+      bf.set_type("constant");
+      bf.set_value(0);
+    }
+    shared_ptr<Filler<Dtype> > weight_filler(GetFiller<Dtype>(wf));
+    shared_ptr<Filler<Dtype> > bias_filler(GetFiller<Dtype>(bf));
+    for (int dir = 0; dir < 2; ++dir) {
+      Blob<Dtype>* w = new Blob<Dtype>(vector<int>{gd, K_});
+      Blob<Dtype>* u = new Blob<Dtype>(vector<int>{gd, d_});
+      Blob<Dtype>* b = new Blob<Dtype>(vector<int>{gd});
+      weight_filler->Fill(w);
+      if (unit_ == ReNetParameter_Unit_IRNN) {
+        Dtype* ud = u->mutable_cpu_data();
+        caffe_set(u->count(), Dtype(0), ud);
+        for (int j = 0; j < d_; ++j) {
+          ud[j * d_ + j] = p.irnn_scale();
+        }
+      } else {
+        weight_filler->Fill(u);
+      }
+      bias_filler->Fill(b);
+      if (unit_ == ReNetParameter_Unit_LSTM && p.forget_bias() != 0) {
+        caffe_add_scalar(d_, Dtype(p.forget_bias()),
+            b->mutable_cpu_data() + d_);
+      }
+      this->blobs_[3 * dir].reset(w);
+      this->blobs_[3 * dir + 1].reset(u);
+      this->blobs_[3 * dir + 2].reset(b);
+    }
+  }
+  for (int dir = 0; dir < 2; ++dir) {
+    CHECK(this->blobs_[3 * dir]->shape() == (vector<int>{gd, K_}))
+        << "ReNet layer '" << name << "': W has shape "
+        << this->blobs_[3 * dir]->shape_string() << ", expected " << gd
+        << " " << K_ << " (G d x C patch_h patch_w)";
+    CHECK(this->blobs_[3 * dir + 1]->shape() == (vector<int>{gd, d_}))
+        << "ReNet layer '" << name << "': U has shape "
+        << this->blobs_[3 * dir + 1]->shape_string() << ", expected " << gd
+        << " " << d_ << " (G d x d)";
+    CHECK_EQ(this->blobs_[3 * dir + 2]->count(), gd)
+        << "ReNet layer '" << name << "': b has shape "
+        << this->blobs_[3 * dir + 2]->shape_string() << ", expected " << gd;
+  }
+  this->param_propagate_down_.resize(this->blobs_.size(), true);
+}
+
+template <typename Dtype>
+void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const string& name = this->layer_param_.name();
+  CHECK_EQ(bottom[0]->num_axes(), 4) << "ReNet layer '" << name
+      << "': bottom must be N x C x H x W (4 axes), got "
+      << bottom[0]->shape_string();
+  CHECK_EQ(bottom[0]->channels(), C_) << "ReNet layer '" << name
+      << "': bottom has " << bottom[0]->channels() << " channels but the "
+      << "layer was set up (and its weights shaped) for " << C_;
+  N_ = bottom[0]->num();
+  H_ = bottom[0]->height();
+  W_ = bottom[0]->width();
+  gh_ = (H_ + ph_ - 1) / ph_;
+  gw_ = (W_ + pw_ - 1) / pw_;
+  T_ = vertical_ ? gh_ : gw_;
+  B_ = N_ * (vertical_ ? gw_ : gh_);
+  pos_y_.resize(gh_);
+  pos_x_.resize(gw_);
+  for (int gy = 0; gy < gh_; ++gy) {
+    pos_y_[gy] = vertical_ ? gy * B_ : gy;
+  }
+  for (int gx = 0; gx < gw_; ++gx) {
+    pos_x_[gx] = vertical_ ? gx : gx * B_;
+  }
+  pos_n_ = vertical_ ? gw_ : gh_;
+  pos_.resize(gh_ * gw_);
+  for (int gy = 0; gy < gh_; ++gy) {
+    for (int gx = 0; gx < gw_; ++gx) {
+      pos_[gy * gw_ + gx] = pos_y_[gy] + pos_x_[gx];
+    }
+  }
+  const int gd = G_ * d_;
+  top[0]->Reshape(N_, 2 * d_, gh_, gw_);
+  direct_ = vertical_ && ph_ == 1 && pw_ == 1 && N_ == 1;
+  if (!direct_) {
+    x_.Reshape(vector<int>{T_, B_, K_});
+  }
+  gates_.Reshape(vector<int>{2, T_, B_, gd});
+  hidden_.Reshape(vector<int>{2, T_, B_, d_});
+  if (unit_ == ReNetParameter_Unit_LSTM) {
+    cell_.Reshape(vector<int>{2, T_, B_, d_});
+    carry_.Reshape(vector<int>{2, B_, d_});
+  }
+  if (unit_ == ReNetParameter_Unit_GRU) {
+    rec_.Reshape(vector<int>{2, T_, B_, gd});
+    if (zeros_.count() != gd) {
+      zeros_.Reshape(vector<int>{gd});
+      caffe_set(gd, Dtype(0), zeros_.mutable_cpu_data());
+    }
+  }
+  if (bias_multiplier_.count() != T_ * B_) {
+    bias_multiplier_.Reshape(vector<int>{T_ * B_});
+    caffe_set(T_ * B_, Dtype(1), bias_multiplier_.mutable_cpu_data());
+  }
+}
+
+namespace {
+
+// Layout copies between channel planes (C x L, plane stride ss) and rows
+// (position l at row l_off[l], channels contiguous), in 16 x 16 tiles so
+// that both sides stay in cache.
+const int kTile = 16;
+
+template <typename Dtype>
+void PlanesToRows(int C, int L, const Dtype* src, int ss, const int* l_off,
+    int rs, Dtype* dst) {
+  for (int c0 = 0; c0 < C; c0 += kTile) {
+    const int c1 = std::min(C, c0 + kTile);
+    for (int l0 = 0; l0 < L; l0 += kTile) {
+      const int l1 = std::min(L, l0 + kTile);
+      for (int l = l0; l < l1; ++l) {
+        Dtype* d = dst + l_off[l] * rs;
+        for (int c = c0; c < c1; ++c) d[c] = src[c * ss + l];
+      }
+    }
+  }
+}
+
+template <typename Dtype>
+void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
+    Dtype* dst, int ds) {
+  for (int c0 = 0; c0 < C; c0 += kTile) {
+    const int c1 = std::min(C, c0 + kTile);
+    for (int l0 = 0; l0 < L; l0 += kTile) {
+      const int l1 = std::min(L, l0 + kTile);
+      for (int c = c0; c < c1; ++c) {
+        Dtype* d = dst + c * ds;
+        for (int l = l0; l < l1; ++l) d[l] = src[l_off[l] * rs + c];
+      }
+    }
+  }
+}
+
+// One direction's share of the work, as raw pointers fetched by the calling
+// thread (Blob accessors are not thread-safe); blocks are this direction's.
+template <typename Dtype>
+struct Sweep {
+  int unit, dir, T, B, d, gd, K;
+  const Dtype* W;
+  const Dtype* U;
+  const Dtype* bias;
+  const Dtype* zeros;  // GRU: U h_{-1}
+  Dtype* a;            // T x B x Gd gates (data) and their diff
+  Dtype* da;
+  Dtype* h;            // T x B x d hidden states and their diff
+  Dtype* dh;
+  Dtype* c;            // LSTM: T x B x d cells; dc: B x d carry
+  Dtype* dc;
+  Dtype* u;            // GRU: T x B x Gd U h_{t-1}; du: its diff
+  Dtype* du;
+  // Copies between the top (N x 2d x gh x gw) and this direction's hidden
+  // block; patch (n, gy, gx) is row n * pos_n + pos[gy * gw + gx].
+  int N, plane, pos_n;
+  const int* pos;
+  const Dtype* x;      // X (T B x K): projection input, weight gradient
+  bool x_trans;        // x holds X transposed (K x T B: the bottom itself)
+  Dtype* dW;
+  Dtype* dU;
+  Dtype* db;
+  const Dtype* ones;
+  bool grad_W, grad_U, grad_b;
+};
+
+// Step (time) t of sweep s of a direction and its predecessor.
+inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
+
+template <typename Dtype>
+void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
+  const int B = w.B, d = w.d, gd = w.gd;
+  // This direction's input projection of every position, one GEMM.
+  caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
+      w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
+  for (int s = 0; s < w.T; ++s) {
+    const int t = StepTime(w.dir, s, w.T);
+    const int tp = w.dir == 0 ? t - 1 : t + 1;
+    Dtype* at = w.a + t * B * gd;
+    Dtype* ht = w.h + t * B * d;
+    const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
+    Dtype* ut = NULL;
+    if (hp) {
+      if (w.u) {
+        ut = w.u + t * B * gd;
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
+            hp, w.U, Dtype(0), ut);
+      } else {
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
+            hp, w.U, Dtype(1), at);
+      }
+    }
+    for (int b = 0; b < B; ++b) {
+      if (w.unit == ReNetParameter_Unit_LSTM) {
+        LstmForwardRow(d, at + b * gd, w.bias,
+            hp ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
+            ht + b * d);
+      } else if (w.unit == ReNetParameter_Unit_GRU) {
+        GruForwardRow(d, at + b * gd, w.bias, ut ? ut + b * gd : w.zeros,
+            hp ? hp + b * d : NULL, ht + b * d);
+      } else {
+        IrnnForwardRow(d, at + b * gd, w.bias, ht + b * d);
+      }
+    }
+  }
+  for (int n = 0; n < w.N; ++n) {
+    RowsToPlanes(d, w.plane, w.h + n * w.pos_n * d, w.pos, d,
+        top + (n * 2 + w.dir) * d * w.plane, w.plane);
+  }
+}
+
+template <typename Dtype>
+void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
+  const int B = w.B, d = w.d, gd = w.gd, TB = w.T * w.B;
+  for (int n = 0; n < w.N; ++n) {
+    PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
+        w.plane, w.pos, d, w.dh + n * w.pos_n * d);
+  }
+  if (w.dc) {
+    caffe_set(B * d, Dtype(0), w.dc);
+  }
+  // Back-propagation through time, steps in reverse order of the forward.
+  for (int s = w.T - 1; s >= 0; --s) {
+    const int t = StepTime(w.dir, s, w.T);
+    const int tp = w.dir == 0 ? t - 1 : t + 1;
+    const bool has_prev = s > 0;
+    const Dtype* at = w.a + t * B * gd;
+    Dtype* dat = w.da + t * B * gd;
+    const Dtype* dht = w.dh + t * B * d;
+    Dtype* dhp = has_prev ? w.dh + tp * B * d : NULL;
+    for (int b = 0; b < B; ++b) {
+      if (w.unit == ReNetParameter_Unit_LSTM) {
+        LstmBackwardRow(d, at + b * gd,
+            has_prev ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
+            dht + b * d, w.dc + b * d, dat + b * gd);
+      } else if (w.unit == ReNetParameter_Unit_GRU) {
+        GruBackwardRow(d, at + b * gd,
+            has_prev ? w.u + (t * B + b) * gd : w.zeros,
+            has_prev ? w.h + (tp * B + b) * d : NULL, dht + b * d,
+            dat + b * gd, w.du + (t * B + b) * gd,
+            has_prev ? dhp + b * d : NULL);
+      } else {
+        IrnnBackwardRow(d, at + b * gd, dht + b * d, dat + b * gd);
+      }
+    }
+    if (has_prev) {
+      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, B, d, gd, Dtype(1),
+          w.du ? w.du + t * B * gd : dat, w.U, Dtype(1), dhp);
+    }
+  }
+  // Parameter gradients, accumulated, one GEMM over all steps each.
+  if (w.grad_W) {
+    caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
+        gd, w.K, TB, Dtype(1), w.da, w.x, Dtype(1), w.dW);
+  }
+  if (w.grad_U && w.T > 1) {
+    // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
+    // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
+    const Dtype* dr = (w.du ? w.du : w.da) + (1 - w.dir) * B * gd;
+    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d, TB - B, Dtype(1),
+        dr, w.h + w.dir * B * d, Dtype(1), w.dU);
+  }
+  if (w.grad_b) {
+    caffe_cpu_gemv<Dtype>(CblasTrans, TB, gd, Dtype(1), w.da, w.ones,
+        Dtype(1), w.db);
+  }
+}
+
+
+// Runs fn(fwd) here and fn(bwd) on a second thread, the BLAS single-threaded
+// meanwhile: the two directions are independent, so the per-step GEMMs and
+// gate loops of both proceed with no barrier between them. Sweeps too small
+// to pay for a thread (under 2^20 recurrent multiply-adds) run in turn.
+template <typename Fn, typename Dtype>
+void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
+    const Sweep<Dtype>& bwd) {
+  const double macs = static_cast<double>(fwd.T) * fwd.B * fwd.gd * fwd.d;
+  if (macs < (1 << 20) || std::thread::hardware_concurrency() < 2) {
+    fn(fwd);
+    fn(bwd);
+    return;
+  }
+  const int blas_threads =
+      openblas_get_num_threads ? openblas_get_num_threads() : 1;
+  if (blas_threads > 1 && openblas_set_num_threads) {
+    openblas_set_num_threads(1);
+    // Its idle worker would spin (yielding) for milliseconds, stealing a
+    // core from the sweeps; stop it (the next threaded call restarts it).
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
+  }
+  std::thread second(fn, std::cref(bwd));
+  fn(fwd);
+  second.join();
+  if (blas_threads > 1 && openblas_set_num_threads) {
+    openblas_set_num_threads(blas_threads);
+  }
+}
+
+// fn(0, n / 2) here and fn(n / 2, n) on a second thread when the work (in
+// elements) is worth a thread, else fn(0, n).
+template <typename Fn>
+void SplitInTwo(int n, double work, Fn fn) {
+  if (work < (1 << 20) || n < 2 || std::thread::hardware_concurrency() < 2) {
+    fn(0, n);
+    return;
+  }
+  std::thread second(fn, n / 2, n);
+  fn(0, n / 2);
+  second.join();
+}
+
+}  // namespace
+
+template <typename Dtype>
+void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  const int gd = G_ * d_;
+  const int TB = T_ * B_;
+  const Dtype* in = bottom[0]->cpu_data();
+  Dtype* x = direct_ ? NULL : x_.mutable_cpu_data();
+  // Patch extraction into the time-major X (zero padding where needed).
+  if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
+    caffe_set(x_.count(), Dtype(0), x);
+  }
+  const int HW = H_ * W_;
+  for (int n = 0; ph_ == 1 && pw_ == 1 && !direct_ && n < N_; ++n) {
+    const Dtype* src = in + n * C_ * HW;
+    Dtype* dst = x + n * pos_n_ * K_;
+    const int* pos = pos_.data();
+    const int K = K_;
+    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
+      PlanesToRows(c1 - c0, HW, src + c0 * HW, HW, pos, K, dst + c0);
+    });
+  }
+  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
+    for (int c = 0; c < C_; ++c) {
+      for (int y = 0; y < H_; ++y) {
+        const int gy = y / ph_, dy = y - gy * ph_;
+        Dtype* xr = x + (n * pos_n_ + pos_y_[gy]) * K_ + (c * ph_ + dy) * pw_;
+        const Dtype* src = in + ((n * C_ + c) * H_ + y) * W_;
+        for (int gx = 0, xx = 0; gx < gw_; ++gx) {
+          Dtype* dst = xr + pos_x_[gx] * K_;
+          for (int dx = 0; dx < pw_ && xx < W_; ++dx, ++xx) {
+            dst[dx] = src[xx];
+          }
+        }
+      }
+    }
+  }
+  // Each direction's input projection (one GEMM over all positions) and
+  // recurrence; the two directions run concurrently.
+  Dtype* a = gates_.mutable_cpu_data();
+  Sweep<Dtype> w[2] = {};
+  Dtype* h = hidden_.mutable_cpu_data();
+  for (int dir = 0; dir < 2; ++dir) {
+    Sweep<Dtype>& v = w[dir];
+    v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
+    v.K = K_;
+    v.x = direct_ ? in : x;
+    v.x_trans = direct_;
+    v.W = this->blobs_[3 * dir]->cpu_data();
+    v.U = this->blobs_[3 * dir + 1]->cpu_data();
+    v.bias = this->blobs_[3 * dir + 2]->cpu_data();
+    v.a = a + dir * TB * gd;
+    v.h = h + dir * TB * d_;
+    if (unit_ == ReNetParameter_Unit_LSTM) {
+      v.c = cell_.mutable_cpu_data() + dir * TB * d_;
+    }
+    if (unit_ == ReNetParameter_Unit_GRU) {
+      v.u = rec_.mutable_cpu_data() + dir * TB * gd;
+      v.zeros = zeros_.cpu_data();
+    }
+    v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
+  }
+  Dtype* out = top[0]->mutable_cpu_data();
+  RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
+      w[0], w[1]);
+}
+
+template <typename Dtype>
+void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
+    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  const int gd = G_ * d_;
+  const int TB = T_ * B_;
+  Sweep<Dtype> w[2] = {};
+  Dtype* da = gates_.mutable_cpu_diff();
+  for (int dir = 0; dir < 2; ++dir) {
+    Sweep<Dtype>& v = w[dir];
+    v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
+    v.K = K_;
+    v.U = this->blobs_[3 * dir + 1]->cpu_data();
+    v.a = gates_.mutable_cpu_data() + dir * TB * gd;
+    v.da = da + dir * TB * gd;
+    v.h = hidden_.mutable_cpu_data() + dir * TB * d_;
+    v.dh = hidden_.mutable_cpu_diff() + dir * TB * d_;
+    if (unit_ == ReNetParameter_Unit_LSTM) {
+      v.c = cell_.mutable_cpu_data() + dir * TB * d_;
+      v.dc = carry_.mutable_cpu_data() + dir * B_ * d_;
+    }
+    if (unit_ == ReNetParameter_Unit_GRU) {
+      v.u = rec_.mutable_cpu_data() + dir * TB * gd;
+      v.du = rec_.mutable_cpu_diff() + dir * TB * gd;
+      v.zeros = zeros_.cpu_data();
+    }
+    v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
+    v.x = direct_ ? bottom[0]->cpu_data() : x_.cpu_data();
+    v.x_trans = direct_;
+    v.ones = bias_multiplier_.cpu_data();
+    v.grad_W = this->param_propagate_down_[3 * dir];
+    v.grad_U = this->param_propagate_down_[3 * dir + 1];
+    v.grad_b = this->param_propagate_down_[3 * dir + 2];
+    v.dW = v.grad_W ? this->blobs_[3 * dir]->mutable_cpu_diff() : NULL;
+    v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
+    v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
+  }
+  const Dtype* top_diff = top[0]->cpu_diff();
+  RunBothDirections(
+      [top_diff](const Sweep<Dtype>& v) { SweepBackward(v, top_diff); },
+      w[0], w[1]);
+  if (!propagate_down[0]) {
+    return;
+  }
+  Dtype* din = bottom[0]->mutable_cpu_diff();
+  if (direct_) {
+    // bottom diff (C x H W) = sum over directions of W^T dA^T
+    for (int dir = 0; dir < 2; ++dir) {
+      caffe_cpu_gemm<Dtype>(CblasTrans, CblasTrans, K_, TB, gd, Dtype(1),
+          this->blobs_[3 * dir]->cpu_data(), da + dir * TB * gd, Dtype(dir),
+          din);
+    }
+    return;
+  }
+  Dtype* dxm = x_.mutable_cpu_diff();
+  for (int dir = 0; dir < 2; ++dir) {
+    caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, TB, K_, gd, Dtype(1),
+        da + dir * TB * gd, this->blobs_[3 * dir]->cpu_data(), Dtype(dir),
+        dxm);
+  }
+  const int HW = H_ * W_;
+  for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
+    const Dtype* src = dxm + n * pos_n_ * K_;
+    Dtype* dst = din + n * C_ * HW;
+    const int* pos = pos_.data();
+    const int K = K_;
+    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
+      RowsToPlanes(c1 - c0, HW, src + c0, pos, K, dst + c0 * HW, HW);
+    });
+  }
+  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
+    for (int c = 0; c < C_; ++c) {
+      for (int y = 0; y < H_; ++y) {
+        const int gy = y / ph_, dy = y - gy * ph_;
+        const Dtype* xr = dxm + (n * pos_n_ + pos_y_[gy]) * K_ +
+            (c * ph_ + dy) * pw_;
+        Dtype* dst = din + ((n * C_ + c) * H_ + y) * W_;
+        for (int gx = 0, xx = 0; gx < gw_; ++gx) {
+          const Dtype* src = xr + pos_x_[gx] * K_;
+          for (int dx = 0; dx < pw_ && xx < W_; ++dx, ++xx) {
+            dst[xx] = src[dx];
+          }
+        }
+      }
+    }
+  }
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(ReNetLayer);
+#endif
+
+INSTANTIATE_CLASS(ReNetLayer);
+REGISTER_LAYER_CLASS(ReNet);
+
+}  // namespace caffe

@@ -1,0 +1,512 @@
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layers/renet_layer.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+namespace {
+
+double RefSigmoid(double x) { return 1. / (1. + std::exp(-x)); }
+
+// A plain per-position reference of the ReNet forward pass, written from the
+// equations in renet_layer.hpp without the layer's layout tricks.
+template <typename Dtype>
+void ReferenceForward(const Blob<Dtype>& bottom,
+    const vector<shared_ptr<Blob<Dtype> > >& blobs, const ReNetParameter& p,
+    Blob<Dtype>* top) {
+  const int N = bottom.num(), C = bottom.channels();
+  const int H = bottom.height(), W = bottom.width();
+  const int s = p.patch_h(), t = p.patch_w(), d = p.num_output();
+  const int gh = (H + s - 1) / s, gw = (W + t - 1) / t, K = C * s * t;
+  const bool vertical = p.direction() == ReNetParameter_Direction_VERTICAL;
+  const int G = p.unit() == ReNetParameter_Unit_LSTM ? 4 :
+      (p.unit() == ReNetParameter_Unit_GRU ? 3 : 1);
+  top->Reshape(N, 2 * d, gh, gw);
+  const int nseq = vertical ? gw : gh, len = vertical ? gh : gw;
+  for (int n = 0; n < N; ++n) {
+    for (int dir = 0; dir < 2; ++dir) {
+      const Dtype* Wm = blobs[3 * dir]->cpu_data();
+      const Dtype* Um = blobs[3 * dir + 1]->cpu_data();
+      const Dtype* bv = blobs[3 * dir + 2]->cpu_data();
+      for (int q = 0; q < nseq; ++q) {
+        vector<double> h(d, 0.), c(d, 0.);
+        for (int k = 0; k < len; ++k) {
+          const int pos = dir == 0 ? k : len - 1 - k;
+          const int gy = vertical ? pos : q, gx = vertical ? q : pos;
+          vector<double> x(K, 0.);
+          for (int ch = 0; ch < C; ++ch) {
+            for (int dy = 0; dy < s; ++dy) {
+              for (int dx = 0; dx < t; ++dx) {
+                const int y = gy * s + dy, xx = gx * t + dx;
+                if (y < H && xx < W) {
+                  x[(ch * s + dy) * t + dx] = bottom.data_at(n, ch, y, xx);
+                }
+              }
+            }
+          }
+          vector<double> wx(G * d), uh(G * d);
+          for (int g = 0; g < G * d; ++g) {
+            wx[g] = bv[g];
+            for (int i = 0; i < K; ++i) wx[g] += Wm[g * K + i] * x[i];
+            uh[g] = 0;
+            for (int j = 0; j < d; ++j) uh[g] += Um[g * d + j] * h[j];
+          }
+          vector<double> hn(d);
+          for (int j = 0; j < d; ++j) {
+            if (p.unit() == ReNetParameter_Unit_LSTM) {
+              const double i = RefSigmoid(wx[j] + uh[j]);
+              const double f = RefSigmoid(wx[d + j] + uh[d + j]);
+              const double o = RefSigmoid(wx[2 * d + j] + uh[2 * d + j]);
+              const double g = std::tanh(wx[3 * d + j] + uh[3 * d + j]);
+              c[j] = f * c[j] + i * g;
+              hn[j] = o * std::tanh(c[j]);
+            } else if (p.unit() == ReNetParameter_Unit_GRU) {
+              const double r = RefSigmoid(wx[j] + uh[j]);
+              const double z = RefSigmoid(wx[d + j] + uh[d + j]);
+              const double nn = std::tanh(wx[2 * d + j] + r * uh[2 * d + j]);
+              hn[j] = (1 - z) * nn + z * h[j];
+            } else {
+              hn[j] = std::max(0., wx[j] + uh[j]);
+            }
+          }
+          h = hn;
+          for (int j = 0; j < d; ++j) {
+            top->mutable_cpu_data()[top->offset(n, dir * d + j, gy, gx)] =
+                h[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename TypeParam>
+class ReNetLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  ReNetLayerTest()
+      : blob_bottom_(new Blob<Dtype>(2, 2, 3, 4)),
+        blob_top_(new Blob<Dtype>()) {
+    Caffe::set_random_seed(1701);
+    FillBottom();
+    blob_bottom_vec_.push_back(blob_bottom_);
+    blob_top_vec_.push_back(blob_top_);
+  }
+  virtual ~ReNetLayerTest() {
+    delete blob_bottom_;
+    delete blob_top_;
+  }
+
+  void FillBottom() {
+    FillerParameter fp;
+    fp.set_min(-1);
+    fp.set_max(1);
+    UniformFiller<Dtype> filler(fp);
+    filler.Fill(blob_bottom_);
+  }
+
+  LayerParameter MakeParam(ReNetParameter_Unit unit,
+      ReNetParameter_Direction dir, int d, int ph, int pw) {
+    LayerParameter lp;
+    lp.set_name("renet_test");
+    ReNetParameter* p = lp.mutable_renet_param();
+    p->set_unit(unit);
+    p->set_direction(dir);
+    p->set_num_output(d);
+    p->set_patch_h(ph);
+    p->set_patch_w(pw);
+    // Non-zero biases so that the tests see them.
+    p->mutable_bias_filler()->set_type("uniform");
+    p->mutable_bias_filler()->set_min(-0.3);
+    p->mutable_bias_filler()->set_max(0.3);
+    return lp;
+  }
+
+  // Forward through the layer and compare with the reference loop.
+  void CheckForward(const LayerParameter& lp) {
+    ReNetLayer<Dtype> layer(lp);
+    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.Forward(blob_bottom_vec_, blob_top_vec_);
+    Blob<Dtype> expected;
+    ReferenceForward(*blob_bottom_, layer.blobs(), lp.renet_param(),
+        &expected);
+    ASSERT_EQ(expected.shape(), blob_top_->shape());
+    const Dtype tol = sizeof(Dtype) == 4 ? 2e-5 : 1e-10;
+    for (int i = 0; i < expected.count(); ++i) {
+      EXPECT_NEAR(expected.cpu_data()[i], blob_top_->cpu_data()[i], tol)
+          << "at " << i;
+    }
+  }
+
+  void CheckForwardAll(ReNetParameter_Unit unit) {
+    const ReNetParameter_Direction dirs[] = {
+      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
+    const int patches[][2] = {{1, 1}, {2, 2}, {2, 3}};
+    for (int di = 0; di < 2; ++di) {
+      for (int pi = 0; pi < 3; ++pi) {
+        // 5 x 7 is a multiple of none of the patch sizes but 1 x 1.
+        blob_bottom_->Reshape(2, 2, 5, 7);
+        FillBottom();
+        CheckForward(MakeParam(unit, dirs[di], 3, patches[pi][0],
+            patches[pi][1]));
+      }
+    }
+  }
+
+  void CheckGradients(ReNetParameter_Unit unit) {
+    const ReNetParameter_Direction dirs[] = {
+      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
+    for (int di = 0; di < 2; ++di) {
+      for (int patch = 1; patch <= 2; ++patch) {
+        // 2 x 2 patches on 4 x 3: the last patch column is padded.
+        if (patch == 1) {
+          blob_bottom_->Reshape(2, 2, 3, 4);
+        } else {
+          blob_bottom_->Reshape(2, 2, 4, 3);
+        }
+        FillBottom();
+        LayerParameter lp = MakeParam(unit, dirs[di], 2, patch, patch);
+        if (unit == ReNetParameter_Unit_IRNN) {
+          // Keep the pre-activations away from ReLU's kink.
+          lp.mutable_renet_param()->mutable_bias_filler()->set_min(0.5);
+          lp.mutable_renet_param()->mutable_bias_filler()->set_max(0.8);
+          lp.mutable_renet_param()->set_irnn_scale(0.5);
+        }
+        ReNetLayer<Dtype> layer(lp);
+        GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
+        checker.CheckGradientExhaustive(&layer, blob_bottom_vec_,
+            blob_top_vec_);
+      }
+    }
+  }
+
+  Blob<Dtype>* const blob_bottom_;
+  Blob<Dtype>* const blob_top_;
+  vector<Blob<Dtype>*> blob_bottom_vec_;
+  vector<Blob<Dtype>*> blob_top_vec_;
+};
+
+TYPED_TEST_CASE(ReNetLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(ReNetLayerTest, TestSetUpShapes) {
+  typedef typename TypeParam::Dtype Dtype;
+  struct Case { int dir, ph, pw, H, W, gh, gw; };
+  const Case cases[] = {
+    {0, 1, 1, 5, 7, 5, 7}, {1, 1, 1, 5, 7, 5, 7},
+    {0, 2, 2, 4, 6, 2, 3}, {1, 2, 2, 4, 6, 2, 3},
+    {0, 2, 3, 4, 6, 2, 2}, {1, 2, 3, 4, 6, 2, 2},
+    {0, 2, 2, 5, 7, 3, 4}, {1, 2, 3, 5, 7, 3, 3},
+  };
+  for (int i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+    const Case& k = cases[i];
+    this->blob_bottom_->Reshape(2, 3, k.H, k.W);
+    LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
+        static_cast<ReNetParameter_Direction>(k.dir), 5, k.ph, k.pw);
+    ReNetLayer<Dtype> layer(lp);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    EXPECT_EQ(this->blob_top_->num(), 2);
+    EXPECT_EQ(this->blob_top_->channels(), 10);
+    EXPECT_EQ(this->blob_top_->height(), k.gh) << "case " << i;
+    EXPECT_EQ(this->blob_top_->width(), k.gw) << "case " << i;
+    ASSERT_EQ(layer.blobs().size(), 6);
+    for (int dir = 0; dir < 2; ++dir) {
+      EXPECT_EQ(layer.blobs()[3 * dir]->shape(),
+          (vector<int>{20, 3 * k.ph * k.pw}));
+      EXPECT_EQ(layer.blobs()[3 * dir + 1]->shape(), (vector<int>{20, 5}));
+      EXPECT_EQ(layer.blobs()[3 * dir + 2]->shape(), vector<int>{20});
+    }
+  }
+}
+
+TYPED_TEST(ReNetLayerTest, TestInitialisation) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter lp;
+  lp.mutable_renet_param()->set_num_output(4);
+  lp.mutable_renet_param()->set_forget_bias(2);
+  ReNetLayer<Dtype> lstm(lp);
+  lstm.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int dir = 0; dir < 2; ++dir) {
+    const Blob<Dtype>& w = *lstm.blobs()[3 * dir];
+    Dtype lo = 1, hi = -1;
+    for (int i = 0; i < w.count(); ++i) {
+      lo = std::min(lo, w.cpu_data()[i]);
+      hi = std::max(hi, w.cpu_data()[i]);
+    }
+    EXPECT_GE(lo, -0.2);
+    EXPECT_LE(hi, 0.2);
+    EXPECT_LT(lo, -0.05);  // really filled, not zero
+    EXPECT_GT(hi, 0.05);
+    const Dtype* b = lstm.blobs()[3 * dir + 2]->cpu_data();
+    for (int g = 0; g < 4; ++g) {
+      for (int j = 0; j < 4; ++j) {
+        EXPECT_EQ(b[g * 4 + j], g == 1 ? 2 : 0);
+      }
+    }
+  }
+  lp.mutable_renet_param()->set_unit(ReNetParameter_Unit_IRNN);
+  lp.mutable_renet_param()->set_irnn_scale(0.75);
+  ReNetLayer<Dtype> irnn(lp);
+  irnn.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int dir = 0; dir < 2; ++dir) {
+    const Dtype* u = irnn.blobs()[3 * dir + 1]->cpu_data();
+    for (int i = 0; i < 4; ++i) {
+      for (int j = 0; j < 4; ++j) {
+        EXPECT_EQ(u[i * 4 + j], i == j ? Dtype(0.75) : Dtype(0));
+      }
+    }
+    EXPECT_EQ(irnn.blobs()[3 * dir]->shape(), (vector<int>{4, 2}));
+  }
+}
+
+TYPED_TEST(ReNetLayerTest, TestForwardLSTM) {
+  this->CheckForwardAll(ReNetParameter_Unit_LSTM);
+}
+
+TYPED_TEST(ReNetLayerTest, TestForwardIRNN) {
+  this->CheckForwardAll(ReNetParameter_Unit_IRNN);
+}
+
+TYPED_TEST(ReNetLayerTest, TestForwardGRU) {
+  this->CheckForwardAll(ReNetParameter_Unit_GRU);
+}
+
+TYPED_TEST(ReNetLayerTest, TestGradientLSTM) {
+  this->CheckGradients(ReNetParameter_Unit_LSTM);
+}
+
+TYPED_TEST(ReNetLayerTest, TestGradientIRNN) {
+  this->CheckGradients(ReNetParameter_Unit_IRNN);
+}
+
+TYPED_TEST(ReNetLayerTest, TestGradientGRU) {
+  this->CheckGradients(ReNetParameter_Unit_GRU);
+}
+
+// Sweeps of at least 2^20 multiply-adds run the two directions on two
+// threads; check that path's forward against the reference and its backward
+// against finite differences on sampled elements.
+TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
+  typedef typename TypeParam::Dtype Dtype;
+  const bool is_float = sizeof(Dtype) == 4;
+  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+      ReNetParameter_Unit_GRU};
+  const ReNetParameter_Direction dirs[] = {
+      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
+  for (int ui = 0; ui < 2; ++ui) {
+    for (int di = 0; di < 2; ++di) {
+      this->blob_bottom_->Reshape(2, 2, 16, 17);
+      this->FillBottom();
+      // T B G d d >= 16 * 32 * 96 * 32 > 2^20
+      LayerParameter lp = this->MakeParam(units[ui], dirs[di], 32, 1, 1);
+      this->CheckForward(lp);
+      ReNetLayer<Dtype> layer(lp);
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      Blob<Dtype> top_diff(this->blob_top_->shape());
+      FillerParameter fp;
+      GaussianFiller<Dtype> filler(fp);
+      filler.Fill(&top_diff);
+      caffe_copy(top_diff.count(), top_diff.cpu_data(),
+          this->blob_top_->mutable_cpu_diff());
+      for (int i = 0; i < 6; ++i) {
+        caffe_set(layer.blobs()[i]->count(), Dtype(0),
+            layer.blobs()[i]->mutable_cpu_diff());
+      }
+      layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+          this->blob_bottom_vec_);
+      vector<Blob<Dtype>*> blobs(1, this->blob_bottom_);
+      for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
+      const Dtype step = is_float ? 1e-2 : 1e-4;
+      const Dtype tol = is_float ? 1e-2 : 1e-5;
+      for (int bi = 0; bi < blobs.size(); ++bi) {
+        Blob<Dtype>* blob = blobs[bi];
+        vector<Dtype> analytic(blob->cpu_diff(),
+            blob->cpu_diff() + blob->count());
+        for (int k = 0; k < 5; ++k) {
+          const int idx = (k * 7919 + 13 * bi) % blob->count();
+          const Dtype orig = blob->cpu_data()[idx];
+          Dtype loss[2];
+          for (int sign = 0; sign < 2; ++sign) {
+            blob->mutable_cpu_data()[idx] = orig + (sign ? -step : step);
+            layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+            loss[sign] = caffe_cpu_dot(top_diff.count(), top_diff.cpu_data(),
+                this->blob_top_->cpu_data());
+          }
+          blob->mutable_cpu_data()[idx] = orig;
+          const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
+          const Dtype scale = std::max<Dtype>(1,
+              std::max(std::abs(numeric), std::abs(analytic[idx])));
+          EXPECT_NEAR(numeric, analytic[idx], tol * scale)
+              << "unit " << ui << " direction " << di << " blob " << bi
+              << " element " << idx;
+        }
+      }
+    }
+  }
+}
+
+// VERTICAL, 1 x 1 patches and N = 1: the GEMMs use the bottom directly.
+TYPED_TEST(ReNetLayerTest, TestDirectInputPath) {
+  typedef typename TypeParam::Dtype Dtype;
+  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+      ReNetParameter_Unit_GRU};
+  for (int ui = 0; ui < 2; ++ui) {
+    this->blob_bottom_->Reshape(1, 3, 4, 3);
+    this->FillBottom();
+    LayerParameter lp = this->MakeParam(units[ui],
+        ReNetParameter_Direction_VERTICAL, 2, 1, 1);
+    this->CheckForward(lp);
+    ReNetLayer<Dtype> layer(lp);
+    GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
+    checker.CheckGradientExhaustive(&layer, this->blob_bottom_vec_,
+        this->blob_top_vec_);
+  }
+}
+
+TYPED_TEST(ReNetLayerTest, TestGradientAccumulation) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
+      ReNetParameter_Direction_VERTICAL, 3, 1, 2);
+  ReNetLayer<Dtype> layer(lp);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  FillerParameter fp;
+  GaussianFiller<Dtype> filler(fp);
+  Blob<Dtype> top_diff(this->blob_top_->shape());
+  filler.Fill(&top_diff);
+  caffe_copy(top_diff.count(), top_diff.cpu_data(),
+      this->blob_top_->mutable_cpu_diff());
+  for (int i = 0; i < 6; ++i) {
+    caffe_set(layer.blobs()[i]->count(), Dtype(0),
+        layer.blobs()[i]->mutable_cpu_diff());
+  }
+  vector<bool> prop(1, true);
+  layer.Backward(this->blob_top_vec_, prop, this->blob_bottom_vec_);
+  vector<vector<Dtype> > once(6);
+  for (int i = 0; i < 6; ++i) {
+    const Blob<Dtype>& b = *layer.blobs()[i];
+    once[i].assign(b.cpu_diff(), b.cpu_diff() + b.count());
+  }
+  vector<Dtype> bottom_once(this->blob_bottom_->cpu_diff(),
+      this->blob_bottom_->cpu_diff() + this->blob_bottom_->count());
+  layer.Backward(this->blob_top_vec_, prop, this->blob_bottom_vec_);
+  for (int i = 0; i < 6; ++i) {
+    const Blob<Dtype>& b = *layer.blobs()[i];
+    Dtype norm = 0;
+    for (int k = 0; k < b.count(); ++k) {
+      EXPECT_NEAR(b.cpu_diff()[k], 2 * once[i][k], 1e-5) << "blob " << i;
+      norm += std::abs(once[i][k]);
+    }
+    EXPECT_GT(norm, 0) << "blob " << i << " got no gradient";
+  }
+  // The bottom diff is overwritten, not accumulated.
+  for (int k = 0; k < this->blob_bottom_->count(); ++k) {
+    EXPECT_NEAR(this->blob_bottom_->cpu_diff()[k], bottom_once[k], 1e-6);
+  }
+}
+
+TYPED_TEST(ReNetLayerTest, TestNoPropagateDown) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter lp = this->MakeParam(ReNetParameter_Unit_GRU,
+      ReNetParameter_Direction_HORIZONTAL, 2, 1, 1);
+  ReNetLayer<Dtype> layer(lp);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  caffe_set(this->blob_top_->count(), Dtype(1),
+      this->blob_top_->mutable_cpu_diff());
+  caffe_set(this->blob_bottom_->count(), Dtype(7),
+      this->blob_bottom_->mutable_cpu_diff());
+  layer.Backward(this->blob_top_vec_, vector<bool>(1, false),
+      this->blob_bottom_vec_);
+  for (int k = 0; k < this->blob_bottom_->count(); ++k) {
+    EXPECT_EQ(this->blob_bottom_->cpu_diff()[k], 7);
+  }
+  EXPECT_GT(layer.blobs()[0]->asum_diff(), 0);
+}
+
+TYPED_TEST(ReNetLayerTest, TestReshape) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
+      ReNetParameter_Direction_HORIZONTAL, 3, 2, 2);
+  ReNetLayer<Dtype> layer(lp);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  const int shapes[][3] = {{2, 3, 4}, {1, 5, 3}, {3, 6, 6}, {2, 3, 4}};
+  for (int i = 0; i < 4; ++i) {
+    this->blob_bottom_->Reshape(shapes[i][0], 2, shapes[i][1], shapes[i][2]);
+    this->FillBottom();
+    layer.Reshape(this->blob_bottom_vec_, this->blob_top_vec_);
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    Blob<Dtype> expected;
+    ReferenceForward(*this->blob_bottom_, layer.blobs(), lp.renet_param(),
+        &expected);
+    ASSERT_EQ(expected.shape(), this->blob_top_->shape());
+    for (int k = 0; k < expected.count(); ++k) {
+      EXPECT_NEAR(expected.cpu_data()[k], this->blob_top_->cpu_data()[k],
+          2e-5);
+    }
+    caffe_set(this->blob_top_->count(), Dtype(1),
+        this->blob_top_->mutable_cpu_diff());
+    layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+        this->blob_bottom_vec_);
+    EXPECT_GT(this->blob_bottom_->asum_diff(), 0);
+  }
+}
+
+TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
+  typedef typename TypeParam::Dtype Dtype;
+  const std::string style = ::testing::FLAGS_gtest_death_test_style;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
+      ReNetParameter_Direction_VERTICAL, 0, 1, 1);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+        "renet_test.*num_output is 0");
+  }
+  lp.mutable_renet_param()->set_num_output(2);
+  lp.mutable_renet_param()->set_patch_w(0);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+        "renet_test.*patch_w is 0");
+  }
+  lp.mutable_renet_param()->set_patch_w(1);
+  Blob<Dtype> flat(vector<int>{2, 6});
+  vector<Blob<Dtype>*> flat_vec(1, &flat);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(flat_vec, this->blob_top_vec_),
+        "renet_test.*4 axes.*got 2 6");
+  }
+  vector<Blob<Dtype>*> two_bottoms(2, this->blob_bottom_);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(two_bottoms, this->blob_top_vec_),
+        "renet_test' has 2 bottoms; it takes exactly 1");
+  }
+  Blob<Dtype> top2;
+  vector<Blob<Dtype>*> two_tops(this->blob_top_vec_);
+  two_tops.push_back(&top2);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
+        "renet_test' has 2 tops; it produces exactly 1");
+  }
+  ::testing::FLAGS_gtest_death_test_style = style;
+}
+
+}  // namespace caffe
