@@ -68,6 +68,8 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] || [ ${#cmake_extra[@]} -gt 0 ]; then
 fi
 log "building Caffe (first build: ~10 min on 2 cores with a cold compiler cache; then seconds)"
 build_log="$BUILD_DIR/build.log"
+# The inner Caffe build is a separate ninja: pass the job count through.
+export CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}}
 if ! cmake --build "$BUILD_DIR" ${JOBS:+-j "$JOBS"} > "$build_log" 2>&1; then
   tail -n 40 "$build_log" >&2
   echo "error: the Caffe build failed; the whole log is $build_log" >&2

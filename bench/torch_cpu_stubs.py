@@ -12,7 +12,7 @@ ReNet tests and benchmark use) are unaffected.
 
     pip install --no-deps torch==2.13.0
     pip install typing_extensions filelock sympy networkx jinja2 fsspec
-    python tools/torch_cpu_stubs.py
+    python bench/torch_cpu_stubs.py
 """
 import argparse
 import importlib.util
