@@ -1,5 +1,4 @@
 """tools/build_lmdb.py: round trips, bad inputs, --skip-bad, atomic output."""
-import importlib.util
 import json
 import os
 
@@ -9,15 +8,8 @@ import pytest
 from hrenet import datasets as ds
 from hrenet import fixtures, lmdb_io
 
-TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools")
+from _tools import TOOLS, load_tool  # noqa: E402
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(TOOLS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

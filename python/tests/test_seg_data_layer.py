@@ -1,6 +1,5 @@
 """The SegData layer through pycaffe, on an LMDB that tools/build_lmdb.py
 built from a synthetic dataset that tools/make_synthetic.py wrote."""
-import importlib.util
 import os
 
 import numpy as np
@@ -8,16 +7,9 @@ import pytest
 
 from hrenet import lmdb_io
 
-TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools")
+from _tools import load_tool  # noqa: E402
 H, W = 40, 48
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(TOOLS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """The synthetic context dataset: determinism, labels, cue, real layouts."""
-import importlib.util
 import os
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from hrenet import datasets as ds
 from hrenet import synthetic
 
-TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools")
+from _tools import load_tool  # noqa: E402
 
 
 def neighbours(mask):
@@ -73,13 +72,6 @@ def test_objects_look_the_same_for_every_class():
     for k in means:
         assert np.abs(means[k] - means[1]).max() < 6
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(TOOLS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cli_voc_layout_read_by_voc_reader(tmp_path):
