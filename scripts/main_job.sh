@@ -24,7 +24,7 @@ py="$root/.venv/bin/python"
 caffe_bin="$root/.venv/bin/caffe"
 [ -x "$caffe_bin" ] || { echo "error: $caffe_bin missing; run scripts/setup.sh first" >&2; exit 1; }
 
-run_dir="$root/runs/smoke-$(date +%Y%m%d-%H%M%S)"
+run_dir="${RUNS_DIR:-$root/runs}/smoke-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$run_dir"
 git -C "$root" rev-parse HEAD > "$run_dir/commit" 2>/dev/null || echo unknown > "$run_dir/commit"
 printf '%q ' "$0" "$@" > "$run_dir/command"; echo >> "$run_dir/command"
