@@ -286,10 +286,10 @@ void PlanesToRows(int C, int L, const Dtype* src, int ss, const int* l_off,
 template <typename Dtype>
 void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
     Dtype* dst, int ds) {
-  for (int c0 = 0; c0 < C; c0 += kTile) {
-    const int c1 = std::min(C, c0 + kTile);
-    for (int l0 = 0; l0 < L; l0 += kTile) {
-      const int l1 = std::min(L, l0 + kTile);
+  for (int l0 = 0; l0 < L; l0 += kTile) {
+    const int l1 = std::min(L, l0 + kTile);
+    for (int c0 = 0; c0 < C; c0 += kTile) {
+      const int c1 = std::min(C, c0 + kTile);
       for (int c = c0; c < c1; ++c) {
         Dtype* d = dst + c * ds;
         for (int l = l0; l < l1; ++l) d[l] = src[l_off[l] * rs + c];
