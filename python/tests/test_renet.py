@@ -68,6 +68,28 @@ def test_forward_matches_numpy(net_from_string, unit, direction, patch):
 
 @pytest.mark.parametrize("unit", UNITS)
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("shape, patch", [((2, 40, 3, 4), (1, 1)),
+                                          ((2, 3, 9, 10), (4, 4))])
+def test_forward_matches_numpy_many_features(net_from_string, unit,
+                                             direction, shape, patch):
+    """Over 32 input features per patch the CPU layer projects all steps in
+    one GEMM (below, step by step): check that path as well."""
+    rng = np.random.RandomState(5)
+    d = 4
+    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
+    params = random_params(rng, unit, shape[1], *patch, d, scale=0.2)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, unit, direction, *patch)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    assert np.abs(ref).max() > 0.1
+
+
+@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_backward_matches_numeric(net_from_string, unit, direction):
     rng = np.random.RandomState(5)
     shape, d, patch = (2, 2, 4, 3), 3, (2, 2)

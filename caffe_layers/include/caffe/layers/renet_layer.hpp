@@ -85,7 +85,9 @@ namespace caffe {
  * X (T x B x K) (T steps, B = independent sequences of the whole batch;
  * for VERTICAL sweeps of 1 x 1 patches with N = 1 the bottom already is X
  * transposed and is used as it is),
- * the input projections of all positions are one GEMM per direction, the
+ * the input projections of all positions are one GEMM per direction (on
+ * the CPU, with at most 32 features per patch, one GEMM per step instead,
+ * so that each step's gates stay in cache), the
  * recurrence is one GEMM per step and direction over all B sequences (each
  * step's rows contiguous), the gate maths is one fused element-wise pass per
  * step (functions below, shared by CPU and CUDA), and the weight gradients

@@ -286,10 +286,10 @@ void PlanesToRows(int C, int L, const Dtype* src, int ss, const int* l_off,
 template <typename Dtype>
 void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
     Dtype* dst, int ds) {
-  for (int c0 = 0; c0 < C; c0 += kTile) {
-    const int c1 = std::min(C, c0 + kTile);
-    for (int l0 = 0; l0 < L; l0 += kTile) {
-      const int l1 = std::min(L, l0 + kTile);
+  for (int l0 = 0; l0 < L; l0 += kTile) {
+    const int l1 = std::min(L, l0 + kTile);
+    for (int c0 = 0; c0 < C; c0 += kTile) {
+      const int c1 = std::min(C, c0 + kTile);
       for (int c = c0; c < c1; ++c) {
         Dtype* d = dst + c * ds;
         for (int l = l0; l < l1; ++l) d[l] = src[l_off[l] * rs + c];
@@ -328,19 +328,31 @@ struct Sweep {
   bool grad_W, grad_U, grad_b;
 };
 
+// Input features up to which the projection is done step by step.
+const int kStepProjectionMaxK = 32;
+
 // Step (time) t of sweep s of a direction and its predecessor.
 inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
 
 template <typename Dtype>
 void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
   const int B = w.B, d = w.d, gd = w.gd;
-  // This direction's input projection of every position, one GEMM.
-  caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
-      w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
+  // This direction's input projection of every position, one GEMM; with few
+  // input features, one per step instead, so that the step finds its gates
+  // in cache rather than in memory.
+  const bool step_projection = !w.x_trans && w.K <= kStepProjectionMaxK;
+  if (!step_projection) {
+    caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
+        w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
+  }
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
     Dtype* at = w.a + t * B * gd;
+    if (step_projection) {
+      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, w.K, Dtype(1),
+          w.x + t * B * w.K, w.W, Dtype(0), at);
+    }
     Dtype* ht = w.h + t * B * d;
     const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
     Dtype* ut = NULL;
