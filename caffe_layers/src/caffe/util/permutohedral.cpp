@@ -194,8 +194,14 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
           const int i = i0 + b;
           int* key = keys[b + 1];
           const int* prev = keys[b];
-          PermutohedralSimplex(features + i * d, d, scale, key,
-                               &weight_[i * d1]);
+          // A constant d lets the compiler unroll the simplex's loops.
+          if (d == 5) {
+            PermutohedralSimplex(features + i * 5, 5, scale, key,
+                                 &weight_[i * 6]);
+          } else {
+            PermutohedralSimplex(features + i * d, d, scale, key,
+                                 &weight_[i * d1]);
+          }
           for (int r = 0; r < d1; ++r) {
             if (i > first &&
                 PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
@@ -274,9 +280,15 @@ bool PermutohedralLattice<Dtype>::InitDense(const Dtype* features,
   int* keys = &dense_keys_[0];
   ParallelFor(n, num_threads, [&](int begin, int end) {
     for (int i = begin; i < end; ++i) {
-      PermutohedralSimplex(features + i * d, d, scale,
-                           keys + static_cast<size_t>(i) * d1 * d,
-                           &weight_[i * d1]);
+      if (d == 2) {
+        PermutohedralSimplex(features + i * 2, 2, scale,
+                             keys + static_cast<size_t>(i) * 6,
+                             &weight_[i * 3]);
+      } else {
+        PermutohedralSimplex(features + i * d, d, scale,
+                             keys + static_cast<size_t>(i) * d1 * d,
+                             &weight_[i * d1]);
+      }
     }
   });
   int lo[kPermutohedralMaxDim], hi[kPermutohedralMaxDim];
