@@ -187,9 +187,15 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         DenseCRFFeatures(image, hw, i, width_, mean, inv_scale_, inv_pos_std_,
             inv_bi_xy_std_, inv_bi_rgb_std_, pos_feature + i * 2,
             bi_feature + i * 5);
+      }
+      // Transpose in blocks of pixels whose rows stay in the L1 cache.
+      for (int b = begin; b < end; b += 64) {
+        const int b_end = std::min(end, b + 64);
         for (int l = 0; l < num_labels; ++l) {
-          neg_unary[i * num_labels + l] =
-              DenseCRFNegUnary(score[l * hw + i], prob_);
+          for (int i = b; i < b_end; ++i) {
+            neg_unary[i * num_labels + l] =
+                DenseCRFNegUnary(score[l * hw + i], prob_);
+          }
         }
       }
       SoftmaxRowsCloned(begin, end, num_labels, neg_unary, q);
