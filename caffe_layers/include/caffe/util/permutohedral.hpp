@@ -344,6 +344,13 @@ class PermutohedralLattice {
   int num_vertices() const { return m_; }
 
  private:
+  /// Init() for small d: the vertices in a dense array over the keys'
+  /// bounding box instead of a hash table; false (nothing built) when the
+  /// box has too many cells.
+  bool InitDense(const Dtype* features, int num_threads);
+  /// The rest of Init(): the vertex ranges of the splat threads.
+  void FinishInit(int num_threads);
+
   int d_, n_, m_, c_;
   Dtype alpha_;                    // PermutohedralAlpha(d)
   const Dtype* blurred_;           // values_ or scratch_ after SplatBlur
@@ -353,8 +360,9 @@ class PermutohedralLattice {
   std::vector<int> blur_nbr_;      // (d+1) m 2: neighbours, m when absent
   std::vector<Dtype> values_;      // (m+1) c; row m stays zero
   std::vector<Dtype> scratch_;     // (m+1) c
-  std::vector<int> hash_slots_;    // hash table slots (reused by Init)
+  std::vector<int> hash_slots_;    // hash slots or InitDense grid (reused)
   std::vector<int> hash_keys_;     // m d: vertex keys (reused by Init)
+  std::vector<int> dense_keys_;    // n (d+1) d: corner keys (InitDense)
   // Further threads' tables while Init() runs in parallel.
   std::vector<std::vector<int> > extra_slots_, extra_keys_;
 

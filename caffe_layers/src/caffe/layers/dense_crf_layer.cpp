@@ -55,6 +55,27 @@ DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
   MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
 }
 
+// q_i = softmax(neg_unary_i) for i in [begin, end).
+template <typename Dtype>
+inline void SoftmaxRows(int begin, int end, int num_labels,
+    const Dtype* neg_unary, Dtype* q) {
+  std::copy(neg_unary + begin * num_labels, neg_unary + end * num_labels,
+            q + begin * num_labels);
+  for (int i = begin; i < end; ++i) {
+    DenseCRFSoftmax(q + i * num_labels, num_labels);
+  }
+}
+
+DENSE_CRF_CLONES void SoftmaxRowsCloned(int begin, int end, int num_labels,
+    const float* neg_unary, float* q) {
+  SoftmaxRows(begin, end, num_labels, neg_unary, q);
+}
+
+DENSE_CRF_CLONES void SoftmaxRowsCloned(int begin, int end, int num_labels,
+    const double* neg_unary, double* q) {
+  SoftmaxRows(begin, end, num_labels, neg_unary, q);
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -166,13 +187,18 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         DenseCRFFeatures(image, hw, i, width_, mean, inv_scale_, inv_pos_std_,
             inv_bi_xy_std_, inv_bi_rgb_std_, pos_feature + i * 2,
             bi_feature + i * 5);
-        for (int l = 0; l < num_labels; ++l) {
-          neg_unary[i * num_labels + l] =
-              DenseCRFNegUnary(score[l * hw + i], prob_);
-          q[i * num_labels + l] = neg_unary[i * num_labels + l];
-        }
-        DenseCRFSoftmax(q + i * num_labels, num_labels);
       }
+      // Transpose in blocks of pixels whose rows stay in the L1 cache.
+      for (int b = begin; b < end; b += 64) {
+        const int b_end = std::min(end, b + 64);
+        for (int l = 0; l < num_labels; ++l) {
+          for (int i = b; i < b_end; ++i) {
+            neg_unary[i * num_labels + l] =
+                DenseCRFNegUnary(score[l * hw + i], prob_);
+          }
+        }
+      }
+      SoftmaxRowsCloned(begin, end, num_labels, neg_unary, q);
     });
     const Dtype* feature[2] = {pos_feature, bi_feature};
     for (int k = 0; k < 2; ++k) {
@@ -204,10 +230,14 @@ void DenseCRFLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       }, 1024);
     }
     Dtype* top_data = top[0]->mutable_cpu_data() + top[0]->offset(n);
+    // Transpose in blocks of pixels whose rows of Q stay in the L1 cache.
     ParallelFor(hw, threads, [&](int begin, int end) {
-      for (int l = 0; l < num_labels; ++l) {
-        for (int i = begin; i < end; ++i) {
-          top_data[l * hw + i] = q[i * num_labels + l];
+      for (int b = begin; b < end; b += 64) {
+        const int b_end = std::min(end, b + 64);
+        for (int l = 0; l < num_labels; ++l) {
+          for (int i = b; i < b_end; ++i) {
+            top_data[l * hw + i] = q[i * num_labels + l];
+          }
         }
       }
     });

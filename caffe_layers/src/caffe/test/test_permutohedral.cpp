@@ -71,9 +71,19 @@ class PermutohedralTest : public ::testing::Test {
   // Filters of random values against the brute force: the relative L2
   // error of the raw filter and of the normalised one, filter(v)/filter(1)
   // (what the CRF uses through its normalisation).
-  void CompareWithBruteForce(int d, double raw_bound, double norm_bound) {
-    const int n = 300;
-    const std::vector<double> f = RandomPoints(n, d, 3.0);
+  // With @p spread > 0 the points form three clusters of the same density,
+  // spread apart along the diagonal: far enough apart for Init() to leave
+  // its dense grid (d <= 2) and packed keys (d <= 5) for the plain hash
+  // table.
+  void CompareWithBruteForce(int d, double raw_bound, double norm_bound,
+      double spread = 0) {
+    const int n = spread > 0 ? 900 : 300;  // 300 points a cluster
+    std::vector<double> f = RandomPoints(n, d, 3.0);
+    for (int i = 0; i < n; ++i) {
+      for (int a = 0; a < d; ++a) {
+        f[i * d + a] += (i % 3) * spread;
+      }
+    }
     const std::vector<double> v = RandomValues(n);
     const std::vector<double> ones(n, 1.0);
     const std::vector<double> exact = BruteForceGauss(f, d, v, 1);
@@ -149,6 +159,13 @@ TYPED_TEST(PermutohedralTest, TestAgainstBruteForce2D) {
 
 TYPED_TEST(PermutohedralTest, TestAgainstBruteForce5D) {
   this->CompareWithBruteForce(5, 0.5, 0.03);
+}
+
+TYPED_TEST(PermutohedralTest, TestAgainstBruteForceSpread) {
+  this->CompareWithBruteForce(2, 0.25, 0.03, 3000.0);
+  this->CompareWithBruteForce(3, 0.5, 0.03, 3000.0);
+  this->CompareWithBruteForce(3, 0.5, 0.03);
+  this->CompareWithBruteForce(5, 0.5, 0.03, 3000.0);
 }
 
 // splat = slice^T and each axis' blur is symmetric; the blurs along

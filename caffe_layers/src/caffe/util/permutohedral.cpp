@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "caffe/util/permutohedral.hpp"
@@ -9,52 +10,80 @@ namespace {
 
 // Open-addressing hash table from d-integer keys to vertex numbers; grows
 // (doubling) to keep the load factor below one half. Its storage belongs to
-// the lattice, so that repeated Init() calls reuse the memory.
+// the lattice, so that repeated Init() calls reuse the memory. When the
+// caller knows every key coordinate (neighbours included) lies in
+// (-2048, 2048) and d <= 5, the keys are packed 12 bits a coordinate into
+// 64 bits kept in the slot beside the vertex number: a probe then reads one
+// slot instead of a slot and a key elsewhere.
 class LatticeHashTable {
  public:
-  LatticeHashTable(int d, int expected, std::vector<int>* slots,
-      std::vector<int>* keys) : d_(d), size_(0), slots_(*slots),
-      keys_(*keys) {
-    int capacity = 1024;
-    while (capacity < 2 * expected) {
-      capacity *= 2;
+  LatticeHashTable(int d, int expected, bool packed, std::vector<int>* slots,
+      std::vector<int>* keys) : d_(d), size_(0), capacity_(1024),
+      stride_(packed ? 4 : 1), slots_(*slots), keys_(*keys) {
+    while (capacity_ < 2 * expected) {
+      capacity_ *= 2;
     }
-    slots_.assign(capacity, -1);
+    slots_.assign(static_cast<size_t>(capacity_) * stride_, -1);
     keys_.clear();
   }
 
-  // Vertex number of key, inserting it when absent.
-  int FindOrInsert(const int* key) {
-    if (2 * (size_ + 1) > static_cast<int>(slots_.size())) {
+  static bool CanPack(int d, int max_abs) {
+    return d <= 5 && max_abs < 2048;
+  }
+
+  static unsigned int Hash(const int* key, int d) {
+    return PermutohedralHash(key, d);
+  }
+
+  // Hints the cache about the first slot probed for a key of this hash.
+  void Prefetch(unsigned int hash) const {
+#ifdef __GNUC__
+    __builtin_prefetch(&slots_[static_cast<size_t>(hash & (capacity_ - 1)) *
+                               stride_]);
+#endif
+  }
+
+  // Vertex number of key (of hash Hash(key, d)), inserting it when absent.
+  int FindOrInsert(const int* key, unsigned int hash) {
+    if (2 * (size_ + 1) > capacity_) {
       Grow();
     }
-    const unsigned int mask = slots_.size() - 1;
-    unsigned int h = PermutohedralHash(key, d_) & mask;
+    int packed[2];
+    Pack(key, packed);
+    const unsigned int mask = capacity_ - 1;
+    unsigned int h = hash & mask;
     while (true) {
-      const int v = slots_[h];
-      if (v < 0) {
-        slots_[h] = size_;
+      int* slot = &slots_[static_cast<size_t>(h) * stride_];
+      if (slot[0] < 0) {
+        slot[0] = size_;
+        if (stride_ > 1) {
+          slot[1] = packed[0];
+          slot[2] = packed[1];
+        }
         keys_.insert(keys_.end(), key, key + d_);
         return size_++;
       }
-      if (PermutohedralKeysEqual(key, &keys_[v * d_], d_)) {
-        return v;
+      if (Equal(key, packed, slot)) {
+        return slot[0];
       }
       h = (h + 1) & mask;
     }
   }
 
-  // Vertex number of key, or -1.
-  int Find(const int* key) const {
-    const unsigned int mask = slots_.size() - 1;
-    unsigned int h = PermutohedralHash(key, d_) & mask;
+  int FindOrInsert(const int* key) {
+    return FindOrInsert(key, Hash(key, d_));
+  }
+
+  // Vertex number of key (of hash Hash(key, d)), or -1.
+  int Find(const int* key, unsigned int hash) const {
+    int packed[2];
+    Pack(key, packed);
+    const unsigned int mask = capacity_ - 1;
+    unsigned int h = hash & mask;
     while (true) {
-      const int v = slots_[h];
-      if (v < 0) {
-        return -1;
-      }
-      if (PermutohedralKeysEqual(key, &keys_[v * d_], d_)) {
-        return v;
+      const int* slot = &slots_[static_cast<size_t>(h) * stride_];
+      if (slot[0] < 0 || Equal(key, packed, slot)) {
+        return slot[0];
       }
       h = (h + 1) & mask;
     }
@@ -64,20 +93,43 @@ class LatticeHashTable {
   const int* key(int v) const { return &keys_[v * d_]; }
 
  private:
-  void Grow() {
-    std::vector<int> slots(slots_.size() * 2, -1);
-    const unsigned int mask = slots.size() - 1;
-    for (int v = 0; v < size_; ++v) {
-      unsigned int h = PermutohedralHash(key(v), d_) & mask;
-      while (slots[h] >= 0) {
-        h = (h + 1) & mask;
-      }
-      slots[h] = v;
+  void Pack(const int* key, int* packed) const {
+    if (stride_ == 1) {
+      return;
     }
-    slots_.swap(slots);
+    uint64_t p = 0;
+    for (int a = d_ - 1; a >= 0; --a) {
+      p = (p << 12) | static_cast<uint64_t>(key[a] + 2048);
+    }
+    packed[0] = static_cast<int>(static_cast<uint32_t>(p));
+    packed[1] = static_cast<int>(static_cast<uint32_t>(p >> 32));
   }
 
-  int d_, size_;
+  bool Equal(const int* key, const int* packed, const int* slot) const {
+    if (stride_ > 1) {
+      return slot[1] == packed[0] && slot[2] == packed[1];
+    }
+    return PermutohedralKeysEqual(key, &keys_[slot[0] * d_], d_);
+  }
+
+  void Grow() {
+    capacity_ *= 2;
+    slots_.assign(static_cast<size_t>(capacity_) * stride_, -1);
+    const unsigned int mask = capacity_ - 1;
+    for (int v = 0; v < size_; ++v) {
+      unsigned int h = PermutohedralHash(key(v), d_) & mask;
+      while (slots_[static_cast<size_t>(h) * stride_] >= 0) {
+        h = (h + 1) & mask;
+      }
+      int* slot = &slots_[static_cast<size_t>(h) * stride_];
+      slot[0] = v;
+      if (stride_ > 1) {
+        Pack(key(v), slot + 1);
+      }
+    }
+  }
+
+  int d_, size_, capacity_, stride_;
   std::vector<int>& slots_;
   std::vector<int>& keys_;
 };
@@ -98,10 +150,24 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
   weight_.resize(n * d1);
   Dtype scale[kPermutohedralMaxDim];
   PermutohedralScales(d, scale);
+  if (d <= 2 && InitDense(features, num_threads)) {
+    FinishInit(num_threads);
+    return;
+  }
   // Each thread hashes the corners of a contiguous range of points into its
   // own table (local vertex numbers); the tables are then merged into the
   // first and the offsets renumbered. The vertex numbering differs with the
   // thread count, the filter's result does not (sums run in point order).
+  // Every key coordinate, the blur's neighbours included, is within
+  // d max|f scale| + 4 (d + 1) of zero.
+  Dtype max_abs = 0;
+  for (int i = 0; i < n; ++i) {
+    for (int a = 0; a < d; ++a) {
+      max_abs = std::max(max_abs, std::abs(features[i * d + a] * scale[a]));
+    }
+  }
+  const bool packed = max_abs < Dtype(1 << 20) && LatticeHashTable::CanPack(
+      d, static_cast<int>(d * max_abs) + 4 * d1 + 8);
   const int chunks = std::max(1, std::min(num_threads, n / 16384));
   const int step = (n + chunks - 1) / chunks;
   extra_slots_.resize(chunks - 1);
@@ -109,28 +175,53 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
   std::vector<shared_ptr<LatticeHashTable> > tables(chunks);
   ParallelFor(chunks, chunks, [&](int begin, int end) {
     for (int t = begin; t < end; ++t) {
-      tables[t].reset(new LatticeHashTable(d, std::max(1024, step / 2),
+      tables[t].reset(new LatticeHashTable(d, std::max(1024, step / 2), packed,
           t == 0 ? &hash_slots_ : &extra_slots_[t - 1],
           t == 0 ? &hash_keys_ : &extra_keys_[t - 1]));
       LatticeHashTable& table = *tables[t];
       // Neighbouring points often share simplex corners: reuse the previous
       // point's vertex when corner r has the same key, else hash.
-      int keys[2][(kPermutohedralMaxDim + 1) * kPermutohedralMaxDim];
+      // Blocks of kBlock points: simplices and hashes first, prefetching
+      // the slots, then the look-ups, so that cache misses overlap.
+      const int kBlock = 8, kKeys = (kPermutohedralMaxDim + 1) *
+          kPermutohedralMaxDim;
+      int keys[kBlock + 1][kKeys];
+      unsigned int hash[kBlock][kPermutohedralMaxDim + 1];
       const int first = t * step, last = std::min(n, first + step);
-      for (int i = first; i < last; ++i) {
-        int* key = keys[i & 1];
-        const int* prev = keys[(i + 1) & 1];
-        PermutohedralSimplex(features + i * d, d, scale, key,
-                             &weight_[i * d1]);
-        for (int r = 0; r < d1; ++r) {
-          const int k = i * d1 + r;
-          if (i > first &&
-              PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
-            offset_[k] = offset_[k - d1];
+      for (int i0 = first; i0 < last; i0 += kBlock) {
+        const int count = std::min(kBlock, last - i0);
+        for (int b = 0; b < count; ++b) {
+          const int i = i0 + b;
+          int* key = keys[b + 1];
+          const int* prev = keys[b];
+          // A constant d lets the compiler unroll the simplex's loops.
+          if (d == 5) {
+            PermutohedralSimplex(features + i * 5, 5, scale, key,
+                                 &weight_[i * 6]);
           } else {
-            offset_[k] = table.FindOrInsert(key + r * d);
+            PermutohedralSimplex(features + i * d, d, scale, key,
+                                 &weight_[i * d1]);
+          }
+          for (int r = 0; r < d1; ++r) {
+            if (i > first &&
+                PermutohedralKeysEqual(key + r * d, prev + r * d, d)) {
+              hash[b][r] = 0;
+              offset_[i * d1 + r] = -1;
+            } else {
+              hash[b][r] = LatticeHashTable::Hash(key + r * d, d);
+              offset_[i * d1 + r] = 0;
+              table.Prefetch(hash[b][r]);
+            }
           }
         }
+        for (int b = 0; b < count; ++b) {
+          for (int r = 0; r < d1; ++r) {
+            const int k = (i0 + b) * d1 + r;
+            offset_[k] = offset_[k] < 0 ? offset_[k - d1] :
+                table.FindOrInsert(keys[b + 1] + r * d, hash[b][r]);
+          }
+        }
+        std::copy(keys[count], keys[count] + d1 * d, keys[0]);
       }
     }
   }, 1);
@@ -148,6 +239,129 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
     });
   }
   m_ = table.size();
+  // n2 of w along j is v exactly when n1 of v along j is w, so one lookup
+  // per vertex and direction fills both (each w has one such v: no race).
+  blur_nbr_.assign(static_cast<size_t>(d1) * m_ * 2, m_);
+  ParallelFor(m_, num_threads, [&](int begin, int end) {
+    const int kBlock = 16;
+    int n1[kBlock][kPermutohedralMaxDim], n2[kPermutohedralMaxDim];
+    unsigned int hash[kBlock];
+    for (int j = 0; j <= d; ++j) {
+      int* nbr = &blur_nbr_[static_cast<size_t>(j) * m_ * 2];
+      for (int v0 = begin; v0 < end; v0 += kBlock) {
+        const int count = std::min(kBlock, end - v0);
+        for (int b = 0; b < count; ++b) {
+          PermutohedralNeighbors(table.key(v0 + b), d, j, n1[b], n2);
+          hash[b] = LatticeHashTable::Hash(n1[b], d);
+          table.Prefetch(hash[b]);
+        }
+        for (int b = 0; b < count; ++b) {
+          const int v = v0 + b;
+          const int w = table.Find(n1[b], hash[b]);
+          if (w >= 0) {
+            nbr[2 * v] = w;
+            nbr[2 * w + 1] = v;
+          }
+        }
+      }
+    }
+  });
+  FinishInit(num_threads);
+}
+
+template <typename Dtype>
+bool PermutohedralLattice<Dtype>::InitDense(const Dtype* features,
+    int num_threads) {
+  const int d = d_, d1 = d_ + 1, n = n_;
+  Dtype scale[kPermutohedralMaxDim];
+  PermutohedralScales(d, scale);
+  // The keys of all corners, then their bounding box.
+  dense_keys_.resize(static_cast<size_t>(n) * d1 * d);
+  int* keys = &dense_keys_[0];
+  ParallelFor(n, num_threads, [&](int begin, int end) {
+    for (int i = begin; i < end; ++i) {
+      if (d == 2) {
+        PermutohedralSimplex(features + i * 2, 2, scale,
+                             keys + static_cast<size_t>(i) * 6,
+                             &weight_[i * 3]);
+      } else {
+        PermutohedralSimplex(features + i * d, d, scale,
+                             keys + static_cast<size_t>(i) * d1 * d,
+                             &weight_[i * d1]);
+      }
+    }
+  });
+  int lo[kPermutohedralMaxDim], hi[kPermutohedralMaxDim];
+  for (int a = 0; a < d; ++a) {
+    lo[a] = hi[a] = keys[a];
+  }
+  const size_t num_keys = static_cast<size_t>(n) * d1;
+  for (size_t k = 0; k < num_keys; ++k) {
+    for (int a = 0; a < d; ++a) {
+      lo[a] = std::min(lo[a], keys[k * d + a]);
+      hi[a] = std::max(hi[a], keys[k * d + a]);
+    }
+  }
+  // Index of a key in the box; the neighbours looked up by the blur may
+  // lie one step outside it, so the box gets a margin of d + 1.
+  int64_t stride[kPermutohedralMaxDim];
+  int64_t cells = 1;
+  for (int a = d - 1; a >= 0; --a) {
+    lo[a] -= d1;
+    hi[a] += d1;
+    stride[a] = cells;
+    cells *= hi[a] - lo[a] + 1;
+    if (cells > 4 * static_cast<int64_t>(num_keys) + (1 << 16)) {
+      return false;
+    }
+  }
+  int64_t base = 0;
+  for (int a = 0; a < d; ++a) {
+    base += lo[a] * stride[a];
+  }
+  hash_slots_.assign(cells, -1);
+  hash_keys_.clear();
+  int* grid = &hash_slots_[0];
+  int m = 0;
+  for (size_t k = 0; k < num_keys; ++k) {
+    const int* key = keys + k * d;
+    int64_t cell = -base;
+    for (int a = 0; a < d; ++a) {
+      cell += key[a] * stride[a];
+    }
+    int v = grid[cell];
+    if (v < 0) {
+      v = grid[cell] = m++;
+      hash_keys_.insert(hash_keys_.end(), key, key + d);
+    }
+    offset_[k] = v;
+  }
+  m_ = m;
+  blur_nbr_.assign(static_cast<size_t>(d1) * m_ * 2, m_);
+  ParallelFor(m_, num_threads, [&](int begin, int end) {
+    int n1[kPermutohedralMaxDim], n2[kPermutohedralMaxDim];
+    for (int j = 0; j <= d; ++j) {
+      int* nbr = &blur_nbr_[static_cast<size_t>(j) * m_ * 2];
+      for (int v = begin; v < end; ++v) {
+        PermutohedralNeighbors(&hash_keys_[v * d], d, j, n1, n2);
+        int64_t cell = -base;
+        for (int a = 0; a < d; ++a) {
+          cell += n1[a] * stride[a];
+        }
+        const int w = grid[cell];
+        if (w >= 0) {
+          nbr[2 * v] = w;
+          nbr[2 * w + 1] = v;
+        }
+      }
+    }
+  });
+  return true;
+}
+
+template <typename Dtype>
+void PermutohedralLattice<Dtype>::FinishInit(int num_threads) {
+  const int d1 = d_ + 1, n = n_;
   // Splat work per thread: split the vertices into ranges that receive
   // about the same number of (point, corner) entries.
   std::vector<int> entries_before(m_ + 1, 0);
@@ -165,23 +379,6 @@ void PermutohedralLattice<Dtype>::Init(const Dtype* features, int d, int n,
     splat_bounds_[t] = std::lower_bound(entries_before.begin(),
         entries_before.end(), target) - entries_before.begin();
   }
-  // n2 of w along j is v exactly when n1 of v along j is w, so one lookup
-  // per vertex and direction fills both (each w has one such v: no race).
-  blur_nbr_.assign(static_cast<size_t>(d1) * m_ * 2, m_);
-  ParallelFor(m_, num_threads, [&](int begin, int end) {
-    int n1[kPermutohedralMaxDim], n2[kPermutohedralMaxDim];
-    for (int j = 0; j <= d; ++j) {
-      int* nbr = &blur_nbr_[static_cast<size_t>(j) * m_ * 2];
-      for (int v = begin; v < end; ++v) {
-        PermutohedralNeighbors(table.key(v), d, j, n1, n2);
-        const int w = table.Find(n1);
-        if (w >= 0) {
-          nbr[2 * v] = w;
-          nbr[2 * w + 1] = v;
-        }
-      }
-    }
-  });
 }
 
 template <typename Dtype>
