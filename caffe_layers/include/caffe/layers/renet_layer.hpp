@@ -160,6 +160,12 @@ class ReNetLayer : public Layer<Dtype> {
 // Each call handles hidden unit j of one sequence; `a` points at that
 // sequence's G d gate values, `d` is the number of hidden units.
 
+/// Gates per hidden unit: G = 4 (LSTM: i, f, o, g), 3 (GRU: r, z, n), 1 (IRNN).
+RENET_HD inline int renet_num_gates(int unit) {
+  return unit == ReNetParameter_Unit_LSTM ? 4 :
+      (unit == ReNetParameter_Unit_GRU ? 3 : 1);
+}
+
 /// exp for float: Cephes' polynomial (about 1 ulp for |x| <= 87; |x| is
 /// clamped to 87). Integer-only clamping and rounding keep the CPU loops
 /// free of branches so that the compiler vectorises them; the CUDA kernels

@@ -133,8 +133,7 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   unit_ = p.unit();
   vertical_ = p.direction() == ReNetParameter_Direction_VERTICAL;
   d_ = p.num_output();
-  G_ = unit_ == ReNetParameter_Unit_LSTM ? 4 :
-       (unit_ == ReNetParameter_Unit_GRU ? 3 : 1);
+  G_ = renet_num_gates(unit_);
   ph_ = p.patch_h();
   pw_ = p.patch_w();
   C_ = bottom[0]->channels();

@@ -70,8 +70,7 @@ template <typename Dtype>
 __global__ void ReNetForwardStep(const int count, int unit, int s, int T,
     int B, int d, Dtype* a, Dtype* h, Dtype* c, const Dtype* u,
     const Dtype* zeros, const Dtype* bias0, const Dtype* bias1) {
-  const int gd = (unit == ReNetParameter_Unit_LSTM ? 4 :
-      (unit == ReNetParameter_Unit_GRU ? 3 : 1)) * d;
+  const int gd = renet_num_gates(unit) * d;
   CUDA_KERNEL_LOOP(index, count) {
     const int dir = index / (B * d), b = (index / d) % B, j = index % d;
     const int t = dir == 0 ? s : T - 1 - s;
@@ -98,8 +97,7 @@ __global__ void ReNetBackwardStep(const int count, int unit, int s, int T,
     int B, int d, const Dtype* a, const Dtype* h, const Dtype* c,
     const Dtype* u, const Dtype* zeros, Dtype* da, Dtype* dh, Dtype* dc,
     Dtype* du) {
-  const int gd = (unit == ReNetParameter_Unit_LSTM ? 4 :
-      (unit == ReNetParameter_Unit_GRU ? 3 : 1)) * d;
+  const int gd = renet_num_gates(unit) * d;
   CUDA_KERNEL_LOOP(index, count) {
     const int dir = index / (B * d), b = (index / d) % B, j = index % d;
     const int t = dir == 0 ? s : T - 1 - s;
