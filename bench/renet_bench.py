@@ -1,8 +1,10 @@
 """Benchmark a ReNet layer group (vertical then horizontal) against PyTorch.
 
-Our group: two Caffe "ReNet" LSTM layers (the first with the case's patch
-size, the second 1x1). PyTorch's group: patch extraction, nn.LSTM
-(bidirectional) over the columns, then nn.LSTM over the rows, with
+Our group: two Caffe "ReNet" LSTM layers, each with its own patch size
+(case A: 2x2 for both, as in the paper's N-ReNet group 1, which reduces the
+resolution by 4 per side; A21: 2x2 then 1x1, kept for comparison with
+earlier runs). PyTorch's group: patch extraction, nn.LSTM (bidirectional)
+over the columns, then patch extraction again and nn.LSTM over the rows, with
 torch.set_num_threads(THREADS), timed with its default oneDNN path and with
 torch.backends.mkldnn.flags(enabled=False). Both compute the input gradient
 in the backward pass. Each (case, framework) runs in its own process, so
@@ -29,14 +31,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name: (N, C, H, W, patch, d, backward)
+# name: (N, C, H, W, (patch of the vertical layer, of the horizontal), d,
+#        backward)
 CASES = {
-    "A": (1, 3, 240, 320, 2, 100, True),
-    "B": (1, 1024, 50, 63, 1, 120, True),
-    "B10": (10, 1024, 50, 63, 1, 120, True),
-    "C": (1, 2048, 50, 63, 1, 120, True),
-    "D": (1, 1024, 47, 63, 1, 120, False),
+    "A": (1, 3, 240, 320, (2, 2), 100, True),
+    "A21": (1, 3, 240, 320, (2, 1), 100, True),
+    "B": (1, 1024, 50, 63, (1, 1), 120, True),
+    "B10": (10, 1024, 50, 63, (1, 1), 120, True),
+    "C": (1, 2048, 50, 63, (1, 1), 120, True),
+    "D": (1, 1024, 47, 63, (1, 1), 120, False),
 }
+# The issue's cases (A21 is an extra).
+DEFAULT_CASES = ["A", "B", "B10", "C", "D"]
 FRAMEWORKS = ["caffe", "torch-onednn", "torch-native"]
 
 
@@ -75,12 +81,13 @@ def timed(fn, repeats, warmup):
 
 def group_gflop(case):
     """Matrix-product GFLOP of the layer group's forward pass."""
-    n, c, h, w, p, d, _ = case
-    gh, gw = -(-h // p), -(-w // p)
-    pos = n * gh * gw
+    n, c, h, w, (p1, p2), d, _ = case
     flop = 0
-    for k in (c * p * p, 2 * d):  # the two layers' input features
-        flop += 2 * pos * k * 8 * d  # projection, 2 directions x 4 gates
+    # The two layers: input channels, patch, input size.
+    for k, p in ((c, p1), (2 * d, p2)):
+        h, w = -(-h // p), -(-w // p)
+        pos = n * h * w
+        flop += 2 * pos * k * p * p * 8 * d  # projection, 2 dirs x 4 gates
         flop += 2 * pos * d * 8 * d  # recurrence
     return flop / 1e9
 
@@ -93,16 +100,17 @@ def worker_caffe(case, threads, repeats, warmup):
     import numpy as np
     import caffe
     caffe.set_mode_cpu()
-    n, c, h, w, p, d, backward = case
+    n, c, h, w, (p1, p2), d, backward = case
     proto = f"""
 force_backward: {"true" if backward else "false"}
 layer {{ name: "data" type: "Input" top: "data"
   input_param {{ shape {{ dim: {n} dim: {c} dim: {h} dim: {w} }} }} }}
 layer {{ name: "renet_v" type: "ReNet" bottom: "data" top: "v"
-  renet_param {{ num_output: {d} direction: VERTICAL patch_h: {p}
-    patch_w: {p} }} }}
+  renet_param {{ num_output: {d} direction: VERTICAL patch_h: {p1}
+    patch_w: {p1} }} }}
 layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
-  renet_param {{ num_output: {d} direction: HORIZONTAL }} }}
+  renet_param {{ num_output: {d} direction: HORIZONTAL patch_h: {p2}
+    patch_w: {p2} }} }}
 """
     import tempfile
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
@@ -128,22 +136,31 @@ def worker_torch(case, threads, repeats, warmup, onednn):
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    n, c, h, w, p, d, backward = case
-    gh, gw = -(-h // p), -(-w // p)
-    lstm_v = torch.nn.LSTM(c * p * p, d, bidirectional=True)
-    lstm_h = torch.nn.LSTM(2 * d, d, bidirectional=True)
+    n, c, h, w, (p1, p2), d, backward = case
+    gh, gw = -(-h // p1), -(-w // p1)       # the vertical layer's grid
+    gh2, gw2 = -(-gh // p2), -(-gw // p2)   # the horizontal layer's grid
+    lstm_v = torch.nn.LSTM(c * p1 * p1, d, bidirectional=True)
+    lstm_h = torch.nn.LSTM(2 * d * p2 * p2, d, bidirectional=True)
     x = torch.randn(n, c, h, w)
 
+    def patches(inp, p, gh, gw):
+        """N x C x H x W -> N x gh x gw x (C p p), features in (c, dy, dx)
+        order, zero-padded at the bottom/right."""
+        nn_, cc, hh, ww = inp.shape
+        if gh * p != hh or gw * p != ww:
+            inp = torch.nn.functional.pad(inp, (0, gw * p - ww, 0, gh * p - hh))
+        t = inp.reshape(nn_, cc, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+        return t.reshape(nn_, gh, gw, cc * p * p)
+
     def group(inp):
-        if gh * p != h or gw * p != w:
-            inp = torch.nn.functional.pad(inp, (0, gw * p - w, 0, gh * p - h))
-        t = inp.reshape(n, c, gh, p, gw, p).permute(2, 0, 4, 1, 3, 5)
-        t = t.reshape(gh, n * gw, c * p * p)          # columns, top->bottom
+        t = patches(inp, p1, gh, gw).permute(1, 0, 2, 3)
+        t = t.reshape(gh, n * gw, -1)                 # columns, top->bottom
         v, _ = lstm_v(t)                              # gh x (n gw) x 2d
-        v = v.reshape(gh, n, gw, 2 * d).permute(2, 1, 0, 3)
-        v = v.reshape(gw, n * gh, 2 * d)              # rows, left->right
-        o, _ = lstm_h(v)
-        return o.reshape(gw, n, gh, 2 * d).permute(1, 3, 2, 0)
+        v = v.reshape(gh, n, gw, 2 * d).permute(1, 3, 0, 2)  # N 2d gh gw
+        r = patches(v, p2, gh2, gw2).permute(2, 0, 1, 3)
+        r = r.reshape(gw2, n * gh2, -1)               # rows, left->right
+        o, _ = lstm_h(r)
+        return o.reshape(gw2, n, gh2, 2 * d).permute(1, 3, 2, 0)
 
     out = {}
     with torch.backends.mkldnn.flags(enabled=onednn):
@@ -153,7 +170,7 @@ def worker_torch(case, threads, repeats, warmup, onednn):
         out["fwd_ms"], out["fwd_load"] = timed(fwd, repeats, warmup)
         if backward:
             xg = x.clone().requires_grad_(True)
-            grad = torch.randn(n, 2 * d, gh, gw)
+            grad = torch.randn(n, 2 * d, gh2, gw2)
 
             def step():
                 xg.grad = None
@@ -213,7 +230,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=list(CASES),
+    p.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
                    choices=list(CASES), help="cases to run")
     p.add_argument("--frameworks", nargs="+", default=FRAMEWORKS,
                    choices=FRAMEWORKS, help="implementations to time")

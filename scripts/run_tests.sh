@@ -22,6 +22,8 @@ if [ -z "$filter" ] && grep -q "CPU_ONLY:BOOL=ON" "$root/$BUILD_DIR/CMakeCache.t
 fi
 
 export GLOG_minloglevel=${GLOG_minloglevel:-2}
+# OpenBLAS's kernels for this CPU, for the gtest binary too.
+eval "$("$py" "$root/tools/blas_env.py" --shell)"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 failed=()

@@ -78,8 +78,16 @@ fi
 
 # ---- Make caffe usable from the venv -----------------------------------------
 site=$("$venv_py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-printf '%s\n%s\n' "$root/$BUILD_DIR/caffe-src/python" "$root/python" > "$site/hrenet-caffe.pth"
-ln -sf "$root/$BUILD_DIR/caffe-build/tools/caffe" "$VENV/bin/caffe"
+# The .pth puts pycaffe and our package on the path and picks OpenBLAS's
+# kernels for this CPU before anything loads the library
+# (python/hrenet/blas_env.py); the venv's caffe does the same, then runs the
+# built binary.
+printf '%s\n%s\n%s\n' "$root/$BUILD_DIR/caffe-src/python" "$root/python" \
+  'import hrenet.blas_env; hrenet.blas_env.apply_quietly()' > "$site/hrenet-caffe.pth"
+rm -f "$VENV/bin/caffe"  # an older setup left a symlink to the binary here
+printf '#!/bin/sh\n# Written by scripts/setup.sh: the built caffe, with OPENBLAS_CORETYPE\n# chosen for this CPU (python/hrenet/blas_env.py).\nexec "%s" "%s" --exec "%s" "$@"\n' \
+  "$venv_py" "$root/tools/blas_env.py" "$root/$BUILD_DIR/caffe-build/tools/caffe" > "$VENV/bin/caffe"
+chmod +x "$VENV/bin/caffe"
 "$venv_py" -c 'import caffe' || { echo "error: 'import caffe' fails in $VENV" >&2; exit 1; }
 log "caffe: $("$VENV/bin/caffe" --version 2>&1 | tail -n 1); import caffe: ok"
 
