@@ -297,6 +297,57 @@ void RowsToPlanes(int C, int L, const Dtype* src, const int* l_off, int rs,
   }
 }
 
+// Copies between an image (C x H x W) and the rows of its s x t patches
+// (patch (gy, gx) at row row_y[gy] + row_x[gx], K = C s t features in
+// (c, dy, dx) order), either way: kToRows gathers the image into the rows,
+// else the rows are scattered back into the image. Only the patch rows
+// gy in [gy0, gy1) are touched, so two threads can split them. Patches run
+// in tiles of 16 along x, so that each tile's rows stay in cache while the
+// channels fill them, and each image row segment is read or written whole.
+// Pixels beyond H x W (the zero padding) are skipped.
+template <bool kToRows, typename Dtype>
+void PatchCopy(int C, int H, int W, int s, int t, int gy0, int gy1, int gw,
+    const int* row_y, const int* row_x, int K, Dtype* image, Dtype* rows) {
+  const int kPatchTile = 16;
+  Dtype* row[kPatchTile];
+  for (int gy = gy0; gy < gy1; ++gy) {
+    for (int gx0 = 0; gx0 < gw; gx0 += kPatchTile) {
+      const int count = std::min(kPatchTile, gw - gx0);
+      for (int k = 0; k < count; ++k) {
+        row[k] = rows + (row_y[gy] + row_x[gx0 + k]) * K;
+      }
+      // Patches of the tile that lie wholly inside the image: all but
+      // perhaps the last, whose right part may be padding.
+      const int whole = std::min(count, W / t - gx0);
+      for (int c = 0; c < C; ++c) {
+        for (int dy = 0; dy < s && gy * s + dy < H; ++dy) {
+          Dtype* line = image + (c * H + gy * s + dy) * W + gx0 * t;
+          const int f = (c * s + dy) * t;
+          for (int k = 0; k < whole; ++k) {
+            for (int dx = 0; dx < t; ++dx) {
+              if (kToRows) {
+                row[k][f + dx] = line[k * t + dx];
+              } else {
+                line[k * t + dx] = row[k][f + dx];
+              }
+            }
+          }
+          for (int k = std::max(whole, 0); k < count; ++k) {
+            const int n = std::min(t, W - (gx0 + k) * t);
+            for (int dx = 0; dx < n; ++dx) {
+              if (kToRows) {
+                row[k][f + dx] = line[k * t + dx];
+              } else {
+                line[k * t + dx] = row[k][f + dx];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // One direction's share of the work, as raw pointers fetched by the calling
 // thread (Blob accessors are not thread-safe); blocks are this direction's.
 template <typename Dtype>
@@ -508,19 +559,15 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     });
   }
   for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
-    for (int c = 0; c < C_; ++c) {
-      for (int y = 0; y < H_; ++y) {
-        const int gy = y / ph_, dy = y - gy * ph_;
-        Dtype* xr = x + (n * pos_n_ + pos_y_[gy]) * K_ + (c * ph_ + dy) * pw_;
-        const Dtype* src = in + ((n * C_ + c) * H_ + y) * W_;
-        for (int gx = 0, xx = 0; gx < gw_; ++gx) {
-          Dtype* dst = xr + pos_x_[gx] * K_;
-          for (int dx = 0; dx < pw_ && xx < W_; ++dx, ++xx) {
-            dst[dx] = src[xx];
-          }
-        }
-      }
-    }
+    Dtype* image = const_cast<Dtype*>(in) + n * C_ * HW;  // only read
+    Dtype* rows = x + n * pos_n_ * K_;
+    const int C = C_, H = H_, W = W_, s = ph_, t = pw_, gw = gw_, K = K_;
+    const int* row_y = pos_y_.data();
+    const int* row_x = pos_x_.data();
+    SplitInTwo(gh_, C_ * HW, [=](int gy0, int gy1) {
+      PatchCopy<true>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
+                      rows);
+    });
   }
   // Each direction's input projection (one GEMM over all positions) and
   // recurrence; the two directions run concurrently.
@@ -622,20 +669,15 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     });
   }
   for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
-    for (int c = 0; c < C_; ++c) {
-      for (int y = 0; y < H_; ++y) {
-        const int gy = y / ph_, dy = y - gy * ph_;
-        const Dtype* xr = dxm + (n * pos_n_ + pos_y_[gy]) * K_ +
-            (c * ph_ + dy) * pw_;
-        Dtype* dst = din + ((n * C_ + c) * H_ + y) * W_;
-        for (int gx = 0, xx = 0; gx < gw_; ++gx) {
-          const Dtype* src = xr + pos_x_[gx] * K_;
-          for (int dx = 0; dx < pw_ && xx < W_; ++dx, ++xx) {
-            dst[xx] = src[dx];
-          }
-        }
-      }
-    }
+    Dtype* image = din + n * C_ * HW;
+    Dtype* rows = dxm + n * pos_n_ * K_;
+    const int C = C_, H = H_, W = W_, s = ph_, t = pw_, gw = gw_, K = K_;
+    const int* row_y = pos_y_.data();
+    const int* row_x = pos_x_.data();
+    SplitInTwo(gh_, C_ * HW, [=](int gy0, int gy1) {
+      PatchCopy<false>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
+                       rows);
+    });
   }
 }
 
