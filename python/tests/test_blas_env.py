@@ -11,8 +11,10 @@ from hrenet import blas_env
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                      os.pardir, os.pardir))
-VENV_CAFFE = os.path.join(ROOT, ".venv", "bin", "caffe")
-CAFFE_BIN = os.path.join(ROOT, "build", "caffe-build", "tools", "caffe")
+# scripts/run_tests.sh exports BUILD_DIR and VENV (relative to the root).
+VENV_CAFFE = os.path.join(ROOT, os.environ.get("VENV", ".venv"), "bin", "caffe")
+CAFFE_BIN = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"),
+                         "caffe-build", "tools", "caffe")
 
 AVX512 = "fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl"
 
