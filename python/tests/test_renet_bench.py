@@ -1,0 +1,56 @@
+"""bench/renet_bench.py's pure helpers: FLOP count of the cases and the
+choice of the best of interleaved rounds (the timings themselves are the
+script's job, never a test's)."""
+import importlib.util
+import os
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                     os.pardir, "bench", "renet_bench.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("renet_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_case_a_is_the_issues_group(bench):
+    # N=1, 3 x 240 x 320, 2x2 patches in both layers, d=100.
+    assert bench.CASES["A"] == (1, 3, 240, 320, (2, 2), 100, True)
+    assert "A" in bench.DEFAULT_CASES and "A21" not in bench.DEFAULT_CASES
+
+
+def test_group_gflop_counts_both_layers(bench):
+    d = 100
+    # Layer 1: 120 x 160 patches of 12 features; layer 2: 60 x 80 patches
+    # of 2d * 4 = 800 features; each: projection + recurrence, 2 directions
+    # x 4 gates.
+    layer1 = 2 * 120 * 160 * (12 + d) * 8 * d
+    layer2 = 2 * 60 * 80 * (800 + d) * 8 * d
+    assert bench.group_gflop(bench.CASES["A"]) == pytest.approx(
+        (layer1 + layer2) / 1e9)
+    # A21's second layer scans the 120 x 160 grid pixel by pixel.
+    layer2_11 = 2 * 120 * 160 * (2 * d + d) * 8 * d
+    assert bench.group_gflop(bench.CASES["A21"]) == pytest.approx(
+        (layer1 + layer2_11) / 1e9)
+
+
+def test_best_round_prefers_idle_then_fastest(bench):
+    idle_slow = {"fwd_ms": 100.0, "fwd_load": 0.0, "fwdbwd_ms": 300.0,
+                 "fwdbwd_load": 0.0}
+    loaded_fast = {"fwd_ms": 80.0, "fwd_load": 0.9, "fwdbwd_ms": 250.0,
+                   "fwdbwd_load": 0.0}
+    best = bench.best_round(idle_slow, loaded_fast, 0.25)
+    # Forward: the idle round wins although slower; forward+backward: the
+    # faster round (both idle).
+    assert best["fwd_ms"] == 100.0 and best["fwd_load"] == 0.0
+    assert best["fwdbwd_ms"] == 250.0
+    assert bench.best_round(None, idle_slow, 0.25) == idle_slow
+    assert bench.best_round({"error": "x"}, idle_slow, 0.25) == idle_slow
+    assert bench.best_round(idle_slow, {"error": "x"}, 0.25) == idle_slow
+    # Inputs are left as they were.
+    assert idle_slow["fwdbwd_ms"] == 300.0
