@@ -8,12 +8,11 @@
 #include "caffe/layers/renet_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 
-// The BLAS's own threads are switched off while the two directions sweep on
-// two threads (OpenBLAS only; weak symbols, null with another BLAS).
+// The BLAS's own threads are switched off while the layer works on two
+// threads of its own (OpenBLAS only; weak symbols, null with another BLAS).
 extern "C" {
 void openblas_set_num_threads(int num_threads) __attribute__((weak));
 int openblas_get_num_threads(void) __attribute__((weak));
-int blas_thread_shutdown_(void) __attribute__((weak));
 }
 
 namespace caffe {
@@ -493,10 +492,31 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
 }
 
 
-// Runs fn(fwd) here and fn(bwd) on a second thread, the BLAS single-threaded
-// meanwhile: the two directions are independent, so the per-step GEMMs and
-// gate loops of both proceed with no barrier between them. Sweeps too small
-// to pay for a thread (under 2^20 recurrent multiply-adds) run in turn.
+// The BLAS single-threaded while it lives (OpenBLAS only): the layer runs
+// its work on two threads of its own, each calling the BLAS for its share.
+// Its worker threads are left alive: stopping them (blas_thread_shutdown_)
+// makes the restore start a new one, which spins (yielding) for about
+// 2^28 cycles, a core taken from whatever runs next.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas()
+      : threads_(openblas_get_num_threads && openblas_set_num_threads ?
+                 openblas_get_num_threads() : 1) {
+    if (threads_ > 1) openblas_set_num_threads(1);
+  }
+  ~SingleThreadedBlas() {
+    if (threads_ > 1) openblas_set_num_threads(threads_);
+  }
+
+ private:
+  const int threads_;
+};
+
+// Runs fn(fwd) here and fn(bwd) on a second thread (the BLAS single-threaded
+// meanwhile: see SingleThreadedBlas): the two directions are independent, so
+// the per-step GEMMs and gate loops of both proceed with no barrier between
+// them. Sweeps too small to pay for a thread (under 2^20 recurrent
+// multiply-adds) run in turn.
 template <typename Fn, typename Dtype>
 void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
     const Sweep<Dtype>& bwd) {
@@ -506,20 +526,9 @@ void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
     fn(bwd);
     return;
   }
-  const int blas_threads =
-      openblas_get_num_threads ? openblas_get_num_threads() : 1;
-  if (blas_threads > 1 && openblas_set_num_threads) {
-    openblas_set_num_threads(1);
-    // Its idle worker would spin (yielding) for milliseconds, stealing a
-    // core from the sweeps; stop it (the next threaded call restarts it).
-    if (blas_thread_shutdown_) blas_thread_shutdown_();
-  }
   std::thread second(fn, std::cref(bwd));
   fn(fwd);
   second.join();
-  if (blas_threads > 1 && openblas_set_num_threads) {
-    openblas_set_num_threads(blas_threads);
-  }
 }
 
 // fn(0, n / 2) here and fn(n / 2, n) on a second thread when the work (in
@@ -535,11 +544,28 @@ void SplitInTwo(int n, double work, Fn fn) {
   second.join();
 }
 
+// C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
+// blocks of rows or columns of the operands).
+inline void GemmLd(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
+    float alpha, const float* a, int lda, const float* b, int ldb, float beta,
+    float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
+}
+
+inline void GemmLd(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
+    double alpha, const double* a, int lda, const double* b, int ldb,
+    double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
+}
+
 }  // namespace
 
 template <typename Dtype>
 void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
+  SingleThreadedBlas single_threaded_blas;
   const int gd = G_ * d_;
   const int TB = T_ * B_;
   const Dtype* in = bottom[0]->cpu_data();
@@ -602,6 +628,7 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
+  SingleThreadedBlas single_threaded_blas;
   const int gd = G_ * d_;
   const int TB = T_ * B_;
   Sweep<Dtype> w[2] = {};
@@ -643,21 +670,31 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     return;
   }
   Dtype* din = bottom[0]->mutable_cpu_diff();
+  const Dtype* W[2] = {this->blobs_[0]->cpu_data(),
+                       this->blobs_[3]->cpu_data()};
+  const int K = K_;
+  const double macs = static_cast<double>(TB) * K * gd;
   if (direct_) {
-    // bottom diff (C x H W) = sum over directions of W^T dA^T
-    for (int dir = 0; dir < 2; ++dir) {
-      caffe_cpu_gemm<Dtype>(CblasTrans, CblasTrans, K_, TB, gd, Dtype(1),
-          this->blobs_[3 * dir]->cpu_data(), da + dir * TB * gd, Dtype(dir),
-          din);
-    }
+    // bottom diff (C x H W) = sum over directions of W^T dA^T; the two
+    // threads take halves of its rows (input channels: columns of W).
+    SplitInTwo(K, macs, [=](int k0, int k1) {
+      for (int dir = 0; dir < 2; ++dir) {
+        GemmLd(CblasTrans, CblasTrans, k1 - k0, TB, gd, Dtype(1), W[dir] + k0,
+            K, da + dir * TB * gd, gd, Dtype(dir), din + k0 * TB, TB);
+      }
+    });
     return;
   }
+  // dX (T B x K) = sum over directions of dA W; the two threads take
+  // halves of its rows.
   Dtype* dxm = x_.mutable_cpu_diff();
-  for (int dir = 0; dir < 2; ++dir) {
-    caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, TB, K_, gd, Dtype(1),
-        da + dir * TB * gd, this->blobs_[3 * dir]->cpu_data(), Dtype(dir),
-        dxm);
-  }
+  SplitInTwo(TB, macs, [=](int r0, int r1) {
+    for (int dir = 0; dir < 2; ++dir) {
+      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, r1 - r0, K, gd,
+          Dtype(1), da + (dir * TB + r0) * gd, W[dir], Dtype(dir),
+          dxm + r0 * K);
+    }
+  });
   const int HW = H_ * W_;
   for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
     const Dtype* src = dxm + n * pos_n_ * K_;
