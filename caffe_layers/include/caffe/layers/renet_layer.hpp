@@ -94,11 +94,12 @@ namespace caffe {
  * are one GEMM over all steps. No memory is allocated per step or per pass
  * once the shapes are set. On the CPU the two directions sweep concurrently
  * on two threads with no barrier between their steps (sweeps under 2^20
- * recurrent multiply-adds run in turn); with OpenBLAS, its own threading is
- * switched to one thread during the sweeps (its idle worker, which would
- * spin on a core the sweeps need, is stopped; the next multi-threaded call
- * restarts it) and restored afterwards. The GPU runs both directions' gate
- * maths in one kernel per step.
+ * recurrent multiply-adds run in turn), and the layout copies and the
+ * input-gradient GEMMs are split over the same two threads; with OpenBLAS,
+ * its own threading is switched to one thread for the whole call (its idle
+ * worker, which would spin on a core the layer needs, is stopped) and
+ * restored afterwards. The GPU runs both directions' gate maths in one
+ * kernel per step.
  */
 template <typename Dtype>
 class ReNetLayer : public Layer<Dtype> {

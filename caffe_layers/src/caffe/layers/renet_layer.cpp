@@ -13,6 +13,7 @@
 extern "C" {
 void openblas_set_num_threads(int num_threads) __attribute__((weak));
 int openblas_get_num_threads(void) __attribute__((weak));
+int blas_thread_shutdown_(void) __attribute__((weak));
 }
 
 namespace caffe {
@@ -493,16 +494,20 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
 
 
 // The BLAS single-threaded while it lives (OpenBLAS only): the layer runs
-// its work on two threads of its own, each calling the BLAS for its share.
-// Its worker threads are left alive: stopping them (blas_thread_shutdown_)
-// makes the restore start a new one, which spins (yielding) for about
-// 2^28 cycles, a core taken from whatever runs next.
+// all its work on two threads of its own, each calling the BLAS for its
+// share. OpenBLAS's idle worker spins (sched_yield) for about 2^28 cycles
+// after its last job, a core the layer needs, so it is stopped here; the
+// restore starts a new one, which spins into whatever runs next (another
+// ReNet layer stops it at once).
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas()
       : threads_(openblas_get_num_threads && openblas_set_num_threads ?
                  openblas_get_num_threads() : 1) {
-    if (threads_ > 1) openblas_set_num_threads(1);
+    if (threads_ > 1) {
+      openblas_set_num_threads(1);
+      if (blas_thread_shutdown_) blas_thread_shutdown_();
+    }
   }
   ~SingleThreadedBlas() {
     if (threads_ > 1) openblas_set_num_threads(threads_);
