@@ -90,6 +90,26 @@ def test_forward_matches_numpy_many_features(net_from_string, unit,
 
 @pytest.mark.parametrize("unit", UNITS)
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("d", [16, 20, 37, 100])
+def test_forward_matches_numpy_row_tails(net_from_string, unit, direction,
+                                         d):
+    """d not a multiple of 16: the CPU's LSTM rows run their last 16 units
+    again on copies to keep the loop vectorised (d = 100 as in N-ReNet)."""
+    rng = np.random.RandomState(17)
+    shape, patch = (2, 3, 4, 5), (2, 2)
+    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
+    params = random_params(rng, unit, shape[1], *patch, d)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, unit, direction, *patch)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    assert np.abs(ref[:, d - 4:d]).max() > 0.05  # the tail units are live
+
+
+@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_backward_matches_numeric(net_from_string, unit, direction):
     rng = np.random.RandomState(5)
     shape, d, patch = (2, 2, 4, 3), 3, (2, 2)

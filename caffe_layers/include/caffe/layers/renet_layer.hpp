@@ -9,8 +9,13 @@
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
 
+// The element-wise maths below is shared by the CUDA kernels and the CPU
+// row loops; on the CPU it must inline into those loops for them to
+// vectorise, whatever GCC's size heuristics decide.
 #ifdef __CUDACC__
 #define RENET_HD __host__ __device__
+#elif defined(__GNUC__)
+#define RENET_HD __attribute__((always_inline))
 #else
 #define RENET_HD
 #endif

@@ -33,16 +33,50 @@ namespace {
 #define RENET_ROW_ATTRIBUTES __attribute__((noinline))
 #endif
 
+// A row of d hidden units vectorises in whole vectors; the d % 16 units
+// left over (d = 100: 4) would run as a scalar loop that costs as much as
+// the vectorised part. So the LSTM rows run their last kTailLanes units
+// once more, on copies taken before the main loop, as a fixed-length loop
+// that vectorises, and write back only the units the main loop did not
+// cover (the results are the same bits: the same functions on the same
+// values). Rows shorter than kTailLanes stay one loop.
+const int kTailLanes = 16;
+
 template <typename Dtype>
 RENET_ROW_ATTRIBUTES
 void LstmForwardRow(int d, Dtype* __restrict__ a,
     const Dtype* __restrict__ b,
     const Dtype* __restrict__ cp, Dtype* __restrict__ c,
     Dtype* __restrict__ h) {
+  const int L = kTailLanes, tail = d % L;
+  const int body = d >= L ? d - tail : d;
+  const int j0 = d - L;
+  Dtype ta[4 * L], tb[4 * L], tcp[L], tc[L], th[L];
+  if (body < d) {
+    for (int g = 0; g < 4; ++g) {
+      for (int l = 0; l < L; ++l) {
+        ta[g * L + l] = a[g * d + j0 + l];
+        tb[g * L + l] = b[g * d + j0 + l];
+      }
+    }
+    for (int l = 0; l < L; ++l) tcp[l] = cp ? cp[j0 + l] : Dtype(0);
+  }
   if (cp) {
-    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, cp[j], c, h);
+    for (int j = 0; j < body; ++j) renet_lstm_forward(j, d, a, b, cp[j], c, h);
   } else {
-    for (int j = 0; j < d; ++j) renet_lstm_forward(j, d, a, b, Dtype(0), c, h);
+    for (int j = 0; j < body; ++j) {
+      renet_lstm_forward(j, d, a, b, Dtype(0), c, h);
+    }
+  }
+  if (body < d) {
+    for (int l = 0; l < L; ++l) {
+      renet_lstm_forward(l, L, ta, tb, tcp[l], tc, th);
+    }
+    for (int l = L - tail; l < L; ++l) {
+      for (int g = 0; g < 4; ++g) a[g * d + j0 + l] = ta[g * L + l];
+      c[j0 + l] = tc[l];
+      h[j0 + l] = th[l];
+    }
   }
 }
 
@@ -52,13 +86,37 @@ void LstmBackwardRow(int d, const Dtype* __restrict__ a,
     const Dtype* __restrict__ cp, const Dtype* __restrict__ c,
     const Dtype* __restrict__ dh, Dtype* __restrict__ dc,
     Dtype* __restrict__ da) {
+  const int L = kTailLanes, tail = d % L;
+  const int body = d >= L ? d - tail : d;
+  const int j0 = d - L;
+  Dtype ta[4 * L], tcp[L], tc[L], tdh[L], tdc[L], tda[4 * L];
+  if (body < d) {
+    for (int g = 0; g < 4; ++g) {
+      for (int l = 0; l < L; ++l) ta[g * L + l] = a[g * d + j0 + l];
+    }
+    for (int l = 0; l < L; ++l) {
+      tcp[l] = cp ? cp[j0 + l] : Dtype(0);
+      tc[l] = c[j0 + l];
+      tdh[l] = dh[j0 + l];
+      tdc[l] = dc[j0 + l];
+    }
+  }
   if (cp) {
-    for (int j = 0; j < d; ++j) {
+    for (int j = 0; j < body; ++j) {
       renet_lstm_backward(j, d, a, cp[j], c, dh[j], dc, da);
     }
   } else {
-    for (int j = 0; j < d; ++j) {
+    for (int j = 0; j < body; ++j) {
       renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dc, da);
+    }
+  }
+  if (body < d) {
+    for (int l = 0; l < L; ++l) {
+      renet_lstm_backward(l, L, ta, tcp[l], tc, tdh[l], tdc, tda);
+    }
+    for (int l = L - tail; l < L; ++l) {
+      dc[j0 + l] = tdc[l];
+      for (int g = 0; g < 4; ++g) da[g * d + j0 + l] = tda[g * L + l];
     }
   }
 }

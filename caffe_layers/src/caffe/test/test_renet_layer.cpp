@@ -359,6 +359,82 @@ TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
   }
 }
 
+// Rows of d hidden units that are no whole number of 16-unit vectors: the
+// CPU's LSTM rows run their last 16 units again on copies (d = 20: units
+// 4..19, of which 16..19 are kept; d = 37: 21..36, 32..36 kept). Forward
+// against the reference loop; backward against finite differences on
+// sampled elements, among them the last units' gate rows of W, U and b.
+TYPED_TEST(ReNetLayerTest, TestRowTails) {
+  typedef typename TypeParam::Dtype Dtype;
+  const bool is_float = sizeof(Dtype) == 4;
+  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+      ReNetParameter_Unit_GRU};
+  const ReNetParameter_Direction dirs[] = {
+      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
+  const int sizes[] = {16, 20, 37};
+  for (int ui = 0; ui < 2; ++ui) {
+    for (int di = 0; di < 2; ++di) {
+      for (int si = 0; si < 3; ++si) {
+        const int d = sizes[si];
+        this->blob_bottom_->Reshape(2, 2, 3, 4);
+        this->FillBottom();
+        LayerParameter lp = this->MakeParam(units[ui], dirs[di], d, 1, 2);
+        this->CheckForward(lp);
+        ReNetLayer<Dtype> layer(lp);
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+        layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+        Blob<Dtype> top_diff(this->blob_top_->shape());
+        FillerParameter fp;
+        GaussianFiller<Dtype> filler(fp);
+        filler.Fill(&top_diff);
+        caffe_copy(top_diff.count(), top_diff.cpu_data(),
+            this->blob_top_->mutable_cpu_diff());
+        for (int i = 0; i < 6; ++i) {
+          caffe_set(layer.blobs()[i]->count(), Dtype(0),
+              layer.blobs()[i]->mutable_cpu_diff());
+        }
+        layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+            this->blob_bottom_vec_);
+        vector<Blob<Dtype>*> blobs(1, this->blob_bottom_);
+        for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
+        const Dtype step = is_float ? 1e-2 : 1e-4;
+        const Dtype tol = is_float ? 1e-2 : 1e-5;
+        for (int bi = 0; bi < blobs.size(); ++bi) {
+          Blob<Dtype>* blob = blobs[bi];
+          vector<Dtype> analytic(blob->cpu_diff(),
+              blob->cpu_diff() + blob->count());
+          // Rows of W and U (and entries of b) are gate units; the last
+          // unit of the first and of the last gate, then a spread.
+          const int cols = bi == 0 ? 1 : blob->count() / blob->shape(0);
+          vector<int> idx;
+          idx.push_back(blob->count() - 1);
+          if (bi > 0) idx.push_back((d - 1) * cols);
+          for (int k = 0; k < 6; ++k) {
+            idx.push_back((k * 7919 + 13 * bi) % blob->count());
+          }
+          for (int k = 0; k < idx.size(); ++k) {
+            const Dtype orig = blob->cpu_data()[idx[k]];
+            Dtype loss[2];
+            for (int sign = 0; sign < 2; ++sign) {
+              blob->mutable_cpu_data()[idx[k]] = orig + (sign ? -step : step);
+              layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+              loss[sign] = caffe_cpu_dot(top_diff.count(),
+                  top_diff.cpu_data(), this->blob_top_->cpu_data());
+            }
+            blob->mutable_cpu_data()[idx[k]] = orig;
+            const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
+            const Dtype scale = std::max<Dtype>(1,
+                std::max(std::abs(numeric), std::abs(analytic[idx[k]])));
+            EXPECT_NEAR(numeric, analytic[idx[k]], tol * scale)
+                << "unit " << ui << " direction " << di << " d " << d
+                << " blob " << bi << " element " << idx[k];
+          }
+        }
+      }
+    }
+  }
+}
+
 // VERTICAL, 1 x 1 patches and N = 1: the GEMMs use the bottom directly.
 TYPED_TEST(ReNetLayerTest, TestDirectInputPath) {
   typedef typename TypeParam::Dtype Dtype;
