@@ -46,6 +46,18 @@ def load(net, params):
         blob.diff[...] = 0
 
 
+def forward_both(net_from_string, rng, shape, unit, direction, d, patch):
+    """The layer's forward and the numpy reference's on random weights and
+    inputs (the net keeps the weights)."""
+    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
+    params = random_params(rng, unit, shape[1], *patch, d)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    return out, renet.renet_forward(x, params, unit, direction, *patch)
+
+
 @pytest.mark.parametrize("unit", UNITS)
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("patch", [(1, 1), (2, 2), (2, 3)])
@@ -53,13 +65,8 @@ def test_forward_matches_numpy(net_from_string, unit, direction, patch):
     rng = np.random.RandomState(3)
     shape = (2, 3, 5, 7)  # 5 x 7 is a multiple of no patch but 1 x 1
     d = 4
-    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
-    params = random_params(rng, unit, shape[1], *patch, d)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, unit, direction, *patch)
+    out, ref = forward_both(net_from_string, rng, shape, unit, direction, d,
+                            patch)
     assert out.shape == ref.shape == (2, 2 * d, -(-5 // patch[0]),
                                       -(-7 // patch[1]))
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
@@ -96,14 +103,8 @@ def test_forward_matches_numpy_row_tails(net_from_string, unit, direction,
     """d not a multiple of 16: the CPU's LSTM rows run their last 16 units
     again on copies to keep the loop vectorised (d = 100 as in N-ReNet)."""
     rng = np.random.RandomState(17)
-    shape, patch = (2, 3, 4, 5), (2, 2)
-    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
-    params = random_params(rng, unit, shape[1], *patch, d)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, unit, direction, *patch)
+    out, ref = forward_both(net_from_string, rng, (2, 3, 4, 5), unit,
+                            direction, d, (2, 2))
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
     assert np.abs(ref[:, d - 4:d]).max() > 0.05  # the tail units are live
 

@@ -608,6 +608,22 @@ void SplitInTwo(int n, double work, Fn fn) {
   second.join();
 }
 
+// PatchCopy over N images (image n's patch rows start at row n pos_n),
+// each image's patch rows split over two threads.
+template <bool kToRows, typename Dtype>
+void PatchCopyAll(int N, int C, int H, int W, int s, int t, int gh, int gw,
+    const int* row_y, const int* row_x, int pos_n, int K, Dtype* images,
+    Dtype* rows) {
+  for (int n = 0; n < N; ++n) {
+    Dtype* image = images + n * C * H * W;
+    Dtype* image_rows = rows + n * pos_n * K;
+    SplitInTwo(gh, C * H * W, [=](int gy0, int gy1) {
+      PatchCopy<kToRows>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
+                         image_rows);
+    });
+  }
+}
+
 // C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
 // blocks of rows or columns of the operands).
 inline void GemmLd(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
@@ -648,16 +664,9 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       PlanesToRows(c1 - c0, HW, src + c0 * HW, HW, pos, K, dst + c0);
     });
   }
-  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
-    Dtype* image = const_cast<Dtype*>(in) + n * C_ * HW;  // only read
-    Dtype* rows = x + n * pos_n_ * K_;
-    const int C = C_, H = H_, W = W_, s = ph_, t = pw_, gw = gw_, K = K_;
-    const int* row_y = pos_y_.data();
-    const int* row_x = pos_x_.data();
-    SplitInTwo(gh_, C_ * HW, [=](int gy0, int gy1) {
-      PatchCopy<true>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
-                      rows);
-    });
+  if (ph_ > 1 || pw_ > 1) {
+    PatchCopyAll<true>(N_, C_, H_, W_, ph_, pw_, gh_, gw_, pos_y_.data(),
+        pos_x_.data(), pos_n_, K_, const_cast<Dtype*>(in) /* only read */, x);
   }
   // Each direction's input projection (one GEMM over all positions) and
   // recurrence; the two directions run concurrently.
@@ -769,16 +778,9 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
       RowsToPlanes(c1 - c0, HW, src + c0, pos, K, dst + c0 * HW, HW);
     });
   }
-  for (int n = 0; (ph_ > 1 || pw_ > 1) && n < N_; ++n) {
-    Dtype* image = din + n * C_ * HW;
-    Dtype* rows = dxm + n * pos_n_ * K_;
-    const int C = C_, H = H_, W = W_, s = ph_, t = pw_, gw = gw_, K = K_;
-    const int* row_y = pos_y_.data();
-    const int* row_x = pos_x_.data();
-    SplitInTwo(gh_, C_ * HW, [=](int gy0, int gy1) {
-      PatchCopy<false>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
-                       rows);
-    });
+  if (ph_ > 1 || pw_ > 1) {
+    PatchCopyAll<false>(N_, C_, H_, W_, ph_, pw_, gh_, gw_, pos_y_.data(),
+        pos_x_.data(), pos_n_, K_, din, dxm);
   }
 }
 

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <sstream>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -152,6 +153,62 @@ class ReNetLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // Backward against central differences of loss = <top_diff, top> on
+  // sampled elements of the bottom and of the six parameter blobs: six
+  // spread elements each, plus the given extra indices per parameter blob
+  // (for rows of hidden units the other tests' sampling may miss). The
+  // layer is set up and run here.
+  void CheckSampledGradients(const LayerParameter& lp,
+      const vector<int>& extra, const string& what) {
+    const bool is_float = sizeof(Dtype) == 4;
+    ReNetLayer<Dtype> layer(lp);
+    layer.SetUp(blob_bottom_vec_, blob_top_vec_);
+    layer.Forward(blob_bottom_vec_, blob_top_vec_);
+    Blob<Dtype> top_diff(blob_top_->shape());
+    FillerParameter fp;
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(&top_diff);
+    caffe_copy(top_diff.count(), top_diff.cpu_data(),
+        blob_top_->mutable_cpu_diff());
+    for (int i = 0; i < 6; ++i) {
+      caffe_set(layer.blobs()[i]->count(), Dtype(0),
+          layer.blobs()[i]->mutable_cpu_diff());
+    }
+    layer.Backward(blob_top_vec_, vector<bool>(1, true), blob_bottom_vec_);
+    vector<Blob<Dtype>*> blobs(1, blob_bottom_);
+    for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
+    const Dtype step = is_float ? 1e-2 : 1e-4;
+    const Dtype tol = is_float ? 1e-2 : 1e-5;
+    for (int bi = 0; bi < blobs.size(); ++bi) {
+      Blob<Dtype>* blob = blobs[bi];
+      vector<Dtype> analytic(blob->cpu_diff(),
+          blob->cpu_diff() + blob->count());
+      vector<int> idx;
+      for (int k = 0; k < 6; ++k) {
+        idx.push_back((k * 7919 + 13 * bi) % blob->count());
+      }
+      for (int k = 0; bi > 0 && k < extra.size(); ++k) {
+        idx.push_back(std::min(extra[k], blob->count() - 1));
+      }
+      for (int k = 0; k < idx.size(); ++k) {
+        const Dtype orig = blob->cpu_data()[idx[k]];
+        Dtype loss[2];
+        for (int sign = 0; sign < 2; ++sign) {
+          blob->mutable_cpu_data()[idx[k]] = orig + (sign ? -step : step);
+          layer.Forward(blob_bottom_vec_, blob_top_vec_);
+          loss[sign] = caffe_cpu_dot(top_diff.count(), top_diff.cpu_data(),
+              blob_top_->cpu_data());
+        }
+        blob->mutable_cpu_data()[idx[k]] = orig;
+        const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
+        const Dtype scale = std::max<Dtype>(1,
+            std::max(std::abs(numeric), std::abs(analytic[idx[k]])));
+        EXPECT_NEAR(numeric, analytic[idx[k]], tol * scale)
+            << what << " blob " << bi << " element " << idx[k];
+      }
+    }
+  }
+
   void CheckForwardAll(ReNetParameter_Unit unit) {
     const ReNetParameter_Direction dirs[] = {
       ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
@@ -300,8 +357,6 @@ TYPED_TEST(ReNetLayerTest, TestGradientGRU) {
 // threads; check that path's forward against the reference and its backward
 // against finite differences on sampled elements.
 TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
-  typedef typename TypeParam::Dtype Dtype;
-  const bool is_float = sizeof(Dtype) == 4;
   const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
       ReNetParameter_Unit_GRU};
   const ReNetParameter_Direction dirs[] = {
@@ -313,48 +368,9 @@ TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
       // T B G d d >= 16 * 32 * 96 * 32 > 2^20
       LayerParameter lp = this->MakeParam(units[ui], dirs[di], 32, 1, 1);
       this->CheckForward(lp);
-      ReNetLayer<Dtype> layer(lp);
-      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-      Blob<Dtype> top_diff(this->blob_top_->shape());
-      FillerParameter fp;
-      GaussianFiller<Dtype> filler(fp);
-      filler.Fill(&top_diff);
-      caffe_copy(top_diff.count(), top_diff.cpu_data(),
-          this->blob_top_->mutable_cpu_diff());
-      for (int i = 0; i < 6; ++i) {
-        caffe_set(layer.blobs()[i]->count(), Dtype(0),
-            layer.blobs()[i]->mutable_cpu_diff());
-      }
-      layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
-          this->blob_bottom_vec_);
-      vector<Blob<Dtype>*> blobs(1, this->blob_bottom_);
-      for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
-      const Dtype step = is_float ? 1e-2 : 1e-4;
-      const Dtype tol = is_float ? 1e-2 : 1e-5;
-      for (int bi = 0; bi < blobs.size(); ++bi) {
-        Blob<Dtype>* blob = blobs[bi];
-        vector<Dtype> analytic(blob->cpu_diff(),
-            blob->cpu_diff() + blob->count());
-        for (int k = 0; k < 5; ++k) {
-          const int idx = (k * 7919 + 13 * bi) % blob->count();
-          const Dtype orig = blob->cpu_data()[idx];
-          Dtype loss[2];
-          for (int sign = 0; sign < 2; ++sign) {
-            blob->mutable_cpu_data()[idx] = orig + (sign ? -step : step);
-            layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-            loss[sign] = caffe_cpu_dot(top_diff.count(), top_diff.cpu_data(),
-                this->blob_top_->cpu_data());
-          }
-          blob->mutable_cpu_data()[idx] = orig;
-          const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
-          const Dtype scale = std::max<Dtype>(1,
-              std::max(std::abs(numeric), std::abs(analytic[idx])));
-          EXPECT_NEAR(numeric, analytic[idx], tol * scale)
-              << "unit " << ui << " direction " << di << " blob " << bi
-              << " element " << idx;
-        }
-      }
+      std::ostringstream what;
+      what << "unit " << ui << " direction " << di;
+      this->CheckSampledGradients(lp, vector<int>(), what.str());
     }
   }
 }
@@ -365,8 +381,6 @@ TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
 // against the reference loop; backward against finite differences on
 // sampled elements, among them the last units' gate rows of W, U and b.
 TYPED_TEST(ReNetLayerTest, TestRowTails) {
-  typedef typename TypeParam::Dtype Dtype;
-  const bool is_float = sizeof(Dtype) == 4;
   const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
       ReNetParameter_Unit_GRU};
   const ReNetParameter_Direction dirs[] = {
@@ -380,56 +394,17 @@ TYPED_TEST(ReNetLayerTest, TestRowTails) {
         this->FillBottom();
         LayerParameter lp = this->MakeParam(units[ui], dirs[di], d, 1, 2);
         this->CheckForward(lp);
-        ReNetLayer<Dtype> layer(lp);
-        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-        layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-        Blob<Dtype> top_diff(this->blob_top_->shape());
-        FillerParameter fp;
-        GaussianFiller<Dtype> filler(fp);
-        filler.Fill(&top_diff);
-        caffe_copy(top_diff.count(), top_diff.cpu_data(),
-            this->blob_top_->mutable_cpu_diff());
-        for (int i = 0; i < 6; ++i) {
-          caffe_set(layer.blobs()[i]->count(), Dtype(0),
-              layer.blobs()[i]->mutable_cpu_diff());
-        }
-        layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
-            this->blob_bottom_vec_);
-        vector<Blob<Dtype>*> blobs(1, this->blob_bottom_);
-        for (int i = 0; i < 6; ++i) blobs.push_back(layer.blobs()[i].get());
-        const Dtype step = is_float ? 1e-2 : 1e-4;
-        const Dtype tol = is_float ? 1e-2 : 1e-5;
-        for (int bi = 0; bi < blobs.size(); ++bi) {
-          Blob<Dtype>* blob = blobs[bi];
-          vector<Dtype> analytic(blob->cpu_diff(),
-              blob->cpu_diff() + blob->count());
-          // Rows of W and U (and entries of b) are gate units; the last
-          // unit of the first and of the last gate, then a spread.
-          const int cols = bi == 0 ? 1 : blob->count() / blob->shape(0);
-          vector<int> idx;
-          idx.push_back(blob->count() - 1);
-          if (bi > 0) idx.push_back((d - 1) * cols);
-          for (int k = 0; k < 6; ++k) {
-            idx.push_back((k * 7919 + 13 * bi) % blob->count());
-          }
-          for (int k = 0; k < idx.size(); ++k) {
-            const Dtype orig = blob->cpu_data()[idx[k]];
-            Dtype loss[2];
-            for (int sign = 0; sign < 2; ++sign) {
-              blob->mutable_cpu_data()[idx[k]] = orig + (sign ? -step : step);
-              layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-              loss[sign] = caffe_cpu_dot(top_diff.count(),
-                  top_diff.cpu_data(), this->blob_top_->cpu_data());
-            }
-            blob->mutable_cpu_data()[idx[k]] = orig;
-            const Dtype numeric = (loss[0] - loss[1]) / (2 * step);
-            const Dtype scale = std::max<Dtype>(1,
-                std::max(std::abs(numeric), std::abs(analytic[idx[k]])));
-            EXPECT_NEAR(numeric, analytic[idx[k]], tol * scale)
-                << "unit " << ui << " direction " << di << " d " << d
-                << " blob " << bi << " element " << idx[k];
-          }
-        }
+        // The last unit of the first gate and of the last gate: row d - 1
+        // and the last row of W (4 columns) and U (d columns), entry d - 1
+        // and the last of b (the minimum with each count picks it).
+        vector<int> extra;
+        extra.push_back((d - 1) * 4);
+        extra.push_back((d - 1) * d);
+        extra.push_back(d - 1);
+        extra.push_back(1 << 30);  // the last element
+        std::ostringstream what;
+        what << "unit " << ui << " direction " << di << " d " << d;
+        this->CheckSampledGradients(lp, extra, what.str());
       }
     }
   }
