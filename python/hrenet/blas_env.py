@@ -59,17 +59,19 @@ def coretype_for(vendor, flags):
 def choose(environ=None, cpuinfo_path="/proc/cpuinfo"):
     """(value or None, reason): what OPENBLAS_CORETYPE should be."""
     environ = os.environ if environ is None else environ
+    unreadable = None
     try:
         with open(cpuinfo_path) as f:
             vendor, flags = parse_cpuinfo(f.read())
     except OSError as e:
-        vendor, flags = None, f"cannot read {cpuinfo_path} ({e.strerror})"
-    value = coretype_for(vendor, flags) if vendor is not None else None
+        vendor, flags = "", set()
+        unreadable = f"cannot read {cpuinfo_path} ({e.strerror})"
+    value = coretype_for(vendor, flags)
     given = environ.get(VARIABLE)
     if given and given != value:
         return given, f"{VARIABLE} set in the environment (kept as it is)"
-    if vendor is None:
-        return None, f"{flags}; left to OpenBLAS's own detection"
+    if unreadable:
+        return None, f"{unreadable}; left to OpenBLAS's own detection"
     if value is None:
         return None, (f"{vendor or 'unknown vendor'}: left to OpenBLAS's own "
                       "detection")
