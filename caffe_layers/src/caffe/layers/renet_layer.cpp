@@ -375,23 +375,12 @@ void PatchCopy(int C, int H, int W, int s, int t, int gy0, int gy1, int gw,
       for (int k = 0; k < count; ++k) {
         row[k] = rows + (row_y[gy] + row_x[gx0 + k]) * K;
       }
-      // Patches of the tile that lie wholly inside the image: all but
-      // perhaps the last, whose right part may be padding.
-      const int whole = std::min(count, W / t - gx0);
       for (int c = 0; c < C; ++c) {
         for (int dy = 0; dy < s && gy * s + dy < H; ++dy) {
           Dtype* line = image + (c * H + gy * s + dy) * W + gx0 * t;
           const int f = (c * s + dy) * t;
-          for (int k = 0; k < whole; ++k) {
-            for (int dx = 0; dx < t; ++dx) {
-              if (kToRows) {
-                row[k][f + dx] = line[k * t + dx];
-              } else {
-                line[k * t + dx] = row[k][f + dx];
-              }
-            }
-          }
-          for (int k = std::max(whole, 0); k < count; ++k) {
+          for (int k = 0; k < count; ++k) {
+            // Only the last patch of a row may reach into the padding.
             const int n = std::min(t, W - (gx0 + k) * t);
             for (int dx = 0; dx < n; ++dx) {
               if (kToRows) {
