@@ -150,10 +150,18 @@ class ReNetLayer : public Layer<Dtype> {
   Blob<Dtype> gates_;   ///< 2 x T x B x Gd: activations; diff: dpre-act
   Blob<Dtype> hidden_;  ///< 2 x T x B x d: h; diff: dh
   Blob<Dtype> cell_;    ///< LSTM: 2 x T x B x d: c
-  Blob<Dtype> carry_;   ///< LSTM backward: 2 x B x d: dL/dc carried in time
+  /// LSTM backward: dL/dc carried in time, 2 x 2 x B x d: two blocks per
+  /// direction that the CPU's steps read and write in turn (the CUDA
+  /// kernels use the first, in place).
+  Blob<Dtype> carry_;
   Blob<Dtype> rec_;     ///< GRU: 2 x T x B x Gd: U h_{t-1}; diff: its grad
   Blob<Dtype> bias_multiplier_;  ///< T B ones
   Blob<Dtype> zeros_;   ///< G d zeros: U h_{-1} for the GRU's first step
+  /// LSTM: per gate, the s of renet_gate_act (1 for i, f, o; 2 for g).
+  Blob<Dtype> gate_scale_;
+  /// LSTM, CPU, few input features (a projection per step): 2 x B x Gd
+  /// scratch for one step's pre-activations (empty otherwise).
+  Blob<Dtype> step_;
   /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
   /// X (T x B rows; p = t B + b) and of each direction's hidden block.
   vector<int> pos_y_, pos_x_;
@@ -208,6 +216,24 @@ RENET_HD inline Dtype renet_sigmoid(Dtype x) {
   return Dtype(1) / (Dtype(1) + renet_exp(-x));
 }
 
+/// A gate's activation with s = 1 (sigmoid) or s = 2 (tanh, as
+/// 2 sigmoid(2 x) - 1: the same bits as renet_tanh for float), so that a
+/// loop over all G d gates of a row runs one function (a per-gate s).
+template <typename Dtype>
+RENET_HD inline Dtype renet_gate_act(Dtype x, Dtype s) {
+  return s * renet_sigmoid(s * x) - (s - Dtype(1));
+}
+
+/// LSTM cell update from the gate activations: c_t = f c_{t-1} + i g,
+/// h_t = o tanh(c_t).
+template <typename Dtype>
+RENET_HD inline void renet_lstm_cell(Dtype i, Dtype f, Dtype o, Dtype g,
+    Dtype cp, Dtype* ct, Dtype* ht) {
+  const Dtype c = f * cp + i * g;
+  *ct = c;
+  *ht = o * renet_tanh(c);
+}
+
 /// LSTM step. In: a = W x (+ U h_{t-1}) pre-activations (i, f, o, g), bias b,
 /// cp = c_{t-1} (0 at the first step). Out: a overwritten with the
 /// activations, c_t and h_t.
@@ -218,30 +244,29 @@ RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
   const Dtype f = renet_sigmoid(a[d + j] + b[d + j]);
   const Dtype o = renet_sigmoid(a[2 * d + j] + b[2 * d + j]);
   const Dtype g = renet_tanh(a[3 * d + j] + b[3 * d + j]);
-  const Dtype ct = f * cp + i * g;
   a[j] = i;
   a[d + j] = f;
   a[2 * d + j] = o;
   a[3 * d + j] = g;
-  c[j] = ct;
-  h[j] = o * renet_tanh(ct);
+  renet_lstm_cell(i, f, o, g, cp, c + j, h + j);
 }
 
 /// LSTM step backward. In: activations a, cp = c_{t-1} (0 at the first
-/// step), c_t, dh = dL/dh_t (all paths), dc = dL/dc_t through c_{t+1}.
-/// Out: da (gradients of the pre-activations), dc overwritten with
-/// dL/dc_{t-1}.
+/// step), c_t, dh = dL/dh_t (all paths), dcn = dL/dc_t through c_{t+1}.
+/// Out: da (gradients of the pre-activations), dcp[j] = dL/dc_{t-1} (dcp
+/// may hold dcn: the CUDA kernels carry it in place, the CPU rows in two
+/// alternating blocks).
 template <typename Dtype>
 RENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
-    Dtype cp, const Dtype* c, Dtype dh, Dtype* dc, Dtype* da) {
+    Dtype cp, const Dtype* c, Dtype dh, Dtype dcn, Dtype* dcp, Dtype* da) {
   const Dtype i = a[j], f = a[d + j], o = a[2 * d + j], g = a[3 * d + j];
   const Dtype tc = renet_tanh(c[j]);
-  const Dtype dct = dc[j] + dh * o * (Dtype(1) - tc * tc);
+  const Dtype dct = dcn + dh * o * (Dtype(1) - tc * tc);
   da[j] = dct * g * i * (Dtype(1) - i);
   da[d + j] = dct * cp * f * (Dtype(1) - f);
   da[2 * d + j] = dh * tc * o * (Dtype(1) - o);
   da[3 * d + j] = dct * i * (Dtype(1) - g * g);
-  dc[j] = dct * f;
+  dcp[j] = dct * f;
 }
 
 /// IRNN step: h = max(0, a + b); a is overwritten with h.

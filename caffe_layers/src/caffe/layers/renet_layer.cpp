@@ -35,88 +35,93 @@ namespace {
 
 // A row of d hidden units vectorises in whole vectors; the d % 16 units
 // left over (d = 100: 4) would run as a scalar loop that costs as much as
-// the vectorised part. So the LSTM rows run their last kTailLanes units
-// once more, on copies taken before the main loop, as a fixed-length loop
-// that vectorises, and write back only the units the main loop did not
-// cover (the results are the same bits: the same functions on the same
-// values). Rows shorter than kTailLanes stay one loop.
+// the vectorised part. Loops whose inputs and outputs are distinct arrays
+// run their last kTailLanes units once more as a fixed-length loop that
+// vectorises (the units shared with the main loop get the same values
+// again); LstmBackwardRow, which updates dc in place, runs them on copies
+// and writes back only the units the main loop did not cover (the results
+// are the same bits either way). Rows shorter than kTailLanes stay one loop.
 const int kTailLanes = 16;
 
+// LSTM forward, first pass over a row: the activations of all G d gates,
+// out[k] = renet_gate_act(in[k] + b[k], s[k]) with s[k] = 1 (sigmoid: i, f,
+// o) or 2 (tanh: g). One function over the whole row keeps each vector's
+// chain of dependent operations short (a single exp and division), so
+// that the core overlaps many of them; out may be in (each k is read and
+// written once, hence ivdep).
 template <typename Dtype>
 RENET_ROW_ATTRIBUTES
-void LstmForwardRow(int d, Dtype* __restrict__ a,
-    const Dtype* __restrict__ b,
+void LstmGatesRow(int gd, const Dtype* in, const Dtype* __restrict__ b,
+    const Dtype* __restrict__ s, Dtype* out) {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC ivdep
+#endif
+  for (int k = 0; k < gd; ++k) out[k] = renet_gate_act(in[k] + b[k], s[k]);
+}
+
+// Second pass: c_t and h_t from the activations a (i, f, o, g) and
+// cp = c_{t-1} (NULL at the first step).
+template <typename Dtype>
+RENET_ROW_ATTRIBUTES
+void LstmCellRow(int d, const Dtype* __restrict__ a,
     const Dtype* __restrict__ cp, Dtype* __restrict__ c,
     Dtype* __restrict__ h) {
-  const int L = kTailLanes, tail = d % L;
-  const int body = d >= L ? d - tail : d;
-  const int j0 = d - L;
-  Dtype ta[4 * L], tb[4 * L], tcp[L], tc[L], th[L];
-  if (body < d) {
-    for (int g = 0; g < 4; ++g) {
+  const int L = kTailLanes;
+  const int body = d >= L ? d - d % L : d;
+  const Dtype* f = a + d;
+  const Dtype* o = a + 2 * d;
+  const Dtype* g = a + 3 * d;
+  if (cp) {
+    for (int j = 0; j < body; ++j) {
+      renet_lstm_cell(a[j], f[j], o[j], g[j], cp[j], c + j, h + j);
+    }
+    if (body < d) {
       for (int l = 0; l < L; ++l) {
-        ta[g * L + l] = a[g * d + j0 + l];
-        tb[g * L + l] = b[g * d + j0 + l];
+        const int j = d - L + l;
+        renet_lstm_cell(a[j], f[j], o[j], g[j], cp[j], c + j, h + j);
       }
     }
-    for (int l = 0; l < L; ++l) tcp[l] = cp ? cp[j0 + l] : Dtype(0);
-  }
-  if (cp) {
-    for (int j = 0; j < body; ++j) renet_lstm_forward(j, d, a, b, cp[j], c, h);
   } else {
     for (int j = 0; j < body; ++j) {
-      renet_lstm_forward(j, d, a, b, Dtype(0), c, h);
+      renet_lstm_cell(a[j], f[j], o[j], g[j], Dtype(0), c + j, h + j);
     }
-  }
-  if (body < d) {
-    for (int l = 0; l < L; ++l) {
-      renet_lstm_forward(l, L, ta, tb, tcp[l], tc, th);
-    }
-    for (int l = L - tail; l < L; ++l) {
-      for (int g = 0; g < 4; ++g) a[g * d + j0 + l] = ta[g * L + l];
-      c[j0 + l] = tc[l];
-      h[j0 + l] = th[l];
+    if (body < d) {
+      for (int l = 0; l < L; ++l) {
+        const int j = d - L + l;
+        renet_lstm_cell(a[j], f[j], o[j], g[j], Dtype(0), c + j, h + j);
+      }
     }
   }
 }
 
+// dcn: dL/dc_t through c_{t+1}; dcp: out, dL/dc_{t-1} (a different block).
 template <typename Dtype>
 RENET_ROW_ATTRIBUTES
 void LstmBackwardRow(int d, const Dtype* __restrict__ a,
     const Dtype* __restrict__ cp, const Dtype* __restrict__ c,
-    const Dtype* __restrict__ dh, Dtype* __restrict__ dc,
-    Dtype* __restrict__ da) {
-  const int L = kTailLanes, tail = d % L;
-  const int body = d >= L ? d - tail : d;
-  const int j0 = d - L;
-  Dtype ta[4 * L], tcp[L], tc[L], tdh[L], tdc[L], tda[4 * L];
-  if (body < d) {
-    for (int g = 0; g < 4; ++g) {
-      for (int l = 0; l < L; ++l) ta[g * L + l] = a[g * d + j0 + l];
-    }
-    for (int l = 0; l < L; ++l) {
-      tcp[l] = cp ? cp[j0 + l] : Dtype(0);
-      tc[l] = c[j0 + l];
-      tdh[l] = dh[j0 + l];
-      tdc[l] = dc[j0 + l];
-    }
-  }
+    const Dtype* __restrict__ dh, const Dtype* __restrict__ dcn,
+    Dtype* __restrict__ dcp, Dtype* __restrict__ da) {
+  const int L = kTailLanes;
+  const int body = d >= L ? d - d % L : d;
   if (cp) {
     for (int j = 0; j < body; ++j) {
-      renet_lstm_backward(j, d, a, cp[j], c, dh[j], dc, da);
+      renet_lstm_backward(j, d, a, cp[j], c, dh[j], dcn[j], dcp, da);
+    }
+    if (body < d) {
+      for (int l = 0; l < L; ++l) {
+        const int j = d - L + l;
+        renet_lstm_backward(j, d, a, cp[j], c, dh[j], dcn[j], dcp, da);
+      }
     }
   } else {
     for (int j = 0; j < body; ++j) {
-      renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dc, da);
+      renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dcn[j], dcp, da);
     }
-  }
-  if (body < d) {
-    for (int l = 0; l < L; ++l) {
-      renet_lstm_backward(l, L, ta, tcp[l], tc, tdh[l], tdc, tda);
-    }
-    for (int l = L - tail; l < L; ++l) {
-      dc[j0 + l] = tdc[l];
-      for (int g = 0; g < 4; ++g) da[g * d + j0 + l] = tda[g * L + l];
+    if (body < d) {
+      for (int l = 0; l < L; ++l) {
+        const int j = d - L + l;
+        renet_lstm_backward(j, d, a, Dtype(0), c, dh[j], dcn[j], dcp, da);
+      }
     }
   }
 }
@@ -166,6 +171,10 @@ void IrnnBackwardRow(int d, const Dtype* __restrict__ a,
     const Dtype* __restrict__ dh, Dtype* __restrict__ da) {
   for (int j = 0; j < d; ++j) renet_irnn_backward(j, a, dh[j], da);
 }
+
+// Input features up to which the CPU's input projection is done step by
+// step (one GEMM per step instead of one over all positions).
+const int kStepProjectionMaxK = 32;
 
 }  // namespace
 
@@ -303,7 +312,15 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   hidden_.Reshape(vector<int>{2, T_, B_, d_});
   if (unit_ == ReNetParameter_Unit_LSTM) {
     cell_.Reshape(vector<int>{2, T_, B_, d_});
-    carry_.Reshape(vector<int>{2, B_, d_});
+    carry_.Reshape(vector<int>{2, 2, B_, d_});
+    if (gate_scale_.count() != gd) {
+      gate_scale_.Reshape(vector<int>{gd});
+      Dtype* s = gate_scale_.mutable_cpu_data();
+      caffe_set(3 * d_, Dtype(1), s);
+      caffe_set(d_, Dtype(2), s + 3 * d_);
+    }
+    step_.Reshape(vector<int>{!direct_ && K_ <= kStepProjectionMaxK ? 2 : 0,
+                              B_, gd});
   }
   if (unit_ == ReNetParameter_Unit_GRU) {
     rec_.Reshape(vector<int>{2, T_, B_, gd});
@@ -405,12 +422,15 @@ struct Sweep {
   const Dtype* U;
   const Dtype* bias;
   const Dtype* zeros;  // GRU: U h_{-1}
+  const Dtype* scale;  // LSTM: renet_gate_act's s for each of the G d gates
+  Dtype* z;            // LSTM with a step projection: B x Gd pre-activations
   Dtype* a;            // T x B x Gd gates (data) and their diff
   Dtype* da;
   Dtype* h;            // T x B x d hidden states and their diff
   Dtype* dh;
-  Dtype* c;            // LSTM: T x B x d cells; dc: B x d carry
-  Dtype* dc;
+  Dtype* c;            // LSTM: T x B x d cells; dc: two B x d carry
+  Dtype* dc;           // blocks, dc_stride apart
+  int dc_stride;
   Dtype* u;            // GRU: T x B x Gd U h_{t-1}; du: its diff
   Dtype* du;
   // Copies between the top (N x 2d x gh x gw) and this direction's hidden
@@ -426,8 +446,6 @@ struct Sweep {
   bool grad_W, grad_U, grad_b;
 };
 
-// Input features up to which the projection is done step by step.
-const int kStepProjectionMaxK = 32;
 
 // Step (time) t of sweep s of a direction and its predecessor.
 inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
@@ -447,9 +465,14 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
     Dtype* at = w.a + t * B * gd;
+    // The step's pre-activations; for the LSTM with a step projection, in
+    // a scratch block that stays in cache, from which the row loops write
+    // the activations to at: the first touch of that memory then overlaps
+    // their arithmetic instead of being the GEMM's zero fill (beta = 0).
+    Dtype* pre = w.z ? w.z : at;
     if (step_projection) {
       caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, w.K, Dtype(1),
-          w.x + t * B * w.K, w.W, Dtype(0), at);
+          w.x + t * B * w.K, w.W, Dtype(0), pre);
     }
     Dtype* ht = w.h + t * B * d;
     const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
@@ -461,14 +484,14 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
             hp, w.U, Dtype(0), ut);
       } else {
         caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
-            hp, w.U, Dtype(1), at);
+            hp, w.U, Dtype(1), pre);
       }
     }
     for (int b = 0; b < B; ++b) {
       if (w.unit == ReNetParameter_Unit_LSTM) {
-        LstmForwardRow(d, at + b * gd, w.bias,
-            hp ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
-            ht + b * d);
+        LstmGatesRow(gd, pre + b * gd, w.bias, w.scale, at + b * gd);
+        LstmCellRow(d, at + b * gd, hp ? w.c + (tp * B + b) * d : NULL,
+            w.c + (t * B + b) * d, ht + b * d);
       } else if (w.unit == ReNetParameter_Unit_GRU) {
         GruForwardRow(d, at + b * gd, w.bias, ut ? ut + b * gd : w.zeros,
             hp ? hp + b * d : NULL, ht + b * d);
@@ -490,8 +513,11 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
     PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
         w.plane, w.pos, d, w.dh + n * w.pos_n * d);
   }
+  // The LSTM's dL/dc carry: each step reads one block and writes the other
+  // (so that the row loops' inputs and outputs never overlap); the first
+  // step's input is zero.
   if (w.dc) {
-    caffe_set(B * d, Dtype(0), w.dc);
+    caffe_set(B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
   }
   // Back-propagation through time, steps in reverse order of the forward.
   for (int s = w.T - 1; s >= 0; --s) {
@@ -502,11 +528,13 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
     Dtype* dat = w.da + t * B * gd;
     const Dtype* dht = w.dh + t * B * d;
     Dtype* dhp = has_prev ? w.dh + tp * B * d : NULL;
+    const Dtype* dcn = w.dc ? w.dc + (s % 2) * w.dc_stride : NULL;
+    Dtype* dcp = w.dc ? w.dc + (1 - s % 2) * w.dc_stride : NULL;
     for (int b = 0; b < B; ++b) {
       if (w.unit == ReNetParameter_Unit_LSTM) {
         LstmBackwardRow(d, at + b * gd,
             has_prev ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
-            dht + b * d, w.dc + b * d, dat + b * gd);
+            dht + b * d, dcn + b * d, dcp + b * d, dat + b * gd);
       } else if (w.unit == ReNetParameter_Unit_GRU) {
         GruBackwardRow(d, at + b * gd,
             has_prev ? w.u + (t * B + b) * gd : w.zeros,
@@ -675,6 +703,8 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     v.h = h + dir * TB * d_;
     if (unit_ == ReNetParameter_Unit_LSTM) {
       v.c = cell_.mutable_cpu_data() + dir * TB * d_;
+      v.scale = gate_scale_.cpu_data();
+      v.z = step_.count() ? step_.mutable_cpu_data() + dir * B_ * gd : NULL;
     }
     if (unit_ == ReNetParameter_Unit_GRU) {
       v.u = rec_.mutable_cpu_data() + dir * TB * gd;
@@ -707,6 +737,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     if (unit_ == ReNetParameter_Unit_LSTM) {
       v.c = cell_.mutable_cpu_data() + dir * TB * d_;
       v.dc = carry_.mutable_cpu_data() + dir * B_ * d_;
+      v.dc_stride = 2 * B_ * d_;
     }
     if (unit_ == ReNetParameter_Unit_GRU) {
       v.u = rec_.mutable_cpu_data() + dir * TB * gd;

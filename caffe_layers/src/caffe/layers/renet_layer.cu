@@ -108,7 +108,7 @@ __global__ void ReNetBackwardStep(const int count, int unit, int s, int T,
     if (unit == ReNetParameter_Unit_LSTM) {
       renet_lstm_backward(j, d, a + row * gd,
           has_prev ? c[row_p * d + j] : Dtype(0), c + row * d, dhj,
-          dc + (dir * B + b) * d, da + row * gd);
+          dc[(dir * B + b) * d + j], dc + (dir * B + b) * d, da + row * gd);
     } else if (unit == ReNetParameter_Unit_GRU) {
       const Dtype direct = renet_gru_backward(j, d, a + row * gd,
           has_prev ? u + row * gd : zeros,
