@@ -4,6 +4,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "caffe/filler.hpp"
 #include "caffe/layers/renet_layer.hpp"
 #include "caffe/util/math_functions.hpp"
@@ -444,8 +448,192 @@ struct Sweep {
   Dtype* db;
   const Dtype* ones;
   bool grad_W, grad_U, grad_b;
+  float* packed;       // scratch for StepProduct's packed U, or NULL
 };
 
+
+// ---------------------------------------------------------------------------
+// The recurrence's per-step products, C (m x n) = A (m x k) P + beta C, with
+// P = U^T in the forward sweep (k = d, n = G d) and P = U in the backward
+// one (k = G d, n = d). P is the same at every step, but the BLAS packs it
+// again at every call; on a CPU with AVX-512 and in float, P is packed once
+// per sweep, in panels of 32 columns (zeros past n), and multiplied by the
+// kernel below. Otherwise (double, other CPUs) the BLAS does the products.
+
+const int kPanel = 32;
+
+// Width of the panel that starts at column c0 of n: 32, or 16 for a last
+// panel of 16 or fewer columns.
+inline int StepPanelWidth(int c0, int n) {
+  return n - c0 > 16 ? kPanel : 16;
+}
+
+inline int PackedStepSize(int k, int n) {
+  int size = 0;
+  for (int c0 = 0; c0 < n; c0 += kPanel) size += k * StepPanelWidth(c0, n);
+  return size;
+}
+
+// Packs P (k x n), P[kk][c] = src[kk * rs + c * cs], in panels: the panel of
+// columns [c0, c0 + w) holds P[kk][c0 + c] at c0 k + kk w + c (zeros past n).
+inline void PackStepFactor(int k, int n, const float* src, int rs, int cs,
+    float* dst) {
+  for (int c0 = 0; c0 < n; c0 += kPanel) {
+    const int w = StepPanelWidth(c0, n);
+    for (int kk = 0; kk < k; ++kk) {
+      for (int c = 0; c < w; ++c) {
+        *dst++ = c0 + c < n ? src[kk * rs + (c0 + c) * cs] : 0.f;
+      }
+    }
+  }
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define RENET_STEP_KERNEL 1
+
+// R rows of C, one panel of NV x 16 columns (NV = 1, 2; the masks m[v] pick
+// the columns that exist): NV R accumulators; each step of kk loads NV
+// vectors of P and broadcasts R values of A for NV R FMAs. C's rows are
+// fetched at the start, so that a C in memory arrives during the products.
+template <int R, int NV>
+__attribute__((target("avx512f"), always_inline))
+inline void StepBlock(int k, const float* A, int lda, const float* P,
+    const __mmask16* m, bool accumulate, float* C, int ldc) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      acc[r][v] = _mm512_setzero_ps();
+      if (accumulate) {
+        _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc + 16 * v),
+            _MM_HINT_T0);
+      }
+    }
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * 16 * NV + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(A[r * lda + kk]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      float* c = C + r * ldc + 16 * v;
+      if (accumulate) {
+        acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(m[v], c));
+      }
+      _mm512_mask_storeu_ps(c, m[v], acc[r][v]);
+    }
+  }
+}
+
+// All rows of C for one panel of NV x 16 columns, in blocks of 8 rows.
+template <int NV>
+__attribute__((target("avx512f"), always_inline))
+inline void StepPanel(int m, int k, const float* A, const float* P,
+    const __mmask16* mask, bool accumulate, float* C, int ldc) {
+  const int lda = k;
+  int r = 0;
+  for (; r + 8 <= m; r += 8) {
+    StepBlock<8, NV>(k, A + r * lda, lda, P, mask, accumulate, C + r * ldc,
+        ldc);
+  }
+  const float* Ar = A + r * lda;
+  float* Cr = C + r * ldc;
+  switch (m - r) {
+    case 7: StepBlock<7, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 6: StepBlock<6, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 5: StepBlock<5, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 4: StepBlock<4, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 3: StepBlock<3, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 2: StepBlock<2, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    case 1: StepBlock<1, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
+    default: break;
+  }
+}
+
+// C (m x n) = A (m x k) P (+ C if accumulate), P packed by PackStepFactor.
+// A last panel with 16 or fewer columns runs 16 wide.
+__attribute__((target("avx512f")))
+void StepGemmAvx512(int m, int n, int k, const float* A, const float* P,
+    bool accumulate, float* C) {
+  for (int c0 = 0; c0 < n; c0 += kPanel) {
+    const int w = std::min(kPanel, n - c0);
+    const __mmask16 mask[2] = {
+        static_cast<__mmask16>(w >= 16 ? 0xffff : (1u << w) - 1),
+        static_cast<__mmask16>(w >= 32 ? 0xffff :
+                               (w > 16 ? (1u << (w - 16)) - 1 : 0))};
+    if (w > 16) {
+      StepPanel<2>(m, k, A, P + c0 * k, mask, accumulate, C + c0, n);
+    } else {
+      StepPanel<1>(m, k, A, P + c0 * k, mask, accumulate, C + c0, n);
+    }
+  }
+}
+
+inline bool StepKernelUsable() {
+  static const bool usable = __builtin_cpu_supports("avx512f");
+  return usable;
+}
+#else
+inline bool StepKernelUsable() { return false; }
+#endif
+
+// One direction's step products for a sweep. packed: PackedStepSize(k, n)
+// floats of scratch, or NULL for the BLAS.
+template <typename Dtype>
+class StepProduct {
+ public:
+  StepProduct(bool forward, int gd, int d, const Dtype* U, float* packed)
+      : forward_(forward), k_(forward ? d : gd), n_(forward ? gd : d),
+        U_(U), packed_(packed) {
+    if (packed_) Pack(U);
+  }
+  /// C (m x n) = A (m x k) P + beta C, beta 0 or 1.
+  void operator()(int m, const Dtype* A, Dtype beta, Dtype* C) const {
+#ifdef RENET_STEP_KERNEL
+    if (packed_) {
+      StepGemmAvx512(m, n_, k_, reinterpret_cast<const float*>(A), packed_,
+          beta != Dtype(0), reinterpret_cast<float*>(C));
+      return;
+    }
+#endif
+    caffe_cpu_gemm<Dtype>(CblasNoTrans, forward_ ? CblasTrans : CblasNoTrans,
+        m, n_, k_, Dtype(1), A, U_, beta, C);
+  }
+
+ private:
+  void Pack(const float* U) {
+    // Forward: P[kk][c] = U[c][kk]; backward: P[kk][c] = U[kk][c].
+    PackStepFactor(k_, n_, U, forward_ ? 1 : n_, forward_ ? k_ : 1, packed_);
+  }
+  void Pack(const double*) {}
+
+  const bool forward_;
+  const int k_, n_;
+  const Dtype* U_;
+  float* packed_;
+};
+
+// Scratch for both directions' packed U (float on an AVX-512 CPU), or NULL
+// for the BLAS; direction dir's at the result + dir * *size.
+template <typename Dtype>
+float* StepPackBuffers(Blob<float>* buf, int gd, int d, int* size) {
+  *size = std::max(PackedStepSize(d, gd), PackedStepSize(gd, d));
+  if (sizeof(Dtype) != sizeof(float) || !StepKernelUsable()) return NULL;
+  buf->Reshape(vector<int>{2, *size});
+  return buf->mutable_cpu_data();
+}
 
 // Step (time) t of sweep s of a direction and its predecessor.
 inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
@@ -461,6 +649,7 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
     caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
         w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
   }
+  const StepProduct<Dtype> step_product(true, gd, d, w.U, w.packed);
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -480,11 +669,9 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
     if (hp) {
       if (w.u) {
         ut = w.u + t * B * gd;
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
-            hp, w.U, Dtype(0), ut);
+        step_product(B, hp, Dtype(0), ut);
       } else {
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, d, Dtype(1),
-            hp, w.U, Dtype(1), pre);
+        step_product(B, hp, Dtype(1), pre);
       }
     }
     for (int b = 0; b < B; ++b) {
@@ -520,6 +707,7 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
     caffe_set(B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
   }
   // Back-propagation through time, steps in reverse order of the forward.
+  const StepProduct<Dtype> step_product(false, gd, d, w.U, w.packed);
   for (int s = w.T - 1; s >= 0; --s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -546,8 +734,7 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
       }
     }
     if (has_prev) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, B, d, gd, Dtype(1),
-          w.du ? w.du + t * B * gd : dat, w.U, Dtype(1), dhp);
+      step_product(B, w.du ? w.du + t * B * gd : dat, Dtype(1), dhp);
     }
   }
   // Parameter gradients, accumulated, one GEMM over all steps each.
@@ -712,6 +899,11 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     }
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
+  int pack_size;
+  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, &pack_size);
+  for (int dir = 0; dir < 2; ++dir) {
+    w[dir].packed = packed ? packed + dir * pack_size : NULL;
+  }
   Dtype* out = top[0]->mutable_cpu_data();
   RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
       w[0], w[1]);
@@ -754,6 +946,11 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     v.dW = v.grad_W ? this->blobs_[3 * dir]->mutable_cpu_diff() : NULL;
     v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
     v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
+  }
+  int pack_size;
+  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, &pack_size);
+  for (int dir = 0; dir < 2; ++dir) {
+    w[dir].packed = packed ? packed + dir * pack_size : NULL;
   }
   const Dtype* top_diff = top[0]->cpu_diff();
   RunBothDirections(
