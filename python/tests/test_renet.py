@@ -101,7 +101,7 @@ def test_forward_matches_numpy_many_features(net_from_string, unit,
 def test_forward_matches_numpy_row_tails(net_from_string, unit, direction,
                                          d):
     """d not a multiple of 16: the CPU's LSTM rows run their last 16 units
-    again on copies to keep the loop vectorised (d = 100 as in N-ReNet)."""
+    again to keep the loops vectorised (d = 100 as in N-ReNet)."""
     rng = np.random.RandomState(17)
     out, ref = forward_both(net_from_string, rng, (2, 3, 4, 5), unit,
                             direction, d, (2, 2))
@@ -265,6 +265,63 @@ def test_matches_torch(net_from_string, unit, direction):
             assert rel(got, expect) <= 1e-4, f"direction {dir_i} blob {j}"
 
 
+def check_sampled_gradients(net, x, params, unit, direction, patch, rng,
+                            samples=6, eps=1e-4):
+    """Central differences of the float64 reference for a sample of the
+    bottom's and of every parameter blob's gradients (after net.forward);
+    returns the top's gradient used."""
+    weights = rng.randn(*net.blobs["out"].shape)
+    net.blobs["out"].diff[...] = weights
+    net.backward()
+
+    def loss(xv, pv):
+        return np.sum(renet.renet_forward(xv, pv, unit, direction, *patch)
+                      * weights)
+
+    for _ in range(samples):
+        idx = tuple(rng.randint(0, s) for s in x.shape)
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        num = (loss(xp, params) - loss(xm, params)) / (2 * eps)
+        assert net.blobs["data"].diff[idx] == pytest.approx(
+            num, rel=1e-3, abs=1e-4), idx
+    for i, blob in enumerate(net.params["renet"]):
+        flat = blob.diff.ravel()
+        for j in rng.choice(flat.size, size=min(samples, flat.size),
+                            replace=False):
+            pp = [p.copy() for p in params]
+            pm = [p.copy() for p in params]
+            pp[i].ravel()[j] += eps
+            pm[i].ravel()[j] -= eps
+            num = (loss(x, pp) - loss(x, pm)) / (2 * eps)
+            assert flat[j] == pytest.approx(num, rel=1e-3, abs=1e-4), \
+                f"param blob {i} element {j}"
+
+
+@pytest.mark.parametrize("unit", ["LSTM", "GRU"])
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("c", [3, 40])
+@pytest.mark.parametrize("d", [4, 5, 9, 33])
+def test_step_products(net_from_string, unit, direction, c, d):
+    """The CPU's per-step products (float, AVX-512: a kernel of our own) in
+    blocks of 8 sequences and panels of 32 or 16 gates: 21 columns and 11
+    rows of patches leave partial blocks; d = 4, 5, 9, 33 make G d and d
+    fill panels fully, partly and with a last narrow one; c = 3 fuses the
+    LSTM's step projection into the same product, c = 40 does not."""
+    rng = np.random.RandomState(23)
+    shape = (1, c, 11, 21)
+    net = net_from_string(renet_net(shape, unit, direction, d))
+    params = random_params(rng, unit, c, 1, 1, d, scale=0.3)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, unit, direction)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    check_sampled_gradients(net, x, params, unit, direction, (1, 1), rng)
+
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_large_input_split_copies(net_from_string, direction):
     """C*H*W >= 2^20: the layout copies run split over two threads."""
@@ -278,17 +335,5 @@ def test_large_input_split_copies(net_from_string, direction):
     out = net.forward()["out"]
     ref = renet.renet_forward(x, params, "LSTM", direction)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    weights = rng.randn(*out.shape)
-    net.blobs["out"].diff[...] = weights
-    net.backward()
-    eps = 1e-4
-    for _ in range(8):
-        idx = tuple(rng.randint(0, s) for s in shape)
-        xp, xm = x.copy(), x.copy()
-        xp[idx] += eps
-        xm[idx] -= eps
-        num = np.sum((renet.renet_forward(xp, params, "LSTM", direction)
-                      - renet.renet_forward(xm, params, "LSTM", direction))
-                     * weights) / (2 * eps)
-        assert net.blobs["data"].diff[idx] == pytest.approx(
-            num, rel=1e-3, abs=1e-4), idx
+    check_sampled_gradients(net, x, params, "LSTM", direction, (1, 1), rng,
+                            samples=8)

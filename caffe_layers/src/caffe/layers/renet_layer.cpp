@@ -474,15 +474,17 @@ inline int PackedStepSize(int k, int n) {
   return size;
 }
 
-// Packs P (k x n), P[kk][c] = src[kk * rs + c * cs], in panels: the panel of
-// columns [c0, c0 + w) holds P[kk][c0 + c] at c0 k + kk w + c (zeros past n).
-inline void PackStepFactor(int k, int n, const float* src, int rs, int cs,
-    float* dst) {
+// Packs rows [r0, r0 + kr) of P (kp x n), P[r0 + kk][c] = src[kk * rs + c *
+// cs], in panels: the panel of columns [c0, c0 + w) holds P[r][c0 + c] at
+// c0 kp + r w + c (zeros past n).
+inline void PackStepFactor(int kp, int r0, int kr, int n, const float* src,
+    int rs, int cs, float* dst) {
   for (int c0 = 0; c0 < n; c0 += kPanel) {
     const int w = StepPanelWidth(c0, n);
-    for (int kk = 0; kk < k; ++kk) {
+    float* panel = dst + c0 * kp + r0 * w;
+    for (int kk = 0; kk < kr; ++kk) {
       for (int c = 0; c < w; ++c) {
-        *dst++ = c0 + c < n ? src[kk * rs + (c0 + c) * cs] : 0.f;
+        *panel++ = c0 + c < n ? src[kk * rs + (c0 + c) * cs] : 0.f;
       }
     }
   }
@@ -492,13 +494,16 @@ inline void PackStepFactor(int k, int n, const float* src, int rs, int cs,
 #define RENET_STEP_KERNEL 1
 
 // R rows of C, one panel of NV x 16 columns (NV = 1, 2; the masks m[v] pick
-// the columns that exist): NV R accumulators; each step of kk loads NV
-// vectors of P and broadcasts R values of A for NV R FMAs. C's rows are
+// the columns that exist), from k1 columns of A1 and then k2 of A2 against
+// consecutive rows of the panel P: NV R accumulators; each step of kk loads
+// NV vectors of P and broadcasts R values of A for NV R FMAs. C's rows are
 // fetched at the start, so that a C in memory arrives during the products.
 template <int R, int NV>
 __attribute__((target("avx512f"), always_inline))
-inline void StepBlock(int k, const float* A, int lda, const float* P,
-    const __mmask16* m, bool accumulate, float* C, int ldc) {
+inline void StepBlock(const float* A1, int lda1, int k1, const float* A2,
+    int lda2, int k2, const float* P, const __mmask16* m, bool accumulate,
+    float* C, int ldc) {
+  const int w = 16 * NV;
   __m512 acc[R][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -511,13 +516,27 @@ inline void StepBlock(int k, const float* A, int lda, const float* P,
       }
     }
   }
-  for (int kk = 0; kk < k; ++kk) {
+  for (int kk = 0; kk < k1; ++kk) {
     __m512 b[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * 16 * NV + 16 * v);
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * w + 16 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r * lda + kk]);
+      const __m512 a = _mm512_set1_ps(A1[r * lda1 + kk]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      }
+    }
+  }
+  P += k1 * w;
+  for (int kk = 0; kk < k2; ++kk) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * w + 16 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(A2[r * lda2 + kk]);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) {
         acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
@@ -537,46 +556,59 @@ inline void StepBlock(int k, const float* A, int lda, const float* P,
   }
 }
 
-// All rows of C for one panel of NV x 16 columns, in blocks of 8 rows.
+// The operands of one step product: C (m x n) = [A1 A2] P (+ C), with
+// A1 (m x k1, rows lda1 apart) and A2 (m x k2) against rows [p0, p0 + k1 +
+// k2) of P, packed by PackStepFactor with kp rows per panel.
+struct StepOperands {
+  int m, n, kp, p0;
+  const float* P;
+  const float* A1;
+  int lda1, k1;
+  const float* A2;
+  int lda2, k2;
+  bool accumulate;
+  float* C;
+};
+
+// All rows of C for the panel of NV x 16 columns at c0, in blocks of 8 rows.
 template <int NV>
 __attribute__((target("avx512f"), always_inline))
-inline void StepPanel(int m, int k, const float* A, const float* P,
-    const __mmask16* mask, bool accumulate, float* C, int ldc) {
-  const int lda = k;
-  int r = 0;
-  for (; r + 8 <= m; r += 8) {
-    StepBlock<8, NV>(k, A + r * lda, lda, P, mask, accumulate, C + r * ldc,
-        ldc);
-  }
-  const float* Ar = A + r * lda;
-  float* Cr = C + r * ldc;
-  switch (m - r) {
-    case 7: StepBlock<7, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 6: StepBlock<6, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 5: StepBlock<5, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 4: StepBlock<4, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 3: StepBlock<3, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 2: StepBlock<2, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    case 1: StepBlock<1, NV>(k, Ar, lda, P, mask, accumulate, Cr, ldc); break;
-    default: break;
+inline void StepPanel(const StepOperands& o, int c0, const __mmask16* mask) {
+  const float* P = o.P + c0 * o.kp + o.p0 * 16 * NV;
+  const int ldc = o.n;
+  for (int r = 0; r < o.m; r += 8) {
+    const float* A1 = o.A1 + r * o.lda1;
+    const float* A2 = o.A2 ? o.A2 + r * o.lda2 : NULL;
+    float* C = o.C + r * ldc + c0;
+#define RENET_STEP_BLOCK(R) StepBlock<R, NV>(A1, o.lda1, o.k1, A2, o.lda2, \
+    o.k2, P, mask, o.accumulate, C, ldc)
+    switch (std::min(8, o.m - r)) {
+      case 8: RENET_STEP_BLOCK(8); break;
+      case 7: RENET_STEP_BLOCK(7); break;
+      case 6: RENET_STEP_BLOCK(6); break;
+      case 5: RENET_STEP_BLOCK(5); break;
+      case 4: RENET_STEP_BLOCK(4); break;
+      case 3: RENET_STEP_BLOCK(3); break;
+      case 2: RENET_STEP_BLOCK(2); break;
+      default: RENET_STEP_BLOCK(1); break;
+    }
+#undef RENET_STEP_BLOCK
   }
 }
 
-// C (m x n) = A (m x k) P (+ C if accumulate), P packed by PackStepFactor.
 // A last panel with 16 or fewer columns runs 16 wide.
 __attribute__((target("avx512f")))
-void StepGemmAvx512(int m, int n, int k, const float* A, const float* P,
-    bool accumulate, float* C) {
-  for (int c0 = 0; c0 < n; c0 += kPanel) {
-    const int w = std::min(kPanel, n - c0);
+void StepGemmAvx512(const StepOperands& o) {
+  for (int c0 = 0; c0 < o.n; c0 += kPanel) {
+    const int w = std::min(kPanel, o.n - c0);
     const __mmask16 mask[2] = {
         static_cast<__mmask16>(w >= 16 ? 0xffff : (1u << w) - 1),
         static_cast<__mmask16>(w >= 32 ? 0xffff :
                                (w > 16 ? (1u << (w - 16)) - 1 : 0))};
     if (w > 16) {
-      StepPanel<2>(m, k, A, P + c0 * k, mask, accumulate, C + c0, n);
+      StepPanel<2>(o, c0, mask);
     } else {
-      StepPanel<1>(m, k, A, P + c0 * k, mask, accumulate, C + c0, n);
+      StepPanel<1>(o, c0, mask);
     }
   }
 }
@@ -589,22 +621,27 @@ inline bool StepKernelUsable() {
 inline bool StepKernelUsable() { return false; }
 #endif
 
-// One direction's step products for a sweep. packed: PackedStepSize(k, n)
-// floats of scratch, or NULL for the BLAS.
+// One direction's step products for a sweep. packed: StepPackSize floats of
+// scratch, or NULL for the BLAS. Forward only: with W (G d x K, a step
+// projection), P is [U^T; W^T] and Projected() forms a step's whole
+// pre-activation [h_{t-1} x_t] P in one pass.
 template <typename Dtype>
 class StepProduct {
  public:
-  StepProduct(bool forward, int gd, int d, const Dtype* U, float* packed)
+  StepProduct(bool forward, int gd, int d, const Dtype* U, const Dtype* W,
+      int K, float* packed)
       : forward_(forward), k_(forward ? d : gd), n_(forward ? gd : d),
-        U_(U), packed_(packed) {
-    if (packed_) Pack(U);
+        K_(W ? K : 0), U_(U), W_(W), packed_(packed) {
+    if (packed_) Pack(U, W);
   }
-  /// C (m x n) = A (m x k) P + beta C, beta 0 or 1.
+
+  /// C (m x n) = A (m x k) op(U) + beta C, beta 0 or 1.
   void operator()(int m, const Dtype* A, Dtype beta, Dtype* C) const {
 #ifdef RENET_STEP_KERNEL
     if (packed_) {
-      StepGemmAvx512(m, n_, k_, reinterpret_cast<const float*>(A), packed_,
-          beta != Dtype(0), reinterpret_cast<float*>(C));
+      const StepOperands o = {m, n_, k_ + K_, 0, packed_, Float(A), k_, k_,
+          NULL, 0, 0, beta != Dtype(0), Float(C)};
+      StepGemmAvx512(o);
       return;
     }
 #endif
@@ -612,24 +649,57 @@ class StepProduct {
         m, n_, k_, Dtype(1), A, U_, beta, C);
   }
 
- private:
-  void Pack(const float* U) {
-    // Forward: P[kk][c] = U[c][kk]; backward: P[kk][c] = U[kk][c].
-    PackStepFactor(k_, n_, U, forward_ ? 1 : n_, forward_ ? k_ : 1, packed_);
+  /// C (m x G d) = h_{t-1} U^T + x_t W^T (h_{t-1}: hp, NULL at the first
+  /// step; x_t: m x K).
+  void Projected(int m, const Dtype* hp, const Dtype* x, Dtype* C) const {
+#ifdef RENET_STEP_KERNEL
+    if (packed_) {
+      StepOperands o = {m, n_, k_ + K_, 0, packed_, Float(hp), k_, k_,
+          Float(x), K_, K_, false, Float(C)};
+      if (!hp) {
+        o.p0 = k_;
+        o.A1 = o.A2;
+        o.lda1 = o.k1 = K_;
+        o.A2 = NULL;
+        o.k2 = 0;
+      }
+      StepGemmAvx512(o);
+      return;
+    }
+#endif
+    caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, m, n_, K_, Dtype(1), x,
+        W_, Dtype(0), C);
+    if (hp) (*this)(m, hp, Dtype(1), C);
   }
-  void Pack(const double*) {}
+
+ private:
+  static const float* Float(const Dtype* p) {
+    return reinterpret_cast<const float*>(p);
+  }
+  static float* Float(Dtype* p) { return reinterpret_cast<float*>(p); }
+  // Forward: P[kk][c] = U[c][kk], then W[c][kk]; backward: P[kk][c] =
+  // U[kk][c].
+  void Pack(const float* U, const float* W) {
+    const int kp = k_ + K_;
+    PackStepFactor(kp, 0, k_, n_, U, forward_ ? 1 : n_, forward_ ? k_ : 1,
+        packed_);
+    if (W) PackStepFactor(kp, k_, K_, n_, W, 1, K_, packed_);
+  }
+  void Pack(const double*, const double*) {}
 
   const bool forward_;
-  const int k_, n_;
+  const int k_, n_, K_;
   const Dtype* U_;
+  const Dtype* W_;
   float* packed_;
 };
 
-// Scratch for both directions' packed U (float on an AVX-512 CPU), or NULL
-// for the BLAS; direction dir's at the result + dir * *size.
+// Scratch for both directions' packed factors (float on an AVX-512 CPU), or
+// NULL for the BLAS; direction dir's at the result + dir * *size. K: the
+// features of a step projection fused into the forward's products, or 0.
 template <typename Dtype>
-float* StepPackBuffers(Blob<float>* buf, int gd, int d, int* size) {
-  *size = std::max(PackedStepSize(d, gd), PackedStepSize(gd, d));
+float* StepPackBuffers(Blob<float>* buf, int gd, int d, int K, int* size) {
+  *size = std::max(PackedStepSize(d + K, gd), PackedStepSize(gd, d));
   if (sizeof(Dtype) != sizeof(float) || !StepKernelUsable()) return NULL;
   buf->Reshape(vector<int>{2, *size});
   return buf->mutable_cpu_data();
@@ -649,7 +719,10 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
     caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
         w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
   }
-  const StepProduct<Dtype> step_product(true, gd, d, w.U, w.packed);
+  // LSTM with a step projection: the step's pre-activations in one product.
+  const bool fused = step_projection && w.z;
+  const StepProduct<Dtype> step_product(true, gd, d, w.U, fused ? w.W : NULL,
+      w.K, w.packed);
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -659,14 +732,16 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
     // the activations to at: the first touch of that memory then overlaps
     // their arithmetic instead of being the GEMM's zero fill (beta = 0).
     Dtype* pre = w.z ? w.z : at;
-    if (step_projection) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, w.K, Dtype(1),
-          w.x + t * B * w.K, w.W, Dtype(0), pre);
-    }
     Dtype* ht = w.h + t * B * d;
     const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
     Dtype* ut = NULL;
-    if (hp) {
+    if (fused) {
+      step_product.Projected(B, hp, w.x + t * B * w.K, pre);
+    } else if (step_projection) {
+      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, w.K, Dtype(1),
+          w.x + t * B * w.K, w.W, Dtype(0), pre);
+    }
+    if (hp && !fused) {
       if (w.u) {
         ut = w.u + t * B * gd;
         step_product(B, hp, Dtype(0), ut);
@@ -707,7 +782,8 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
     caffe_set(B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
   }
   // Back-propagation through time, steps in reverse order of the forward.
-  const StepProduct<Dtype> step_product(false, gd, d, w.U, w.packed);
+  const StepProduct<Dtype> step_product(false, gd, d, w.U, NULL, 0,
+      w.packed);
   for (int s = w.T - 1; s >= 0; --s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
@@ -900,7 +976,8 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
   int pack_size;
-  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, &pack_size);
+  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_,
+      step_.count() ? K_ : 0, &pack_size);
   for (int dir = 0; dir < 2; ++dir) {
     w[dir].packed = packed ? packed + dir * pack_size : NULL;
   }
@@ -948,7 +1025,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
   }
   int pack_size;
-  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, &pack_size);
+  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, 0, &pack_size);
   for (int dir = 0; dir < 2; ++dir) {
     w[dir].packed = packed ? packed + dir * pack_size : NULL;
   }
