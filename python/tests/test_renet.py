@@ -323,6 +323,26 @@ def test_step_products(net_from_string, unit, direction, c, d):
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("width", [36, 35])
+def test_two_by_two_patch_copies(net_from_string, direction, width):
+    """2 x 2 patches are copied in tiles of 16 as pairs when the tile does
+    not reach the zero padding: width 36 (two tiles, no padding) and 35 (the
+    second tile padded), forward and the bottom's gradient."""
+    rng = np.random.RandomState(29)
+    shape, d = (1, 3, 10, width), 4
+    net = net_from_string(renet_net(shape, "LSTM", direction, d, 2, 2))
+    params = random_params(rng, "LSTM", shape[1], 2, 2, d, scale=0.3)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, "LSTM", direction, 2, 2)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    check_sampled_gradients(net, x, params, "LSTM", direction, (2, 2), rng,
+                            samples=12)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_large_input_split_copies(net_from_string, direction):
     """C*H*W >= 2^20: the layout copies run split over two threads."""
     rng = np.random.RandomState(13)
