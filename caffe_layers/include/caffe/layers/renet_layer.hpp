@@ -91,13 +91,20 @@ namespace caffe {
  * for VERTICAL sweeps of 1 x 1 patches with N = 1 the bottom already is X
  * transposed and is used as it is),
  * the input projections of all positions are one GEMM per direction (on
- * the CPU, with at most 32 features per patch, one GEMM per step instead,
+ * the CPU, with at most 32 features per patch, one product per step instead,
  * so that each step's gates stay in cache), the
  * recurrence is one GEMM per step and direction over all B sequences (each
  * step's rows contiguous), the gate maths is one fused element-wise pass per
  * step (functions below, shared by CPU and CUDA), and the weight gradients
  * are one GEMM over all steps. No memory is allocated per step or per pass
- * once the shapes are set. On the CPU the two directions sweep concurrently
+ * once the shapes are set. On a CPU with AVX-512, in float, the per-step
+ * products are done by a kernel of the layer's own with U (and, for the
+ * LSTM with a per-step projection, W) packed once per sweep, the LSTM's
+ * projection and recurrence in one pass; the BLAS would pack U again at
+ * every step. The CPU's LSTM rows run in two passes, the activations of
+ * all 4 d gates (renet_gate_act) and then the cell (renet_lstm_cell), which
+ * keeps each vector's chain of dependent operations short.
+ * On the CPU the two directions sweep concurrently
  * on two threads with no barrier between their steps (sweeps under 2^20
  * recurrent multiply-adds run in turn), and the layout copies and the
  * input-gradient GEMMs are split over the same two threads; with OpenBLAS,
@@ -239,13 +246,14 @@ RENET_HD inline void renet_lstm_cell(Dtype i, Dtype f, Dtype o, Dtype g,
 /// LSTM step. In: a = W x (+ U h_{t-1}) pre-activations (i, f, o, g), bias b,
 /// cp = c_{t-1} (0 at the first step). Out: a overwritten with the
 /// activations, c_t and h_t.
+/// (The CPU's rows run the same two functions in two passes.)
 template <typename Dtype>
 RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
     const Dtype* b, Dtype cp, Dtype* c, Dtype* h) {
-  const Dtype i = renet_sigmoid(a[j] + b[j]);
-  const Dtype f = renet_sigmoid(a[d + j] + b[d + j]);
-  const Dtype o = renet_sigmoid(a[2 * d + j] + b[2 * d + j]);
-  const Dtype g = renet_tanh(a[3 * d + j] + b[3 * d + j]);
+  const Dtype i = renet_gate_act(a[j] + b[j], Dtype(1));
+  const Dtype f = renet_gate_act(a[d + j] + b[d + j], Dtype(1));
+  const Dtype o = renet_gate_act(a[2 * d + j] + b[2 * d + j], Dtype(1));
+  const Dtype g = renet_gate_act(a[3 * d + j] + b[3 * d + j], Dtype(2));
   a[j] = i;
   a[d + j] = f;
   a[2 * d + j] = o;
