@@ -141,17 +141,7 @@ def test_backward_matches_numeric(net_from_string, unit, direction):
         num[idx] = (loss(xp, params) - loss(xm, params)) / (2 * eps)
     np.testing.assert_allclose(net.blobs["data"].diff, num, rtol=1e-3,
                                atol=2e-4)
-    # a sample of every parameter blob
-    for i, blob in enumerate(net.params["renet"]):
-        flat = blob.diff.ravel()
-        for j in rng.choice(flat.size, size=min(6, flat.size), replace=False):
-            pp = [p.copy() for p in params]
-            pm = [p.copy() for p in params]
-            pp[i].ravel()[j] += eps
-            pm[i].ravel()[j] -= eps
-            expect = (loss(x, pp) - loss(x, pm)) / (2 * eps)
-            assert flat[j] == pytest.approx(expect, rel=1e-3, abs=2e-4), \
-                f"param blob {i} element {j}"
+    check_param_gradients(net, x, params, loss, rng, 6, eps, 2e-4)
 
 
 def test_parameter_diffs_accumulate(net_from_string):
@@ -265,11 +255,27 @@ def test_matches_torch(net_from_string, unit, direction):
             assert rel(got, expect) <= 1e-4, f"direction {dir_i} blob {j}"
 
 
+def check_param_gradients(net, x, params, loss, rng, samples, eps, atol):
+    """A sample of every parameter blob's gradient (after net.backward)
+    against central differences of loss(x, params)."""
+    for i, blob in enumerate(net.params["renet"]):
+        flat = blob.diff.ravel()
+        for j in rng.choice(flat.size, size=min(samples, flat.size),
+                            replace=False):
+            pp = [p.copy() for p in params]
+            pm = [p.copy() for p in params]
+            pp[i].ravel()[j] += eps
+            pm[i].ravel()[j] -= eps
+            num = (loss(x, pp) - loss(x, pm)) / (2 * eps)
+            assert flat[j] == pytest.approx(num, rel=1e-3, abs=atol), \
+                f"param blob {i} element {j}"
+
+
 def check_sampled_gradients(net, x, params, unit, direction, patch, rng,
                             samples=6, eps=1e-4):
     """Central differences of the float64 reference for a sample of the
-    bottom's and of every parameter blob's gradients (after net.forward);
-    returns the top's gradient used."""
+    bottom's and of every parameter blob's gradients (after net.forward),
+    for a random top gradient."""
     weights = rng.randn(*net.blobs["out"].shape)
     net.blobs["out"].diff[...] = weights
     net.backward()
@@ -286,17 +292,7 @@ def check_sampled_gradients(net, x, params, unit, direction, patch, rng,
         num = (loss(xp, params) - loss(xm, params)) / (2 * eps)
         assert net.blobs["data"].diff[idx] == pytest.approx(
             num, rel=1e-3, abs=1e-4), idx
-    for i, blob in enumerate(net.params["renet"]):
-        flat = blob.diff.ravel()
-        for j in rng.choice(flat.size, size=min(samples, flat.size),
-                            replace=False):
-            pp = [p.copy() for p in params]
-            pm = [p.copy() for p in params]
-            pp[i].ravel()[j] += eps
-            pm[i].ravel()[j] -= eps
-            num = (loss(x, pp) - loss(x, pm)) / (2 * eps)
-            assert flat[j] == pytest.approx(num, rel=1e-3, abs=1e-4), \
-                f"param blob {i} element {j}"
+    check_param_gradients(net, x, params, loss, rng, samples, eps, 1e-4)
 
 
 @pytest.mark.parametrize("unit", ["LSTM", "GRU"])

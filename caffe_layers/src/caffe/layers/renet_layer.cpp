@@ -506,17 +506,39 @@ inline void PackStepFactor(int kp, int r0, int kr, int n, const float* src,
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define RENET_STEP_KERNEL 1
 
+// acc[r][v] += sum over kk < k of A[r lda + kk] P[kk w + 16 v] (w = 16 NV):
+// each step of kk loads NV vectors of P and broadcasts R values of A for
+// NV R FMAs.
+template <int R, int NV>
+__attribute__((target("avx512f"), always_inline))
+inline void StepAccumulate(const float* A, int lda, int k, const float* P,
+    __m512 (&acc)[R][NV]) {
+  for (int kk = 0; kk < k; ++kk) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      b[v] = _mm512_loadu_ps(P + kk * 16 * NV + 16 * v);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(A[r * lda + kk]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      }
+    }
+  }
+}
+
 // R rows of C, one panel of NV x 16 columns (NV = 1, 2; the masks m[v] pick
 // the columns that exist), from k1 columns of A1 and then k2 of A2 against
-// consecutive rows of the panel P: NV R accumulators; each step of kk loads
-// NV vectors of P and broadcasts R values of A for NV R FMAs. C's rows are
+// consecutive rows of the panel P, in NV R accumulators. C's rows are
 // fetched at the start, so that a C in memory arrives during the products.
 template <int R, int NV>
 __attribute__((target("avx512f"), always_inline))
 inline void StepBlock(const float* A1, int lda1, int k1, const float* A2,
     int lda2, int k2, const float* P, const __mmask16* m, bool accumulate,
     float* C, int ldc) {
-  const int w = 16 * NV;
   __m512 acc[R][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -529,33 +551,8 @@ inline void StepBlock(const float* A1, int lda1, int k1, const float* A2,
       }
     }
   }
-  for (int kk = 0; kk < k1; ++kk) {
-    __m512 b[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * w + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(A1[r * lda1 + kk]);
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) {
-        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
-      }
-    }
-  }
-  P += k1 * w;
-  for (int kk = 0; kk < k2; ++kk) {
-    __m512 b[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(P + kk * w + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(A2[r * lda2 + kk]);
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) {
-        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
-      }
-    }
-  }
+  StepAccumulate<R, NV>(A1, lda1, k1, P, acc);
+  StepAccumulate<R, NV>(A2, lda2, k2, P + k1 * 16 * NV, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 2
