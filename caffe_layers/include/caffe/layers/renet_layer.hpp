@@ -169,7 +169,8 @@ class ReNetLayer : public Layer<Dtype> {
   /// LSTM, CPU, few input features (a projection per step): 2 x B x Gd
   /// scratch for one step's pre-activations (empty otherwise).
   Blob<Dtype> step_;
-  /// CPU, float, AVX-512: each direction's U packed for the step products.
+  /// CPU, float, AVX-512: each direction's U (and a fused step
+  /// projection's W) packed for the step products.
   Blob<float> packed_u_;
   /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
   /// X (T x B rows; p = t B + b) and of each direction's hidden block.

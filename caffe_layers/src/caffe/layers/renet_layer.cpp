@@ -40,12 +40,11 @@ namespace {
 
 // A row of d hidden units vectorises in whole vectors; the d % 16 units
 // left over (d = 100: 4) would run as a scalar loop that costs as much as
-// the vectorised part. Loops whose inputs and outputs are distinct arrays
-// run their last kTailLanes units once more as a fixed-length loop that
-// vectorises (the units shared with the main loop get the same values
-// again); LstmBackwardRow, which updates dc in place, runs them on copies
-// and writes back only the units the main loop did not cover (the results
-// are the same bits either way). Rows shorter than kTailLanes stay one loop.
+// the vectorised part. The LSTM's row loops read and write distinct arrays
+// (the backward's dL/dc carry alternates between two blocks for that), so
+// they run their last kTailLanes units once more as a fixed-length loop
+// that vectorises: the units shared with the main loop get the same values
+// again. Rows shorter than kTailLanes stay one loop.
 const int kTailLanes = 16;
 
 // LSTM forward, first pass over a row: the activations of all G d gates,
@@ -464,14 +463,14 @@ struct Sweep {
   float* packed;       // scratch for StepProduct's packed U, or NULL
 };
 
-
 // ---------------------------------------------------------------------------
 // The recurrence's per-step products, C (m x n) = A (m x k) P + beta C, with
 // P = U^T in the forward sweep (k = d, n = G d) and P = U in the backward
 // one (k = G d, n = d). P is the same at every step, but the BLAS packs it
 // again at every call; on a CPU with AVX-512 and in float, P is packed once
-// per sweep, in panels of 32 columns (zeros past n), and multiplied by the
-// kernel below. Otherwise (double, other CPUs) the BLAS does the products.
+// per sweep, in panels of 32 columns (zeros past n; W^T below U^T when a
+// step projection is fused in), and multiplied by the kernel below.
+// Otherwise (double, other CPUs) the BLAS does the products.
 
 const int kPanel = 32;
 
@@ -631,8 +630,8 @@ inline bool StepKernelUsable() {
 inline bool StepKernelUsable() { return false; }
 #endif
 
-// One direction's step products for a sweep. packed: StepPackSize floats of
-// scratch, or NULL for the BLAS. Forward only: with W (G d x K, a step
+// One direction's step products for a sweep. packed: scratch from
+// StepPackBuffers, or NULL for the BLAS. Forward only: with W (G d x K, a step
 // projection), P is [U^T; W^T] and Projected() forms a step's whole
 // pre-activation [h_{t-1} x_t] P in one pass.
 template <typename Dtype>
