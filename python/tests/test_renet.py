@@ -304,7 +304,9 @@ def test_step_products(net_from_string, unit, direction, c, d):
     blocks of 8 sequences and panels of 32 or 16 gates: 21 columns and 11
     rows of patches leave partial blocks; d = 4, 5, 9, 33 make G d and d
     fill panels fully, partly and with a last narrow one; c = 3 fuses the
-    LSTM's step projection into the same product, c = 40 does not."""
+    LSTM's step projection into the same product in horizontal sweeps
+    (vertical sweeps of one image read the bottom in place), c = 40 does
+    not."""
     rng = np.random.RandomState(23)
     shape = (1, c, 11, 21)
     net = net_from_string(renet_net(shape, unit, direction, d))
