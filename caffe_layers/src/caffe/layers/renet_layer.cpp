@@ -631,9 +631,9 @@ inline bool StepKernelUsable() { return false; }
 #endif
 
 // One direction's step products for a sweep. packed: scratch from
-// StepPackBuffers, or NULL for the BLAS. Forward only: with W (G d x K, a step
-// projection), P is [U^T; W^T] and Projected() forms a step's whole
-// pre-activation [h_{t-1} x_t] P in one pass.
+// SetStepPackBuffers, or NULL for the BLAS. Forward only: with W (G d x K,
+// a step projection), P is [U^T; W^T] and Projected() forms a step's
+// whole pre-activation [h_{t-1} x_t] P in one pass.
 template <typename Dtype>
 class StepProduct {
  public:
@@ -710,18 +710,19 @@ class StepProduct {
 // write a cached scratch block and use the kernel at any size.
 const int kStepKernelMaxRows = 256;
 
-// Scratch for both directions' packed factors (float on an AVX-512 CPU), or
-// NULL for the BLAS; direction dir's at the result + dir * *size. K: the
-// features of a step projection fused into the forward's products, or 0;
-// B: the sequences.
+// Sets both sweeps' scratch for packed factors (float on an AVX-512 CPU;
+// NULL, for the BLAS, otherwise). K: the features of a step projection
+// fused into the forward's products, or 0; B: the sequences.
 template <typename Dtype>
-float* StepPackBuffers(Blob<float>* buf, int gd, int d, int K, int B,
-    int* size) {
-  *size = std::max(PackedStepSize(d + K, gd), PackedStepSize(gd, d));
-  if (sizeof(Dtype) != sizeof(float) || !StepKernelUsable()) return NULL;
-  if (K == 0 && B > kStepKernelMaxRows) return NULL;
-  buf->Reshape(vector<int>{2, *size});
-  return buf->mutable_cpu_data();
+void SetStepPackBuffers(Blob<float>* buf, int gd, int d, int K, int B,
+    Sweep<Dtype>* w) {
+  w[0].packed = w[1].packed = NULL;
+  if (sizeof(Dtype) != sizeof(float) || !StepKernelUsable()) return;
+  if (K == 0 && B > kStepKernelMaxRows) return;
+  const int size = std::max(PackedStepSize(d + K, gd), PackedStepSize(gd, d));
+  buf->Reshape(vector<int>{2, size});
+  w[0].packed = buf->mutable_cpu_data();
+  w[1].packed = w[0].packed + size;
 }
 
 // Step (time) t of sweep s of a direction and its predecessor.
@@ -994,12 +995,7 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     }
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
-  int pack_size;
-  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_,
-      step_.count() ? K_ : 0, B_, &pack_size);
-  for (int dir = 0; dir < 2; ++dir) {
-    w[dir].packed = packed ? packed + dir * pack_size : NULL;
-  }
+  SetStepPackBuffers(&packed_u_, gd, d_, step_.count() ? K_ : 0, B_, w);
   Dtype* out = top[0]->mutable_cpu_data();
   RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
       w[0], w[1]);
@@ -1043,12 +1039,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
     v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
   }
-  int pack_size;
-  float* packed = StepPackBuffers<Dtype>(&packed_u_, gd, d_, 0, B_,
-      &pack_size);
-  for (int dir = 0; dir < 2; ++dir) {
-    w[dir].packed = packed ? packed + dir * pack_size : NULL;
-  }
+  SetStepPackBuffers(&packed_u_, gd, d_, 0, B_, w);
   const Dtype* top_diff = top[0]->cpu_diff();
   RunBothDirections(
       [top_diff](const Sweep<Dtype>& v) { SweepBackward(v, top_diff); },
