@@ -87,16 +87,19 @@ namespace caffe {
  * so `iter_size > 1` works.
  *
  * Implementation: the input is rearranged into a time-major matrix
- * X (T x B x K) (T steps, B = independent sequences of the whole batch;
- * for VERTICAL sweeps of 1 x 1 patches with N = 1 the bottom already is X
- * transposed and is used as it is),
- * the input projections of all positions are one GEMM per direction (on
- * the CPU, with at most 32 features per patch, one product per step instead,
- * so that each step's gates stay in cache), the
- * recurrence is one GEMM per step and direction over all B sequences (each
- * step's rows contiguous), the gate maths is one fused element-wise pass per
- * step (functions below, shared by CPU and CUDA), and the weight gradients
- * are one GEMM over all steps. No memory is allocated per step or per pass
+ * X (T x B x K) (T steps, B = independent sequences of the whole batch).
+ * For VERTICAL sweeps of 1 x 1 patches each image of the bottom already is
+ * X transposed for its own sequences and is used as it is: with N = 1 on
+ * both devices, and on the CPU for any N, whose gates and hidden states are
+ * then stored per image (image-major) instead of time-major.
+ * The input projections of all positions are one GEMM per direction (per
+ * image when image-major; on the CPU, with at most 32 features per patch,
+ * one product per step instead, so that each step's gates stay in cache),
+ * the recurrence is one GEMM per step and direction over all B sequences
+ * (each step's rows contiguous; image-major, one per image), the gate maths
+ * is one fused element-wise pass per step (functions below, shared by CPU
+ * and CUDA), and the weight gradients are one GEMM over all steps (of an
+ * image, when image-major). No memory is allocated per step or per pass
  * once the shapes are set. On a CPU with AVX-512, in float, the per-step
  * products are done by a kernel of the layer's own with U (and, for the
  * LSTM with a per-step projection, W) packed once per sweep, the LSTM's
@@ -150,9 +153,14 @@ class ReNetLayer : public Layer<Dtype> {
   int N_, H_, W_;   ///< bottom shape
   int gh_, gw_;     ///< patch grid h x w
   int T_, B_;       ///< steps per sequence, sequences in the batch
-  /// VERTICAL, 1 x 1 patches, N = 1: X is the bottom itself, transposed
-  /// (C x H W), so the GEMMs read and write the bottom with no layout copy.
+  /// VERTICAL, 1 x 1 patches: each image of the bottom is X^T of its w
+  /// sequences (C x H W), so the CPU's GEMMs read and write the bottom with
+  /// no layout copy (the GPU does so for N = 1 only).
   bool direct_;
+  /// CPU: the sequences' blocks, each block's rows stored step after step
+  /// (N when direct_: one image each; else 1, time-major). The GPU's
+  /// layout is always one block.
+  int blocks_;
   Blob<Dtype> x_;       ///< X (T x B x K); diff: dX
   Blob<Dtype> gates_;   ///< 2 x T x B x Gd: activations; diff: dpre-act
   Blob<Dtype> hidden_;  ///< 2 x T x B x d: h; diff: dh
@@ -172,8 +180,10 @@ class ReNetLayer : public Layer<Dtype> {
   /// CPU, float, AVX-512: each direction's U (and a fused step
   /// projection's W) packed for the step products.
   Blob<float> packed_u_;
-  /// Patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx] of
-  /// X (T x B rows; p = t B + b) and of each direction's hidden block.
+  /// CPU: patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx]
+  /// of X (T x B rows) and of each direction's hidden block: for sequence b
+  /// at step t, p = (k T + t) Bs + b % Bs in block k = b / Bs of
+  /// Bs = B / blocks_ sequences (time-major p = t B + b for one block).
   vector<int> pos_y_, pos_x_;
   vector<int> pos_;  ///< pos_y_[gy] + pos_x_[gx] at gy * gw + gx
   int pos_n_;

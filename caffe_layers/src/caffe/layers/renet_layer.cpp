@@ -291,15 +291,24 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   gw_ = (W_ + pw_ - 1) / pw_;
   T_ = vertical_ ? gh_ : gw_;
   B_ = N_ * (vertical_ ? gw_ : gh_);
+  // The CPU reads VERTICAL 1 x 1 patches from the bottom in place (its
+  // image n is X^T of n's w sequences), in blocks of one image each; all
+  // other cases, and the GPU (in one block) for N > 1, copy the patches
+  // into X, time-major.
+  direct_ = vertical_ && ph_ == 1 && pw_ == 1;
+  blocks_ = direct_ ? N_ : 1;
+  const int Bs = B_ / blocks_;
+  // Row of patch (n, gy, gx): sequence b (n w + gx or n h + gy) at step t
+  // (gy or gx) is row (k T + t) Bs + b % Bs of block k = b / Bs.
   pos_y_.resize(gh_);
   pos_x_.resize(gw_);
   for (int gy = 0; gy < gh_; ++gy) {
-    pos_y_[gy] = vertical_ ? gy * B_ : gy;
+    pos_y_[gy] = vertical_ ? gy * Bs : gy;
   }
   for (int gx = 0; gx < gw_; ++gx) {
-    pos_x_[gx] = vertical_ ? gx : gx * B_;
+    pos_x_[gx] = vertical_ ? gx : gx * Bs;
   }
-  pos_n_ = vertical_ ? gw_ : gh_;
+  pos_n_ = blocks_ > 1 ? T_ * Bs : (vertical_ ? gw_ : gh_);
   pos_.resize(gh_ * gw_);
   for (int gy = 0; gy < gh_; ++gy) {
     for (int gx = 0; gx < gw_; ++gx) {
@@ -308,8 +317,9 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
   const int gd = G_ * d_;
   top[0]->Reshape(N_, 2 * d_, gh_, gw_);
-  direct_ = vertical_ && ph_ == 1 && pw_ == 1 && N_ == 1;
-  if (!direct_) {
+  // (Memory is allocated on first use: the CPU leaves X untouched when
+  // direct_.)
+  if (!direct_ || N_ > 1) {
     x_.Reshape(vector<int>{T_, B_, K_});
   }
   gates_.Reshape(vector<int>{2, T_, B_, gd});
@@ -431,9 +441,17 @@ void PatchCopy(int C, int H, int W, int s, int t, int gy0, int gy1, int gw,
 
 // One direction's share of the work, as raw pointers fetched by the calling
 // thread (Blob accessors are not thread-safe); blocks are this direction's.
+//
+// Step t's rows: each direction's blocks (gates, hidden states, cells, X)
+// hold row (k T + t) Bs + b for sequence k Bs + b, b < Bs: the B = nb Bs
+// sequences come in nb blocks of Bs, each block's steps one after another.
+// Time-major (nb = 1, Bs = B): step t is rows [t B, (t + 1) B). Image-major
+// (nb = N, Bs = w: vertical 1 x 1 patches read from a bottom with N > 1):
+// block k is image k's positions in the bottom's own order.
 template <typename Dtype>
 struct Sweep {
   int unit, dir, T, B, d, gd, K;
+  int nb, Bs;          // blocks of sequences, sequences per block
   const Dtype* W;
   const Dtype* U;
   const Dtype* bias;
@@ -703,16 +721,18 @@ class StepProduct {
   float* packed_;
 };
 
-// Sequences per step up to which the kernel does the products that add to
-// a C in memory (the stored gates, dL/dh): standalone, 50 steps with C in
-// memory, 63 x 480 x 120 ran at 141 GFLOP/s against OpenBLAS's 101, but
-// 630 x 480 x 120 (ten images) at 109 against 141. The fused products
+// Rows per step product (sequences per block) up to which the kernel does
+// the products that add to a C in memory (the stored gates, dL/dh):
+// standalone, 50 steps with C in memory, 63 x 480 x 120 ran at 141 GFLOP/s
+// against OpenBLAS's 101, but 630 x 480 x 120 (ten images, time-major) at
+// 109 against 141. The fused products
 // write a cached scratch block and use the kernel at any size.
 const int kStepKernelMaxRows = 256;
 
 // Sets both sweeps' scratch for packed factors (float on an AVX-512 CPU;
 // NULL, for the BLAS, otherwise). K: the features of a step projection
-// fused into the forward's products, or 0; B: the sequences.
+// fused into the forward's products, or 0; B: the rows of a product (the
+// sequences of a block).
 template <typename Dtype>
 void SetStepPackBuffers(Blob<float>* buf, int gd, int d, int K, int B,
     Sweep<Dtype>* w) {
@@ -728,16 +748,24 @@ void SetStepPackBuffers(Blob<float>* buf, int gd, int d, int K, int B,
 // Step (time) t of sweep s of a direction and its predecessor.
 inline int StepTime(int dir, int s, int T) { return dir == 0 ? s : T - 1 - s; }
 
+// First row of block k at step t.
+template <typename Dtype>
+inline int StepRow(const Sweep<Dtype>& w, int k, int t) {
+  return (k * w.T + t) * w.Bs;
+}
+
 template <typename Dtype>
 void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
-  const int B = w.B, d = w.d, gd = w.gd;
-  // This direction's input projection of every position, one GEMM; with few
-  // input features, one per step instead, so that the step finds its gates
-  // in cache rather than in memory.
+  const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * Bs;
+  // This direction's input projection of every position, one GEMM per block
+  // (X^T: each image's C x H W in the bottom); with few input features, one
+  // per step instead, so that the step finds its gates in cache rather than
+  // in memory.
   const bool step_projection = !w.x_trans && w.K <= kStepProjectionMaxK;
-  if (!step_projection) {
+  for (int k = 0; !step_projection && k < w.nb; ++k) {
     caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
-        w.T * B, gd, w.K, Dtype(1), w.x, w.W, Dtype(0), w.a);
+        TBs, gd, w.K, Dtype(1), w.x + k * TBs * w.K, w.W, Dtype(0),
+        w.a + k * TBs * gd);
   }
   // LSTM with a step projection: the step's pre-activations in one product.
   const bool fused = step_projection && w.z;
@@ -746,39 +774,44 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
-    Dtype* at = w.a + t * B * gd;
-    // The step's pre-activations; for the LSTM with a step projection, in
-    // a scratch block that stays in cache, from which the row loops write
-    // the activations to at: the first touch of that memory then overlaps
-    // their arithmetic instead of being the GEMM's zero fill (beta = 0).
-    Dtype* pre = w.z ? w.z : at;
-    Dtype* ht = w.h + t * B * d;
-    const Dtype* hp = s > 0 ? w.h + tp * B * d : NULL;
-    Dtype* ut = NULL;
-    if (fused) {
-      step_product.Projected(B, hp, w.x + t * B * w.K, pre);
-    } else if (step_projection) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, B, gd, w.K, Dtype(1),
-          w.x + t * B * w.K, w.W, Dtype(0), pre);
-    }
-    if (hp && !fused) {
-      if (w.u) {
-        ut = w.u + t * B * gd;
-        step_product(B, hp, Dtype(0), ut);
-      } else {
-        step_product(B, hp, Dtype(1), pre);
+    for (int k = 0; k < w.nb; ++k) {
+      const int r = StepRow(w, k, t), rp = StepRow(w, k, tp);
+      Dtype* at = w.a + r * gd;
+      // The step's pre-activations; for the LSTM with a step projection, in
+      // a scratch block that stays in cache, from which the row loops write
+      // the activations to at: the first touch of that memory then overlaps
+      // their arithmetic instead of being the GEMM's zero fill (beta = 0).
+      Dtype* pre = w.z ? w.z : at;
+      Dtype* ht = w.h + r * d;
+      const Dtype* hp = s > 0 ? w.h + rp * d : NULL;
+      const Dtype* cp = s > 0 && w.c ? w.c + rp * d : NULL;
+      Dtype* ct = w.c ? w.c + r * d : NULL;
+      Dtype* ut = NULL;
+      if (fused) {
+        step_product.Projected(Bs, hp, w.x + r * w.K, pre);
+      } else if (step_projection) {
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, Bs, gd, w.K, Dtype(1),
+            w.x + r * w.K, w.W, Dtype(0), pre);
       }
-    }
-    for (int b = 0; b < B; ++b) {
-      if (w.unit == ReNetParameter_Unit_LSTM) {
-        LstmGatesRow(gd, pre + b * gd, w.bias, w.scale, at + b * gd);
-        LstmCellRow(d, at + b * gd, hp ? w.c + (tp * B + b) * d : NULL,
-            w.c + (t * B + b) * d, ht + b * d);
-      } else if (w.unit == ReNetParameter_Unit_GRU) {
-        GruForwardRow(d, at + b * gd, w.bias, ut ? ut + b * gd : w.zeros,
-            hp ? hp + b * d : NULL, ht + b * d);
-      } else {
-        IrnnForwardRow(d, at + b * gd, w.bias, ht + b * d);
+      if (hp && !fused) {
+        if (w.u) {
+          ut = w.u + r * gd;
+          step_product(Bs, hp, Dtype(0), ut);
+        } else {
+          step_product(Bs, hp, Dtype(1), pre);
+        }
+      }
+      for (int b = 0; b < Bs; ++b) {
+        if (w.unit == ReNetParameter_Unit_LSTM) {
+          LstmGatesRow(gd, pre + b * gd, w.bias, w.scale, at + b * gd);
+          LstmCellRow(d, at + b * gd, cp ? cp + b * d : NULL, ct + b * d,
+              ht + b * d);
+        } else if (w.unit == ReNetParameter_Unit_GRU) {
+          GruForwardRow(d, at + b * gd, w.bias, ut ? ut + b * gd : w.zeros,
+              hp ? hp + b * d : NULL, ht + b * d);
+        } else {
+          IrnnForwardRow(d, at + b * gd, w.bias, ht + b * d);
+        }
       }
     }
   }
@@ -790,7 +823,7 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
 
 template <typename Dtype>
 void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
-  const int B = w.B, d = w.d, gd = w.gd, TB = w.T * w.B;
+  const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * w.Bs;
   for (int n = 0; n < w.N; ++n) {
     PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
         w.plane, w.pos, d, w.dh + n * w.pos_n * d);
@@ -799,7 +832,7 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
   // (so that the row loops' inputs and outputs never overlap); the first
   // step's input is zero.
   if (w.dc) {
-    caffe_set(B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
+    caffe_set(w.B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
   }
   // Back-propagation through time, steps in reverse order of the forward.
   const StepProduct<Dtype> step_product(false, gd, d, w.U, NULL, 0,
@@ -808,46 +841,53 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
     const bool has_prev = s > 0;
-    const Dtype* at = w.a + t * B * gd;
-    Dtype* dat = w.da + t * B * gd;
-    const Dtype* dht = w.dh + t * B * d;
-    Dtype* dhp = has_prev ? w.dh + tp * B * d : NULL;
-    const Dtype* dcn = w.dc ? w.dc + (s % 2) * w.dc_stride : NULL;
-    Dtype* dcp = w.dc ? w.dc + (1 - s % 2) * w.dc_stride : NULL;
-    for (int b = 0; b < B; ++b) {
-      if (w.unit == ReNetParameter_Unit_LSTM) {
-        LstmBackwardRow(d, at + b * gd,
-            has_prev ? w.c + (tp * B + b) * d : NULL, w.c + (t * B + b) * d,
-            dht + b * d, dcn + b * d, dcp + b * d, dat + b * gd);
-      } else if (w.unit == ReNetParameter_Unit_GRU) {
-        GruBackwardRow(d, at + b * gd,
-            has_prev ? w.u + (t * B + b) * gd : w.zeros,
-            has_prev ? w.h + (tp * B + b) * d : NULL, dht + b * d,
-            dat + b * gd, w.du + (t * B + b) * gd,
-            has_prev ? dhp + b * d : NULL);
-      } else {
-        IrnnBackwardRow(d, at + b * gd, dht + b * d, dat + b * gd);
+    for (int k = 0; k < w.nb; ++k) {
+      const int r = StepRow(w, k, t), rp = StepRow(w, k, tp);
+      const Dtype* at = w.a + r * gd;
+      Dtype* dat = w.da + r * gd;
+      const Dtype* dht = w.dh + r * d;
+      Dtype* dhp = has_prev ? w.dh + rp * d : NULL;
+      // This block's carry rows.
+      const Dtype* dcn = w.dc ? w.dc + (s % 2) * w.dc_stride + k * Bs * d :
+          NULL;
+      Dtype* dcp = w.dc ? w.dc + (1 - s % 2) * w.dc_stride + k * Bs * d : NULL;
+      for (int b = 0; b < Bs; ++b) {
+        if (w.unit == ReNetParameter_Unit_LSTM) {
+          LstmBackwardRow(d, at + b * gd,
+              has_prev ? w.c + (rp + b) * d : NULL, w.c + (r + b) * d,
+              dht + b * d, dcn + b * d, dcp + b * d, dat + b * gd);
+        } else if (w.unit == ReNetParameter_Unit_GRU) {
+          GruBackwardRow(d, at + b * gd,
+              has_prev ? w.u + (r + b) * gd : w.zeros,
+              has_prev ? w.h + (rp + b) * d : NULL, dht + b * d,
+              dat + b * gd, w.du + (r + b) * gd,
+              has_prev ? dhp + b * d : NULL);
+        } else {
+          IrnnBackwardRow(d, at + b * gd, dht + b * d, dat + b * gd);
+        }
+      }
+      if (has_prev) {
+        step_product(Bs, w.du ? w.du + r * gd : dat, Dtype(1), dhp);
       }
     }
-    if (has_prev) {
-      step_product(B, w.du ? w.du + t * B * gd : dat, Dtype(1), dhp);
-    }
   }
-  // Parameter gradients, accumulated, one GEMM over all steps each.
-  if (w.grad_W) {
+  // Parameter gradients, accumulated, one GEMM over all steps (of a block)
+  // each.
+  for (int k = 0; w.grad_W && k < w.nb; ++k) {
     caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
-        gd, w.K, TB, Dtype(1), w.da, w.x, Dtype(1), w.dW);
+        gd, w.K, TBs, Dtype(1), w.da + k * TBs * gd, w.x + k * TBs * w.K,
+        Dtype(1), w.dW);
   }
-  if (w.grad_U && w.T > 1) {
+  for (int k = 0; w.grad_U && w.T > 1 && k < w.nb; ++k) {
     // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
     // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
-    const Dtype* dr = (w.du ? w.du : w.da) + (1 - w.dir) * B * gd;
-    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d, TB - B, Dtype(1),
-        dr, w.h + w.dir * B * d, Dtype(1), w.dU);
+    const Dtype* dr = (w.du ? w.du : w.da) + StepRow(w, k, 1 - w.dir) * gd;
+    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d, TBs - Bs,
+        Dtype(1), dr, w.h + StepRow(w, k, w.dir) * d, Dtype(1), w.dU);
   }
   if (w.grad_b) {
-    caffe_cpu_gemv<Dtype>(CblasTrans, TB, gd, Dtype(1), w.da, w.ones,
-        Dtype(1), w.db);
+    caffe_cpu_gemv<Dtype>(CblasTrans, w.nb * TBs, gd, Dtype(1), w.da,
+        w.ones, Dtype(1), w.db);
   }
 }
 
@@ -976,7 +1016,7 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
-    v.K = K_;
+    v.K = K_; v.nb = blocks_; v.Bs = B_ / blocks_;
     v.x = direct_ ? in : x;
     v.x_trans = direct_;
     v.W = this->blobs_[3 * dir]->cpu_data();
@@ -995,7 +1035,8 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     }
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
-  SetStepPackBuffers(&packed_u_, gd, d_, step_.count() ? K_ : 0, B_, w);
+  SetStepPackBuffers(&packed_u_, gd, d_, step_.count() ? K_ : 0,
+      B_ / blocks_, w);
   Dtype* out = top[0]->mutable_cpu_data();
   RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
       w[0], w[1]);
@@ -1012,7 +1053,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
-    v.K = K_;
+    v.K = K_; v.nb = blocks_; v.Bs = B_ / blocks_;
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
     v.a = gates_.mutable_cpu_data() + dir * TB * gd;
     v.da = da + dir * TB * gd;
@@ -1039,7 +1080,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
     v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
   }
-  SetStepPackBuffers(&packed_u_, gd, d_, 0, B_, w);
+  SetStepPackBuffers(&packed_u_, gd, d_, 0, B_ / blocks_, w);
   const Dtype* top_diff = top[0]->cpu_diff();
   RunBothDirections(
       [top_diff](const Sweep<Dtype>& v) { SweepBackward(v, top_diff); },
@@ -1053,12 +1094,17 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const int K = K_;
   const double macs = static_cast<double>(TB) * K * gd;
   if (direct_) {
-    // bottom diff (C x H W) = sum over directions of W^T dA^T; the two
-    // threads take halves of its rows (input channels: columns of W).
+    // Each image's bottom diff (C x H W) = sum over directions of W^T dA^T
+    // (dA: the image's block); the two threads take halves of its rows
+    // (input channels: columns of W).
+    const int N = N_, HW = H_ * W_;
     SplitInTwo(K, macs, [=](int k0, int k1) {
-      for (int dir = 0; dir < 2; ++dir) {
-        GemmLd(CblasTrans, CblasTrans, k1 - k0, TB, gd, Dtype(1), W[dir] + k0,
-            K, da + dir * TB * gd, gd, Dtype(dir), din + k0 * TB, TB);
+      for (int n = 0; n < N; ++n) {
+        for (int dir = 0; dir < 2; ++dir) {
+          GemmLd(CblasTrans, CblasTrans, k1 - k0, HW, gd, Dtype(1),
+              W[dir] + k0, K, da + (dir * TB + n * HW) * gd, gd, Dtype(dir),
+              din + (n * K + k0) * HW, HW);
+        }
       }
     });
     return;

@@ -126,8 +126,11 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const int gd = G_ * d_;
   const int TB = T_ * B_;
+  // The GPU reads the bottom in place only with N = 1 (one block of
+  // sequences, time-major; see blocks_).
+  const bool direct = direct_ && N_ == 1;
   const Dtype* x = bottom[0]->gpu_data();
-  if (!direct_) {
+  if (!direct) {
     // NOLINT_NEXT_LINE(whitespace/operators)
     ReNetIm2Col<Dtype><<<CAFFE_GET_BLOCKS(x_.count()),
         CAFFE_CUDA_NUM_THREADS>>>(x_.count(), bottom[0]->gpu_data(),
@@ -138,7 +141,7 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   }
   Dtype* a = gates_.mutable_gpu_data();
   for (int dir = 0; dir < 2; ++dir) {
-    caffe_gpu_gemm<Dtype>(direct_ ? CblasTrans : CblasNoTrans, CblasTrans, TB,
+    caffe_gpu_gemm<Dtype>(direct ? CblasTrans : CblasNoTrans, CblasTrans, TB,
         gd, K_, Dtype(1), x, this->blobs_[3 * dir]->gpu_data(), Dtype(0),
         a + dir * TB * gd);
   }
@@ -228,11 +231,12 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
       }
     }
   }
-  const Dtype* x = direct_ ? bottom[0]->gpu_data() : x_.gpu_data();
+  const bool direct = direct_ && N_ == 1;
+  const Dtype* x = direct ? bottom[0]->gpu_data() : x_.gpu_data();
   for (int dir = 0; dir < 2; ++dir) {
     const Dtype* dad = da + dir * TB * gd;
     if (this->param_propagate_down_[3 * dir]) {
-      caffe_gpu_gemm<Dtype>(CblasTrans, direct_ ? CblasTrans : CblasNoTrans,
+      caffe_gpu_gemm<Dtype>(CblasTrans, direct ? CblasTrans : CblasNoTrans,
           gd, K_, TB, Dtype(1), dad, x, Dtype(1),
           this->blobs_[3 * dir]->mutable_gpu_diff());
     }
@@ -252,7 +256,7 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
   if (!propagate_down[0]) {
     return;
   }
-  if (direct_) {
+  if (direct) {
     for (int dir = 0; dir < 2; ++dir) {
       caffe_gpu_gemm<Dtype>(CblasTrans, CblasTrans, K_, TB, gd, Dtype(1),
           this->blobs_[3 * dir]->gpu_data(), da + dir * TB * gd, Dtype(dir),
