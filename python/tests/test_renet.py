@@ -320,22 +320,26 @@ def test_step_products(net_from_string, unit, direction, c, d):
     check_sampled_gradients(net, x, params, unit, direction, (1, 1), rng)
 
 
+@pytest.mark.parametrize("direction, shape", [("VERTICAL", (2, 3, 300)),
+                                              ("HORIZONTAL", (2, 150, 3))])
 @pytest.mark.parametrize("c", [3, 40])
-def test_many_sequences(net_from_string, c):
-    """Over 256 sequences per step the step products that add to the stored
-    gates go back to the BLAS (the fused ones, c = 3, stay with the kernel):
-    forward and sampled gradients for two images of 150 columns."""
+def test_many_sequences(net_from_string, direction, shape, c):
+    """Over 256 sequences per step product the products that add to the
+    stored gates go back to the BLAS (the fused ones, c = 3 in horizontal
+    sweeps, stay with the kernel): forward and sampled gradients for two
+    images of 300 columns (vertical: one block of 300 sequences per image,
+    read in place) and of 150 rows (horizontal: 300 sequences, time-major)."""
     rng = np.random.RandomState(31)
-    shape, d = (2, c, 3, 150), 5
-    net = net_from_string(renet_net(shape, "LSTM", "VERTICAL", d))
+    shape, d = (shape[0], c) + shape[1:], 5
+    net = net_from_string(renet_net(shape, "LSTM", direction, d))
     params = random_params(rng, "LSTM", c, 1, 1, d, scale=0.3)
     load(net, params)
     x = rng.uniform(-1, 1, shape)
     net.blobs["data"].data[...] = x
     out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, "LSTM", "VERTICAL")
+    ref = renet.renet_forward(x, params, "LSTM", direction)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    check_sampled_gradients(net, x, params, "LSTM", "VERTICAL", (1, 1), rng)
+    check_sampled_gradients(net, x, params, "LSTM", direction, (1, 1), rng)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)

@@ -54,3 +54,14 @@ def test_best_round_prefers_idle_then_fastest(bench):
     assert bench.best_round(idle_slow, {"error": "x"}, 0.25) == idle_slow
     # Inputs are left as they were.
     assert idle_slow["fwdbwd_ms"] == 300.0
+
+
+def test_best_round_keeps_each_timings_own_peak(bench):
+    # The SGEMM peak measured alongside a timing travels with it.
+    slow = {"fwd_ms": 100.0, "fwd_load": 0.0, "fwd_peak": 200.0,
+            "fwdbwd_ms": 250.0, "fwdbwd_load": 0.0, "fwdbwd_peak": 210.0}
+    fast_fwd = {"fwd_ms": 80.0, "fwd_load": 0.0, "fwd_peak": 290.0,
+                "fwdbwd_ms": 300.0, "fwdbwd_load": 0.0, "fwdbwd_peak": 280.0}
+    best = bench.best_round(slow, fast_fwd, 0.25)
+    assert (best["fwd_ms"], best["fwd_peak"]) == (80.0, 290.0)
+    assert (best["fwdbwd_ms"], best["fwdbwd_peak"]) == (250.0, 210.0)

@@ -489,31 +489,56 @@ TYPED_TEST(ReNetLayerTest, TestNoPropagateDown) {
   EXPECT_GT(layer.blobs()[0]->asum_diff(), 0);
 }
 
+// A new size (and number of images) per pass: horizontal 2 x 2 patches
+// (time-major X), and vertical 1 x 1 patches, which the CPU reads from the
+// bottom in place in one block of sequences per image.
 TYPED_TEST(ReNetLayerTest, TestReshape) {
   typedef typename TypeParam::Dtype Dtype;
-  LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
-      ReNetParameter_Direction_HORIZONTAL, 3, 2, 2);
-  ReNetLayer<Dtype> layer(lp);
-  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-  const int shapes[][3] = {{2, 3, 4}, {1, 5, 3}, {3, 6, 6}, {2, 3, 4}};
-  for (int i = 0; i < 4; ++i) {
-    this->blob_bottom_->Reshape(shapes[i][0], 2, shapes[i][1], shapes[i][2]);
-    this->FillBottom();
-    layer.Reshape(this->blob_bottom_vec_, this->blob_top_vec_);
-    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-    Blob<Dtype> expected;
-    ReferenceForward(*this->blob_bottom_, layer.blobs(), lp.renet_param(),
-        &expected);
-    ASSERT_EQ(expected.shape(), this->blob_top_->shape());
-    for (int k = 0; k < expected.count(); ++k) {
-      EXPECT_NEAR(expected.cpu_data()[k], this->blob_top_->cpu_data()[k],
-          2e-5);
+  for (int config = 0; config < 2; ++config) {
+    LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
+        config == 0 ? ReNetParameter_Direction_HORIZONTAL :
+        ReNetParameter_Direction_VERTICAL, 3, 2 - config, 2 - config);
+    this->blob_bottom_->Reshape(2, 2, 3, 4);
+    ReNetLayer<Dtype> layer(lp);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    const int shapes[][3] = {{2, 3, 4}, {1, 5, 3}, {3, 6, 6}, {2, 3, 4}};
+    for (int i = 0; i < 4; ++i) {
+      this->blob_bottom_->Reshape(shapes[i][0], 2, shapes[i][1],
+          shapes[i][2]);
+      this->FillBottom();
+      layer.Reshape(this->blob_bottom_vec_, this->blob_top_vec_);
+      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      Blob<Dtype> expected;
+      ReferenceForward(*this->blob_bottom_, layer.blobs(), lp.renet_param(),
+          &expected);
+      ASSERT_EQ(expected.shape(), this->blob_top_->shape());
+      for (int k = 0; k < expected.count(); ++k) {
+        EXPECT_NEAR(expected.cpu_data()[k], this->blob_top_->cpu_data()[k],
+            2e-5);
+      }
+      caffe_set(this->blob_top_->count(), Dtype(1),
+          this->blob_top_->mutable_cpu_diff());
+      layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
+          this->blob_bottom_vec_);
+      EXPECT_GT(this->blob_bottom_->asum_diff(), 0);
+      // The same input gradient as a layer set up for this size only.
+      Blob<Dtype> reshaped_diff;
+      reshaped_diff.CopyFrom(*this->blob_bottom_, true, true);
+      ReNetLayer<Dtype> fresh(lp);
+      fresh.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      for (int b = 0; b < 6; ++b) {
+        fresh.blobs()[b]->CopyFrom(*layer.blobs()[b]);
+      }
+      fresh.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+      caffe_set(this->blob_top_->count(), Dtype(1),
+          this->blob_top_->mutable_cpu_diff());
+      fresh.Backward(this->blob_top_vec_, vector<bool>(1, true),
+          this->blob_bottom_vec_);
+      for (int k = 0; k < reshaped_diff.count(); ++k) {
+        EXPECT_NEAR(this->blob_bottom_->cpu_diff()[k],
+            reshaped_diff.cpu_diff()[k], 1e-6);
+      }
     }
-    caffe_set(this->blob_top_->count(), Dtype(1),
-        this->blob_top_->mutable_cpu_diff());
-    layer.Backward(this->blob_top_vec_, vector<bool>(1, true),
-        this->blob_bottom_vec_);
-    EXPECT_GT(this->blob_bottom_->asum_diff(), 0);
   }
 }
 
