@@ -383,7 +383,9 @@ def main(args):
                         and res[t][load_key] <= args.max_other_load]
                 left_out = any(key in res[t] and res[t][load_key] >
                                args.max_other_load for t in torch_fws)
-                if r[load_key] > args.max_other_load or not idle:
+                if not any(key in res[t] for t in torch_fws):
+                    ratio[key] = "n/a (no PyTorch timing)"
+                elif r[load_key] > args.max_other_load or not idle:
                     ratio[key] = "n/a (load)"
                 else:
                     ratio[key] = (f"{min(idle) / r[key]:.2f}x"
