@@ -295,6 +295,22 @@ def check_sampled_gradients(net, x, params, unit, direction, patch, rng,
     check_param_gradients(net, x, params, loss, rng, samples, eps, 1e-4)
 
 
+def check_forward_and_gradients(net_from_string, rng, shape, unit, direction,
+                                d, patch=(1, 1), scale=0.3, samples=6):
+    """The layer's forward against the numpy reference (random weights of
+    the given scale, inputs in [-1, 1]), then check_sampled_gradients."""
+    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
+    params = random_params(rng, unit, shape[1], *patch, d, scale=scale)
+    load(net, params)
+    x = rng.uniform(-1, 1, shape)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"]
+    ref = renet.renet_forward(x, params, unit, direction, *patch)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
+    check_sampled_gradients(net, x, params, unit, direction, patch, rng,
+                            samples)
+
+
 @pytest.mark.parametrize("unit", ["LSTM", "GRU"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("c", [3, 40])
@@ -307,17 +323,8 @@ def test_step_products(net_from_string, unit, direction, c, d):
     LSTM's step projection into the same product in horizontal sweeps
     (vertical sweeps of one image read the bottom in place), c = 40 does
     not."""
-    rng = np.random.RandomState(23)
-    shape = (1, c, 11, 21)
-    net = net_from_string(renet_net(shape, unit, direction, d))
-    params = random_params(rng, unit, c, 1, 1, d, scale=0.3)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, unit, direction)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    check_sampled_gradients(net, x, params, unit, direction, (1, 1), rng)
+    check_forward_and_gradients(net_from_string, np.random.RandomState(23),
+                                (1, c, 11, 21), unit, direction, d)
 
 
 @pytest.mark.parametrize("direction, shape", [("VERTICAL", (2, 3, 300)),
@@ -329,17 +336,9 @@ def test_many_sequences(net_from_string, direction, shape, c):
     sweeps, stay with the kernel): forward and sampled gradients for two
     images of 300 columns (vertical: one block of 300 sequences per image,
     read in place) and of 150 rows (horizontal: 300 sequences, time-major)."""
-    rng = np.random.RandomState(31)
-    shape, d = (shape[0], c) + shape[1:], 5
-    net = net_from_string(renet_net(shape, "LSTM", direction, d))
-    params = random_params(rng, "LSTM", c, 1, 1, d, scale=0.3)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, "LSTM", direction)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    check_sampled_gradients(net, x, params, "LSTM", direction, (1, 1), rng)
+    check_forward_and_gradients(net_from_string, np.random.RandomState(31),
+                                (shape[0], c) + shape[1:], "LSTM", direction,
+                                5)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -348,32 +347,14 @@ def test_two_by_two_patch_copies(net_from_string, direction, width):
     """2 x 2 patches are copied in tiles of 16 as pairs when the tile does
     not reach the zero padding: width 36 (two tiles, no padding) and 35 (the
     second tile padded), forward and the bottom's gradient."""
-    rng = np.random.RandomState(29)
-    shape, d = (1, 3, 10, width), 4
-    net = net_from_string(renet_net(shape, "LSTM", direction, d, 2, 2))
-    params = random_params(rng, "LSTM", shape[1], 2, 2, d, scale=0.3)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, "LSTM", direction, 2, 2)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    check_sampled_gradients(net, x, params, "LSTM", direction, (2, 2), rng,
-                            samples=12)
+    check_forward_and_gradients(net_from_string, np.random.RandomState(29),
+                                (1, 3, 10, width), "LSTM", direction, 4,
+                                (2, 2), samples=12)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_large_input_split_copies(net_from_string, direction):
     """C*H*W >= 2^20: the layout copies run split over two threads."""
-    rng = np.random.RandomState(13)
-    shape, d = (1, 256, 64, 64), 4
-    net = net_from_string(renet_net(shape, "LSTM", direction, d))
-    params = random_params(rng, "LSTM", shape[1], 1, 1, d, scale=0.1)
-    load(net, params)
-    x = rng.uniform(-1, 1, shape)
-    net.blobs["data"].data[...] = x
-    out = net.forward()["out"]
-    ref = renet.renet_forward(x, params, "LSTM", direction)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-5)
-    check_sampled_gradients(net, x, params, "LSTM", direction, (1, 1), rng,
-                            samples=8)
+    check_forward_and_gradients(net_from_string, np.random.RandomState(13),
+                                (1, 256, 64, 64), "LSTM", direction, 4,
+                                scale=0.1, samples=8)
