@@ -317,8 +317,8 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   }
   const int gd = G_ * d_;
   top[0]->Reshape(N_, 2 * d_, gh_, gw_);
-  // (Memory is allocated on first use: the CPU leaves X untouched when
-  // direct_.)
+  // X, also for the GPU with N > 1 (a blob's memory is allocated on first
+  // use, so the CPU allocates none when direct_).
   if (!direct_ || N_ > 1) {
     x_.Reshape(vector<int>{T_, B_, K_});
   }
@@ -725,8 +725,8 @@ class StepProduct {
 // the products that add to a C in memory (the stored gates, dL/dh):
 // standalone, 50 steps with C in memory, 63 x 480 x 120 ran at 141 GFLOP/s
 // against OpenBLAS's 101, but 630 x 480 x 120 (ten images, time-major) at
-// 109 against 141. The fused products
-// write a cached scratch block and use the kernel at any size.
+// 109 against 141. The fused products write a cached scratch block and use
+// the kernel at any size.
 const int kStepKernelMaxRows = 256;
 
 // Sets both sweeps' scratch for packed factors (float on an AVX-512 CPU;
