@@ -161,6 +161,8 @@ class ReNetLayer : public Layer<Dtype> {
   /// (N when direct_: one image each; else 1, time-major). The GPU's
   /// layout is always one block.
   int blocks_;
+  /// Whether the GPU reads the bottom in place (direct_ with N = 1).
+  bool gpu_direct() const { return direct_ && N_ == 1; }
   Blob<Dtype> x_;       ///< X (T x B x K); diff: dX
   Blob<Dtype> gates_;   ///< 2 x T x B x Gd: activations; diff: dpre-act
   Blob<Dtype> hidden_;  ///< 2 x T x B x d: h; diff: dh

@@ -128,7 +128,7 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const int TB = T_ * B_;
   // The GPU reads the bottom in place only with N = 1 (one block of
   // sequences, time-major; see blocks_).
-  const bool direct = direct_ && N_ == 1;
+  const bool direct = gpu_direct();
   const Dtype* x = bottom[0]->gpu_data();
   if (!direct) {
     // NOLINT_NEXT_LINE(whitespace/operators)
@@ -231,7 +231,7 @@ void ReNetLayer<Dtype>::Backward_gpu(const vector<Blob<Dtype>*>& top,
       }
     }
   }
-  const bool direct = direct_ && N_ == 1;
+  const bool direct = gpu_direct();
   const Dtype* x = direct ? bottom[0]->gpu_data() : x_.gpu_data();
   for (int dir = 0; dir < 2; ++dir) {
     const Dtype* dad = da + dir * TB * gd;
