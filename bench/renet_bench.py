@@ -12,6 +12,9 @@ that one library's idle threads cannot slow the other, in --rounds rounds
 of all frameworks in turn; each framework's best round is reported (a
 shared or virtual machine's speed drifts over minutes, by up to 40% on the
 one measured here; interleaving gives every framework the same chances).
+Beside that speed-up, the "paired" one is the median over rounds of the
+ratio within each round, whose frameworks ran seconds apart: it does not
+depend on which minutes each framework's best round fell in.
 
 For every measurement the script reads the CPU time that the whole machine
 spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
@@ -257,6 +260,33 @@ def best_round(best, new, max_load):
     return out
 
 
+def paired_speedup(rounds, key, max_load):
+    """Median over rounds of PyTorch's best idle path in that round over our
+    idle time in the same round (rounds: one dict per round, framework ->
+    worker result), or None when no round has both. The frameworks of a
+    round run within seconds of each other, so the ratio does not depend on
+    which minutes (fast or slow ones on a drifting VM) each framework's best
+    round fell in."""
+    load_key = key.replace("ms", "load")
+
+    def idle(r):
+        return (r is not None and "error" not in r and key in r
+                and r[load_key] <= max_load)
+    ratios = []
+    for rnd in rounds:
+        ours = rnd.get("caffe")
+        theirs = [r[key] for fw, r in rnd.items() if fw != "caffe"
+                  and idle(r)]
+        if idle(ours) and theirs:
+            ratios.append(min(theirs) / ours[key])
+    if not ratios:
+        return None
+    ratios.sort()
+    mid = len(ratios) // 2
+    return (ratios[mid] if len(ratios) % 2 else
+            (ratios[mid - 1] + ratios[mid]) / 2)
+
+
 def run_worker(argv, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + argv
     env = dict(os.environ)
@@ -351,17 +381,20 @@ def main(args):
         case = CASES[name]
         gflop = group_gflop(case)
         res = {}
+        rounds = []
         # Rounds of all implementations in turn; each keeps its best round
         # (lowest median, among the rounds measured without load where there
         # are some): the machine's speed drifts over minutes, and
         # interleaving gives every implementation the same chances.
         for rnd in range(args.rounds):
+            rounds.append({})
             for fw in args.frameworks:
                 t0 = time.time()
                 r = run_worker([fw, name] + common, args.timeout)
                 print(f"# {name} {fw} round {rnd + 1}: {json.dumps(r)} "
                       f"({time.time() - t0:.0f} s)", flush=True)
                 res[fw] = best_round(res.get(fw), r, args.max_other_load)
+                rounds[-1][fw] = r
         results["cases"][name] = res
         torch_fws = [fw for fw in ("torch-onednn", "torch-native")
                      if fw in res and "error" not in res[fw]]
@@ -390,6 +423,11 @@ def main(args):
                 else:
                     ratio[key] = (f"{min(idle) / r[key]:.2f}x"
                                   + ("*" if left_out else ""))
+                # And the median of the rounds' own ratios.
+                paired = paired_speedup(rounds, key, args.max_other_load)
+                r[key.replace("ms", "paired_speedup")] = paired
+                if paired is not None:
+                    ratio[key] += f" (paired {paired:.2f}x)"
             key = "fwdbwd_ms" if "fwdbwd_ms" in r else "fwd_ms"
             gf = gflop * (3 if key == "fwdbwd_ms" else 1) / (r[key] / 1e3)
             r["gflops"] = gf
@@ -422,7 +460,9 @@ def main(args):
         print(row)
     print("\nSpeed-up: PyTorch's best path time / ours (>1: we are faster), "
           "over the paths measured with other load <= "
-          f"{args.max_other_load} cores (*: a loaded path left out). "
+          f"{args.max_other_load} cores (*: a loaded path left out), each "
+          "framework's best round; paired: the median over rounds of the "
+          "same ratio within each round. "
           "GFLOP/s over fwd+bwd where timed, else fwd; % of the run's SGEMM "
           "peak (the higher of before and after all cases) and, for ours, "
           "of the peak measured in the same worker just before and after "

@@ -65,3 +65,26 @@ def test_best_round_keeps_each_timings_own_peak(bench):
     best = bench.best_round(slow, fast_fwd, 0.25)
     assert (best["fwd_ms"], best["fwd_peak"]) == (80.0, 290.0)
     assert (best["fwdbwd_ms"], best["fwdbwd_peak"]) == (250.0, 210.0)
+
+
+def test_paired_speedup_is_the_median_of_each_rounds_ratio(bench):
+    def rnd(ours, onednn, native, native_load=0.0):
+        return {"caffe": {"fwd_ms": ours, "fwd_load": 0.0},
+                "torch-onednn": {"fwd_ms": onednn, "fwd_load": 0.0},
+                "torch-native": {"fwd_ms": native, "fwd_load": native_load}}
+    # Per round: PyTorch's best idle path over ours.
+    rounds = [rnd(50.0, 100.0, 90.0),              # 1.8
+              rnd(80.0, 100.0, 96.0),              # 1.2
+              rnd(40.0, 70.0, 60.0, 0.9)]          # loaded native left out
+    assert bench.paired_speedup(rounds, "fwd_ms", 0.25) == pytest.approx(
+        1.75)
+    # Even counts average the middle two; a loaded or failed round of ours
+    # counts for nothing; no usable round gives None.
+    assert bench.paired_speedup(rounds[:2], "fwd_ms", 0.25) == \
+        pytest.approx(1.5)
+    rounds[0]["caffe"]["fwd_load"] = 0.9
+    rounds[1]["caffe"] = {"error": "failed"}
+    assert bench.paired_speedup(rounds, "fwd_ms", 0.25) == pytest.approx(
+        1.75)
+    assert bench.paired_speedup(rounds[:2], "fwd_ms", 0.25) is None
+    assert bench.paired_speedup(rounds, "fwdbwd_ms", 0.25) is None
