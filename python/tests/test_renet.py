@@ -341,6 +341,51 @@ def test_many_sequences(net_from_string, direction, shape, c):
                                 5)
 
 
+@pytest.mark.parametrize("unit", UNITS)
+def test_image_jobs_match_single_images(net_from_string, unit):
+    """Vertical 1 x 1 sweeps of several images run as jobs that two threads
+    take in turn (work over 2^20 multiply-adds): each direction and image's
+    sweep, then each direction's parameter gradients and each image's bottom
+    diff. Three images must give what each gives alone: outputs and bottom
+    diffs image by image, parameter diffs summed over the images (the single
+    image net accumulates them over its three backward passes). The
+    three-image net runs backward twice (its bottom diff is written anew,
+    its parameter diffs accumulate), so that state left by the first pass
+    (the LSTM's dL/dc carry) would show."""
+    rng = np.random.RandomState(37)
+    shape, d = (3, 32, 16, 48), 24
+    params = random_params(rng, unit, shape[1], 1, 1, d, scale=0.3)
+    x = rng.uniform(-1, 1, shape)
+    top_diff = rng.randn(shape[0], 2 * d, *shape[2:])
+    net = net_from_string(renet_net(shape, unit, "VERTICAL", d))
+    load(net, params)
+    net.blobs["data"].data[...] = x
+    out = net.forward()["out"].copy()
+    np.testing.assert_allclose(
+        out, renet.renet_forward(x, params, unit, "VERTICAL", 1, 1),
+        rtol=0, atol=2e-5)
+    net.blobs["out"].diff[...] = top_diff
+    net.backward()
+    net.backward()
+    single = net_from_string(renet_net((1,) + shape[1:], unit, "VERTICAL",
+                                       d))
+    load(single, params)
+    for n in range(shape[0]):
+        single.blobs["data"].data[...] = x[n:n + 1]
+        np.testing.assert_allclose(single.forward()["out"][0], out[n],
+                                   rtol=0, atol=1e-6)
+        single.blobs["out"].diff[...] = top_diff[n:n + 1]
+        single.backward()
+        np.testing.assert_allclose(single.blobs["data"].diff[0],
+                                   net.blobs["data"].diff[n],
+                                   rtol=1e-5, atol=1e-6)
+    for i, (a, b) in enumerate(zip(single.params["renet"],
+                                   net.params["renet"])):
+        assert np.abs(b.diff).max() > 0, f"param blob {i}"
+        np.testing.assert_allclose(2 * a.diff, b.diff, rtol=1e-4,
+                                   atol=2e-4, err_msg=f"param blob {i}")
+
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("width", [36, 35])
 def test_two_by_two_patch_copies(net_from_string, direction, width):

@@ -110,11 +110,18 @@ namespace caffe {
  * On the CPU the two directions sweep concurrently
  * on two threads with no barrier between their steps (sweeps under 2^20
  * recurrent multiply-adds run in turn), and the layout copies and the
- * input-gradient GEMMs are split over the same two threads; with OpenBLAS,
- * its own threading is switched to one thread for the whole call (its idle
- * worker, which would spin on a core the layer needs, is stopped) and
- * restored afterwards. The GPU runs both directions' gate maths in one
- * kernel per step.
+ * input-gradient GEMMs are split over the same two threads. With blocks of
+ * one image each (N > 1 images read in place), the work is split in jobs
+ * instead, which the two threads take in turn as each finishes its last, so
+ * that the faster core takes more (a VM's vCPUs slow down independently):
+ * each direction and image's projection, recurrence and top copy; backward,
+ * each direction and image's back-propagation through time, then each
+ * direction's parameter gradients (images in order, so that the sums do
+ * not depend on which thread took what) and each image's bottom diff.
+ * With OpenBLAS, its own threading is switched to one thread for the whole
+ * call (its idle worker, which would spin on a core the layer needs, is
+ * stopped) and restored afterwards. The GPU runs both directions' gate
+ * maths in one kernel per step.
  */
 template <typename Dtype>
 class ReNetLayer : public Layer<Dtype> {

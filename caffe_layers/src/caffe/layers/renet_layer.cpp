@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -754,27 +755,50 @@ inline int StepRow(const Sweep<Dtype>& w, int k, int t) {
   return (k * w.T + t) * w.Bs;
 }
 
+// Whether sweep w projects its input step by step (few input features).
 template <typename Dtype>
-void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
+inline bool StepProjection(const Sweep<Dtype>& w) {
+  return !w.x_trans && w.K <= kStepProjectionMaxK;
+}
+
+// The forward sweep's step products (packing U, and W when a step
+// projection is fused in, into w.packed).
+template <typename Dtype>
+StepProduct<Dtype> ForwardStepProduct(const Sweep<Dtype>& w) {
+  const bool fused = StepProjection(w) && w.z;
+  return StepProduct<Dtype>(true, w.gd, w.d, w.U, fused ? w.W : NULL, w.K,
+                            w.packed);
+}
+
+template <typename Dtype>
+StepProduct<Dtype> BackwardStepProduct(const Sweep<Dtype>& w) {
+  return StepProduct<Dtype>(false, w.gd, w.d, w.U, NULL, 0, w.packed);
+}
+
+// Blocks k0 to k1 of sweep w's forward pass: their input projection, the
+// recurrence, and the copy of their hidden states to the top (with one
+// block, all N images; with blocks of one image each, images k0 to k1).
+// step_product: ForwardStepProduct(w).
+template <typename Dtype>
+void SweepForward(const Sweep<Dtype>& w,
+    const StepProduct<Dtype>& step_product, int k0, int k1, Dtype* top) {
   const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * Bs;
   // This direction's input projection of every position, one GEMM per block
   // (X^T: each image's C x H W in the bottom); with few input features, one
   // per step instead, so that the step finds its gates in cache rather than
   // in memory.
-  const bool step_projection = !w.x_trans && w.K <= kStepProjectionMaxK;
-  for (int k = 0; !step_projection && k < w.nb; ++k) {
+  const bool step_projection = StepProjection(w);
+  for (int k = k0; !step_projection && k < k1; ++k) {
     caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
         TBs, gd, w.K, Dtype(1), w.x + k * TBs * w.K, w.W, Dtype(0),
         w.a + k * TBs * gd);
   }
   // LSTM with a step projection: the step's pre-activations in one product.
   const bool fused = step_projection && w.z;
-  const StepProduct<Dtype> step_product(true, gd, d, w.U, fused ? w.W : NULL,
-      w.K, w.packed);
   for (int s = 0; s < w.T; ++s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
-    for (int k = 0; k < w.nb; ++k) {
+    for (int k = k0; k < k1; ++k) {
       const int r = StepRow(w, k, t), rp = StepRow(w, k, tp);
       Dtype* at = w.a + r * gd;
       // The step's pre-activations; for the LSTM with a step projection, in
@@ -815,16 +839,23 @@ void SweepForward(const Sweep<Dtype>& w, Dtype* top) {
       }
     }
   }
-  for (int n = 0; n < w.N; ++n) {
+  const int n0 = w.nb > 1 ? k0 : 0, n1 = w.nb > 1 ? k1 : w.N;
+  for (int n = n0; n < n1; ++n) {
     RowsToPlanes(d, w.plane, w.h + n * w.pos_n * d, w.pos, d,
         top + (n * 2 + w.dir) * d * w.plane, w.plane);
   }
 }
 
+// Blocks k0 to k1 of sweep w's back-propagation through time (the copy of
+// their top diff to dL/dh first; images as in SweepForward), leaving dL/dA
+// in w.da. step_product: BackwardStepProduct(w).
 template <typename Dtype>
-void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
-  const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * w.Bs;
-  for (int n = 0; n < w.N; ++n) {
+void SweepBackward(const Sweep<Dtype>& w,
+    const StepProduct<Dtype>& step_product, int k0, int k1,
+    const Dtype* top_diff) {
+  const int Bs = w.Bs, d = w.d, gd = w.gd;
+  const int n0 = w.nb > 1 ? k0 : 0, n1 = w.nb > 1 ? k1 : w.N;
+  for (int n = n0; n < n1; ++n) {
     PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
         w.plane, w.pos, d, w.dh + n * w.pos_n * d);
   }
@@ -832,16 +863,15 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
   // (so that the row loops' inputs and outputs never overlap); the first
   // step's input is zero.
   if (w.dc) {
-    caffe_set(w.B * d, Dtype(0), w.dc + ((w.T - 1) % 2) * w.dc_stride);
+    caffe_set((k1 - k0) * Bs * d, Dtype(0),
+        w.dc + ((w.T - 1) % 2) * w.dc_stride + k0 * Bs * d);
   }
   // Back-propagation through time, steps in reverse order of the forward.
-  const StepProduct<Dtype> step_product(false, gd, d, w.U, NULL, 0,
-      w.packed);
   for (int s = w.T - 1; s >= 0; --s) {
     const int t = StepTime(w.dir, s, w.T);
     const int tp = w.dir == 0 ? t - 1 : t + 1;
     const bool has_prev = s > 0;
-    for (int k = 0; k < w.nb; ++k) {
+    for (int k = k0; k < k1; ++k) {
       const int r = StepRow(w, k, t), rp = StepRow(w, k, tp);
       const Dtype* at = w.a + r * gd;
       Dtype* dat = w.da + r * gd;
@@ -871,8 +901,13 @@ void SweepBackward(const Sweep<Dtype>& w, const Dtype* top_diff) {
       }
     }
   }
-  // Parameter gradients, accumulated, one GEMM over all steps (of a block)
-  // each.
+}
+
+// Sweep w's parameter gradients from dL/dA, accumulated, one GEMM over all
+// steps (of a block) each, blocks in order.
+template <typename Dtype>
+void SweepParamGradients(const Sweep<Dtype>& w) {
+  const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * w.Bs;
   for (int k = 0; w.grad_W && k < w.nb; ++k) {
     caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
         gd, w.K, TBs, Dtype(1), w.da + k * TBs * gd, w.x + k * TBs * w.K,
@@ -932,6 +967,25 @@ void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
   }
   std::thread second(fn, std::cref(bwd));
   fn(fwd);
+  second.join();
+}
+
+// Runs fn(j) for j = 0 .. n - 1 on this thread and a second one, each taking
+// the next job as it finishes its last, so that the faster core (a VM's
+// vCPUs slow down independently) takes more of them; in turn here when the
+// work (multiply-adds) is not worth a thread.
+template <typename Fn>
+void RunJobs(int n, double work, Fn fn) {
+  if (work < (1 << 20) || n < 2 || std::thread::hardware_concurrency() < 2) {
+    for (int j = 0; j < n; ++j) fn(j);
+    return;
+  }
+  std::atomic<int> next(0);
+  auto take_jobs = [&next, n, &fn]() {
+    for (int j = next++; j < n; j = next++) fn(j);
+  };
+  std::thread second(take_jobs);
+  take_jobs();
   second.join();
 }
 
@@ -1038,8 +1092,20 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   SetStepPackBuffers(&packed_u_, gd, d_, step_.count() ? K_ : 0,
       B_ / blocks_, w);
   Dtype* out = top[0]->mutable_cpu_data();
-  RunBothDirections([out](const Sweep<Dtype>& v) { SweepForward(v, out); },
-      w[0], w[1]);
+  const StepProduct<Dtype> product[2] = {ForwardStepProduct(w[0]),
+                                         ForwardStepProduct(w[1])};
+  const double macs = static_cast<double>(T_) * B_ * gd * d_;
+  if (blocks_ > 1) {
+    // One job per direction and block (image): its projection, recurrence
+    // and top copy.
+    RunJobs(2 * blocks_, macs, [&w, &product, out](int j) {
+      SweepForward(w[j % 2], product[j % 2], j / 2, j / 2 + 1, out);
+    });
+    return;
+  }
+  RunBothDirections([&product, out](const Sweep<Dtype>& v) {
+        SweepForward(v, product[v.dir], 0, v.nb, out);
+      }, w[0], w[1]);
 }
 
 template <typename Dtype>
@@ -1082,17 +1148,46 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   }
   SetStepPackBuffers(&packed_u_, gd, d_, 0, B_ / blocks_, w);
   const Dtype* top_diff = top[0]->cpu_diff();
-  RunBothDirections(
-      [top_diff](const Sweep<Dtype>& v) { SweepBackward(v, top_diff); },
-      w[0], w[1]);
-  if (!propagate_down[0]) {
-    return;
-  }
-  Dtype* din = bottom[0]->mutable_cpu_diff();
+  const StepProduct<Dtype> product[2] = {BackwardStepProduct(w[0]),
+                                         BackwardStepProduct(w[1])};
+  Dtype* din = propagate_down[0] ? bottom[0]->mutable_cpu_diff() : NULL;
   const Dtype* W[2] = {this->blobs_[0]->cpu_data(),
                        this->blobs_[3]->cpu_data()};
   const int K = K_;
   const double macs = static_cast<double>(TB) * K * gd;
+  if (blocks_ > 1) {
+    // One job per direction and block (image) for the back-propagation
+    // through time; then each direction's parameter gradients (blocks in
+    // order: the sums do not depend on which thread took what) and each
+    // image's bottom diff, the larger jobs first.
+    const double step_macs = static_cast<double>(T_) * B_ * gd * d_;
+    RunJobs(2 * blocks_, step_macs, [&w, &product, top_diff](int j) {
+      SweepBackward(w[j % 2], product[j % 2], j / 2, j / 2 + 1, top_diff);
+    });
+    const int HW = H_ * W_;
+    RunJobs(2 + (propagate_down[0] ? N_ : 0), macs,
+        [&w, &W, da, din, K, HW, gd, TB](int j) {
+      if (j < 2) {
+        SweepParamGradients(w[j]);
+        return;
+      }
+      // Image n's bottom diff (C x H W) = sum over directions of W^T dA^T.
+      const int n = j - 2;
+      for (int dir = 0; dir < 2; ++dir) {
+        GemmLd(CblasTrans, CblasTrans, K, HW, gd, Dtype(1), W[dir], K,
+            da + (dir * TB + n * HW) * gd, gd, Dtype(dir), din + n * K * HW,
+            HW);
+      }
+    });
+    return;
+  }
+  RunBothDirections([&product, top_diff](const Sweep<Dtype>& v) {
+        SweepBackward(v, product[v.dir], 0, v.nb, top_diff);
+        SweepParamGradients(v);
+      }, w[0], w[1]);
+  if (!propagate_down[0]) {
+    return;
+  }
   if (direct_) {
     // Each image's bottom diff (C x H W) = sum over directions of W^T dA^T
     // (dA: the image's block); the two threads take halves of its rows
