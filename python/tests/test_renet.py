@@ -341,34 +341,43 @@ def test_many_sequences(net_from_string, direction, shape, c):
                                 5)
 
 
+@pytest.mark.parametrize("direction, shape, patch, d", [
+    ("VERTICAL", (3, 32, 16, 48), (1, 1), 24),
+    ("HORIZONTAL", (3, 32, 16, 48), (1, 1), 24),
+    ("VERTICAL", (3, 8, 33, 47), (2, 2), 32),
+    ("HORIZONTAL", (3, 8, 33, 47), (2, 2), 32)])
 @pytest.mark.parametrize("unit", UNITS)
-def test_image_jobs_match_single_images(net_from_string, unit):
-    """Vertical 1 x 1 sweeps of several images run as jobs that two threads
-    take in turn (work over 2^20 multiply-adds): each direction and image's
-    sweep, then each direction's parameter gradients and each image's bottom
-    diff. Three images must give what each gives alone: outputs and bottom
-    diffs image by image, parameter diffs summed over the images (the single
-    image net accumulates them over its three backward passes). The
-    three-image net runs backward twice (its bottom diff is written anew,
-    its parameter diffs accumulate), so that state left by the first pass
-    (the LSTM's dL/dc carry) would show."""
+def test_image_jobs_match_single_images(net_from_string, unit, direction,
+                                        shape, patch, d):
+    """With several images the CPU stores each image's sequences as a block
+    and runs the work as jobs that two threads take in turn (all cases here
+    over 2^20 multiply-adds): each image's layout copy, each direction and
+    image's sweep, then each direction's parameter gradients and each
+    image's bottom diff. Vertical 1 x 1 patches are read in place; 2 x 2
+    patches of 8 channels (32 features, zero padding at 33 x 47) take the
+    LSTM's step projection, whose scratch is per block. Three images must
+    give what each gives alone: outputs and bottom diffs image by image,
+    parameter diffs summed over the images (the single-image net
+    accumulates them over its three backward passes). The three-image net
+    runs backward twice (its bottom diff is written anew, its parameter
+    diffs accumulate), so that state left by the first pass (the LSTM's
+    dL/dc carry) would show."""
     rng = np.random.RandomState(37)
-    shape, d = (3, 32, 16, 48), 24
-    params = random_params(rng, unit, shape[1], 1, 1, d, scale=0.3)
+    params = random_params(rng, unit, shape[1], *patch, d, scale=0.3)
     x = rng.uniform(-1, 1, shape)
-    top_diff = rng.randn(shape[0], 2 * d, *shape[2:])
-    net = net_from_string(renet_net(shape, unit, "VERTICAL", d))
+    net = net_from_string(renet_net(shape, unit, direction, d, *patch))
     load(net, params)
     net.blobs["data"].data[...] = x
     out = net.forward()["out"].copy()
     np.testing.assert_allclose(
-        out, renet.renet_forward(x, params, unit, "VERTICAL", 1, 1),
+        out, renet.renet_forward(x, params, unit, direction, *patch),
         rtol=0, atol=2e-5)
+    top_diff = rng.randn(*out.shape)
     net.blobs["out"].diff[...] = top_diff
     net.backward()
     net.backward()
-    single = net_from_string(renet_net((1,) + shape[1:], unit, "VERTICAL",
-                                       d))
+    single = net_from_string(renet_net((1,) + shape[1:], unit, direction, d,
+                                       *patch))
     load(single, params)
     for n in range(shape[0]):
         single.blobs["data"].data[...] = x[n:n + 1]
@@ -398,8 +407,10 @@ def test_two_by_two_patch_copies(net_from_string, direction, width):
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_large_input_split_copies(net_from_string, direction):
-    """C*H*W >= 2^20: the layout copies run split over two threads."""
+@pytest.mark.parametrize("shape", [(1, 256, 64, 64), (4, 64, 64, 64)])
+def test_large_input_split_copies(net_from_string, direction, shape):
+    """N C H W >= 2^20: the layout copies run on two threads, one image's
+    split in halves, several images as one job each."""
     check_forward_and_gradients(net_from_string, np.random.RandomState(13),
-                                (1, 256, 64, 64), "LSTM", direction, 4,
+                                shape, "LSTM", direction, 4,
                                 scale=0.1, samples=8)

@@ -86,17 +86,19 @@ namespace caffe {
  * (when propagate_down[0]); the six parameter diffs are accumulated (+=),
  * so `iter_size > 1` works.
  *
- * Implementation: the input is rearranged into a time-major matrix
- * X (T x B x K) (T steps, B = independent sequences of the whole batch).
- * For VERTICAL sweeps of 1 x 1 patches each image of the bottom already is
- * X transposed for its own sequences and is used as it is: with N = 1 on
- * both devices, and on the CPU for any N, whose gates and hidden states are
- * then stored per image (image-major) instead of time-major.
+ * Implementation: the input is rearranged into a matrix X (T x B x K) of
+ * T steps of B = independent sequences of the whole batch: on the GPU
+ * time-major (step after step, each step's B rows contiguous); on the CPU
+ * image-major (image after image, each image's steps in turn, each step's
+ * rows of that image contiguous; time-major for N = 1), as are the gates
+ * and hidden states. For VERTICAL sweeps of 1 x 1 patches each image of
+ * the bottom already is X transposed for its own sequences and is used as
+ * it is: with N = 1 on both devices, and on the CPU for any N.
  * The input projections of all positions are one GEMM per direction (per
  * image when image-major; on the CPU, with at most 32 features per patch,
  * one product per step instead, so that each step's gates stay in cache),
  * the recurrence is one GEMM per step and direction over all B sequences
- * (each step's rows contiguous; image-major, one per image), the gate maths
+ * (on the GPU; on the CPU one per step and image), the gate maths
  * is one fused element-wise pass per step (functions below, shared by CPU
  * and CUDA), and the weight gradients are one GEMM over all steps (of an
  * image, when image-major). No memory is allocated per step or per pass
@@ -107,14 +109,14 @@ namespace caffe {
  * every step. The CPU's LSTM rows run in two passes, the activations of
  * all 4 d gates (renet_gate_act) and then the cell (renet_lstm_cell), which
  * keeps each vector's chain of dependent operations short.
- * On the CPU the two directions sweep concurrently
- * on two threads with no barrier between their steps (sweeps under 2^20
+ * On the CPU, for one image, the two directions sweep concurrently on two
+ * threads with no barrier between their steps (sweeps under 2^20
  * recurrent multiply-adds run in turn), and the layout copies and the
- * input-gradient GEMMs are split over the same two threads. With blocks of
- * one image each (N > 1 images read in place), the work is split in jobs
- * instead, which the two threads take in turn as each finishes its last, so
- * that the faster core takes more (a VM's vCPUs slow down independently):
- * each direction and image's projection, recurrence and top copy; backward,
+ * input-gradient GEMMs are split over the same two threads. With N > 1
+ * images the work is split in jobs instead, which the two threads take in
+ * turn as each finishes its last, so that the faster core takes more (a
+ * VM's vCPUs slow down independently): each image's layout copy; each
+ * direction and image's projection, recurrence and top copy; backward,
  * each direction and image's back-propagation through time, then each
  * direction's parameter gradients (images in order, so that the sums do
  * not depend on which thread took what) and each image's bottom diff.
@@ -164,9 +166,9 @@ class ReNetLayer : public Layer<Dtype> {
   /// sequences (C x H W), so the CPU's GEMMs read and write the bottom with
   /// no layout copy (the GPU does so for N = 1 only).
   bool direct_;
-  /// CPU: the sequences' blocks, each block's rows stored step after step
-  /// (N when direct_: one image each; else 1, time-major). The GPU's
-  /// layout is always one block.
+  /// CPU: the sequences' blocks, each block's rows stored step after step:
+  /// N, one image each (time-major for N = 1). The GPU's layout is always
+  /// one time-major block.
   int blocks_;
   /// Whether the GPU reads the bottom in place (direct_ with N = 1).
   bool gpu_direct() const { return direct_ && N_ == 1; }
@@ -192,7 +194,7 @@ class ReNetLayer : public Layer<Dtype> {
   /// CPU: patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx]
   /// of X (T x B rows) and of each direction's hidden block: for sequence b
   /// at step t, p = (k T + t) Bs + b % Bs in block k = b / Bs of
-  /// Bs = B / blocks_ sequences (time-major p = t B + b for one block).
+  /// Bs = B / blocks_ sequences (pos_n_ = T Bs: image n's rows).
   vector<int> pos_y_, pos_x_;
   vector<int> pos_;  ///< pos_y_[gy] + pos_x_[gx] at gy * gw + gx
   int pos_n_;

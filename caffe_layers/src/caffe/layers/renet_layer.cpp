@@ -292,12 +292,12 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   gw_ = (W_ + pw_ - 1) / pw_;
   T_ = vertical_ ? gh_ : gw_;
   B_ = N_ * (vertical_ ? gw_ : gh_);
-  // The CPU reads VERTICAL 1 x 1 patches from the bottom in place (its
-  // image n is X^T of n's w sequences), in blocks of one image each; all
-  // other cases, and the GPU (in one block) for N > 1, copy the patches
-  // into X, time-major.
+  // The CPU stores the sequences in blocks of one image each (image-major)
+  // and reads VERTICAL 1 x 1 patches from the bottom in place (its image n
+  // is X^T of n's w sequences); other patches it copies into X. The GPU
+  // keeps one time-major block and reads the bottom in place for N = 1.
   direct_ = vertical_ && ph_ == 1 && pw_ == 1;
-  blocks_ = direct_ ? N_ : 1;
+  blocks_ = N_;
   const int Bs = B_ / blocks_;
   // Row of patch (n, gy, gx): sequence b (n w + gx or n h + gy) at step t
   // (gy or gx) is row (k T + t) Bs + b % Bs of block k = b / Bs.
@@ -309,7 +309,7 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   for (int gx = 0; gx < gw_; ++gx) {
     pos_x_[gx] = vertical_ ? gx : gx * Bs;
   }
-  pos_n_ = blocks_ > 1 ? T_ * Bs : (vertical_ ? gw_ : gh_);
+  pos_n_ = T_ * Bs;
   pos_.resize(gh_ * gw_);
   for (int gy = 0; gy < gh_; ++gy) {
     for (int gx = 0; gx < gw_; ++gx) {
@@ -805,7 +805,7 @@ void SweepForward(const Sweep<Dtype>& w,
       // a scratch block that stays in cache, from which the row loops write
       // the activations to at: the first touch of that memory then overlaps
       // their arithmetic instead of being the GEMM's zero fill (beta = 0).
-      Dtype* pre = w.z ? w.z : at;
+      Dtype* pre = w.z ? w.z + k * Bs * gd : at;
       Dtype* ht = w.h + r * d;
       const Dtype* hp = s > 0 ? w.h + rp * d : NULL;
       const Dtype* cp = s > 0 && w.c ? w.c + rp * d : NULL;
@@ -1002,20 +1002,53 @@ void SplitInTwo(int n, double work, Fn fn) {
   second.join();
 }
 
-// PatchCopy over N images (image n's patch rows start at row n pos_n),
-// each image's patch rows split over two threads.
+// Where each image's pixels go in X: patch (n, gy, gx) is row n pos_n +
+// pos[gy gw + gx] = n pos_n + row_y[gy] + row_x[gx].
+struct RowLayout {
+  int C, H, W, s, t, gh, gw, K, pos_n;
+  const int* pos;
+  const int* row_y;
+  const int* row_x;
+  bool one_by_one() const { return s == 1 && t == 1; }
+  /// What CopyImageRows splits: channels (1 x 1 patches) or patch rows.
+  int parts() const { return one_by_one() ? C : gh; }
+};
+
+// Image n's pixels (of N x C x H x W images) to its rows of X, or back when
+// !kToRows: channels i0 to i1 with 1 x 1 patches, else patch rows i0 to i1.
 template <bool kToRows, typename Dtype>
-void PatchCopyAll(int N, int C, int H, int W, int s, int t, int gh, int gw,
-    const int* row_y, const int* row_x, int pos_n, int K, Dtype* images,
+void CopyImageRows(const RowLayout& l, int n, int i0, int i1, Dtype* images,
     Dtype* rows) {
-  for (int n = 0; n < N; ++n) {
-    Dtype* image = images + n * C * H * W;
-    Dtype* image_rows = rows + n * pos_n * K;
-    SplitInTwo(gh, C * H * W, [=](int gy0, int gy1) {
-      PatchCopy<kToRows>(C, H, W, s, t, gy0, gy1, gw, row_y, row_x, K, image,
-                         image_rows);
-    });
+  const int HW = l.H * l.W;
+  Dtype* image = images + n * l.C * HW;
+  Dtype* image_rows = rows + n * l.pos_n * l.K;
+  if (!l.one_by_one()) {
+    PatchCopy<kToRows>(l.C, l.H, l.W, l.s, l.t, i0, i1, l.gw, l.row_y,
+                       l.row_x, l.K, image, image_rows);
+  } else if (kToRows) {
+    PlanesToRows(i1 - i0, HW, image + i0 * HW, HW, l.pos, l.K,
+                 image_rows + i0);
+  } else {
+    RowsToPlanes(i1 - i0, HW, image_rows + i0, l.pos, l.K, image + i0 * HW,
+                 HW);
   }
+}
+
+// CopyImageRows for all N images: with several, one job per image, which two
+// threads take in turn; with one, its parts split in halves over two.
+template <bool kToRows, typename Dtype>
+void CopyAllImageRows(const RowLayout& l, int N, Dtype* images,
+    Dtype* rows) {
+  const double work = static_cast<double>(l.C) * l.H * l.W;
+  if (N > 1) {
+    RunJobs(N, N * work, [&l, images, rows](int n) {
+      CopyImageRows<kToRows>(l, n, 0, l.parts(), images, rows);
+    });
+    return;
+  }
+  SplitInTwo(l.parts(), work, [&l, images, rows](int i0, int i1) {
+    CopyImageRows<kToRows>(l, 0, i0, i1, images, rows);
+  });
 }
 
 // C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
@@ -1044,23 +1077,15 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   const int TB = T_ * B_;
   const Dtype* in = bottom[0]->cpu_data();
   Dtype* x = direct_ ? NULL : x_.mutable_cpu_data();
-  // Patch extraction into the time-major X (zero padding where needed).
-  if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
-    caffe_set(x_.count(), Dtype(0), x);
-  }
-  const int HW = H_ * W_;
-  for (int n = 0; ph_ == 1 && pw_ == 1 && !direct_ && n < N_; ++n) {
-    const Dtype* src = in + n * C_ * HW;
-    Dtype* dst = x + n * pos_n_ * K_;
-    const int* pos = pos_.data();
-    const int K = K_;
-    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
-      PlanesToRows(c1 - c0, HW, src + c0 * HW, HW, pos, K, dst + c0);
-    });
-  }
-  if (ph_ > 1 || pw_ > 1) {
-    PatchCopyAll<true>(N_, C_, H_, W_, ph_, pw_, gh_, gw_, pos_y_.data(),
-        pos_x_.data(), pos_n_, K_, const_cast<Dtype*>(in) /* only read */, x);
+  // Patch extraction into X (zero padding where needed).
+  if (!direct_) {
+    if (gh_ * ph_ != H_ || gw_ * pw_ != W_) {
+      caffe_set(x_.count(), Dtype(0), x);
+    }
+    const RowLayout layout = {C_, H_, W_, ph_, pw_, gh_, gw_, K_, pos_n_,
+        pos_.data(), pos_y_.data(), pos_x_.data()};
+    CopyAllImageRows<true>(layout, N_, const_cast<Dtype*>(in) /* only read */,
+                           x);
   }
   // Each direction's input projection (one GEMM over all positions) and
   // recurrence; the two directions run concurrently.
@@ -1155,6 +1180,9 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
                        this->blobs_[3]->cpu_data()};
   const int K = K_;
   const double macs = static_cast<double>(TB) * K * gd;
+  const RowLayout layout = {C_, H_, W_, ph_, pw_, gh_, gw_, K_, pos_n_,
+      pos_.data(), pos_y_.data(), pos_x_.data()};
+  Dtype* dxm = direct_ ? NULL : x_.mutable_cpu_diff();
   if (blocks_ > 1) {
     // One job per direction and block (image) for the back-propagation
     // through time; then each direction's parameter gradients (blocks in
@@ -1164,19 +1192,30 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     RunJobs(2 * blocks_, step_macs, [&w, &product, top_diff](int j) {
       SweepBackward(w[j % 2], product[j % 2], j / 2, j / 2 + 1, top_diff);
     });
-    const int HW = H_ * W_;
+    const bool direct = direct_;
+    const int P = pos_n_;  // rows (positions) of an image's block
     RunJobs(2 + (propagate_down[0] ? N_ : 0), macs,
-        [&w, &W, da, din, K, HW, gd, TB](int j) {
+        [&w, &W, &layout, direct, da, din, dxm, K, P, gd, TB](int j) {
       if (j < 2) {
         SweepParamGradients(w[j]);
         return;
       }
-      // Image n's bottom diff (C x H W) = sum over directions of W^T dA^T.
+      // Image n's bottom diff: read in place, its C x H W = sum over
+      // directions of W^T dA^T; else its rows of dX = sum of dA W, copied
+      // to the bottom's layout.
       const int n = j - 2;
       for (int dir = 0; dir < 2; ++dir) {
-        GemmLd(CblasTrans, CblasTrans, K, HW, gd, Dtype(1), W[dir], K,
-            da + (dir * TB + n * HW) * gd, gd, Dtype(dir), din + n * K * HW,
-            HW);
+        const Dtype* dan = da + (dir * TB + n * P) * gd;
+        if (direct) {
+          GemmLd(CblasTrans, CblasTrans, K, P, gd, Dtype(1), W[dir], K, dan,
+              gd, Dtype(dir), din + n * K * P, P);
+        } else {
+          caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, P, K, gd,
+              Dtype(1), dan, W[dir], Dtype(dir), dxm + n * P * K);
+        }
+      }
+      if (!direct) {
+        CopyImageRows<false>(layout, n, 0, layout.parts(), din, dxm);
       }
     });
     return;
@@ -1189,24 +1228,21 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     return;
   }
   if (direct_) {
-    // Each image's bottom diff (C x H W) = sum over directions of W^T dA^T
-    // (dA: the image's block); the two threads take halves of its rows
-    // (input channels: columns of W).
-    const int N = N_, HW = H_ * W_;
+    // The image's bottom diff (C x H W) = sum over directions of W^T dA^T;
+    // the two threads take halves of its rows (input channels: columns of
+    // W).
+    const int HW = H_ * W_;
     SplitInTwo(K, macs, [=](int k0, int k1) {
-      for (int n = 0; n < N; ++n) {
-        for (int dir = 0; dir < 2; ++dir) {
-          GemmLd(CblasTrans, CblasTrans, k1 - k0, HW, gd, Dtype(1),
-              W[dir] + k0, K, da + (dir * TB + n * HW) * gd, gd, Dtype(dir),
-              din + (n * K + k0) * HW, HW);
-        }
+      for (int dir = 0; dir < 2; ++dir) {
+        GemmLd(CblasTrans, CblasTrans, k1 - k0, HW, gd, Dtype(1),
+            W[dir] + k0, K, da + dir * TB * gd, gd, Dtype(dir), din + k0 * HW,
+            HW);
       }
     });
     return;
   }
   // dX (T B x K) = sum over directions of dA W; the two threads take
   // halves of its rows.
-  Dtype* dxm = x_.mutable_cpu_diff();
   SplitInTwo(TB, macs, [=](int r0, int r1) {
     for (int dir = 0; dir < 2; ++dir) {
       caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, r1 - r0, K, gd,
@@ -1214,20 +1250,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
           dxm + r0 * K);
     }
   });
-  const int HW = H_ * W_;
-  for (int n = 0; ph_ == 1 && pw_ == 1 && n < N_; ++n) {
-    const Dtype* src = dxm + n * pos_n_ * K_;
-    Dtype* dst = din + n * C_ * HW;
-    const int* pos = pos_.data();
-    const int K = K_;
-    SplitInTwo(C_, C_ * HW, [=](int c0, int c1) {
-      RowsToPlanes(c1 - c0, HW, src + c0, pos, K, dst + c0 * HW, HW);
-    });
-  }
-  if (ph_ > 1 || pw_ > 1) {
-    PatchCopyAll<false>(N_, C_, H_, W_, ph_, pw_, gh_, gw_, pos_y_.data(),
-        pos_x_.data(), pos_n_, K_, din, dxm);
-  }
+  CopyAllImageRows<false>(layout, N_, din, dxm);
 }
 
 #ifdef CPU_ONLY
