@@ -973,10 +973,10 @@ void RunBothDirections(Fn fn, const Sweep<Dtype>& fwd,
 // Runs fn(j) for j = 0 .. n - 1 on this thread and a second one, each taking
 // the next job as it finishes its last, so that the faster core (a VM's
 // vCPUs slow down independently) takes more of them; in turn here when the
-// work (multiply-adds) is not worth a thread.
+// work (as for SplitInTwo) is under min_work.
 template <typename Fn>
-void RunJobs(int n, double work, Fn fn) {
-  if (work < (1 << 20) || n < 2 || std::thread::hardware_concurrency() < 2) {
+void RunJobs(int n, double work, Fn fn, double min_work = 1 << 20) {
+  if (work < min_work || n < 2 || std::thread::hardware_concurrency() < 2) {
     for (int j = 0; j < n; ++j) fn(j);
     return;
   }
@@ -989,11 +989,11 @@ void RunJobs(int n, double work, Fn fn) {
   second.join();
 }
 
-// fn(0, n / 2) here and fn(n / 2, n) on a second thread when the work (in
-// elements) is worth a thread, else fn(0, n).
+// fn(0, n / 2) here and fn(n / 2, n) on a second thread when the work
+// (multiply-adds, or elements copied) reaches min_work, else fn(0, n).
 template <typename Fn>
-void SplitInTwo(int n, double work, Fn fn) {
-  if (work < (1 << 20) || n < 2 || std::thread::hardware_concurrency() < 2) {
+void SplitInTwo(int n, double work, Fn fn, double min_work = 1 << 20) {
+  if (work < min_work || n < 2 || std::thread::hardware_concurrency() < 2) {
     fn(0, n);
     return;
   }
@@ -1034,6 +1034,10 @@ void CopyImageRows(const RowLayout& l, int n, int i0, int i1, Dtype* images,
   }
 }
 
+// Elements that a layout copy needs for a second thread to pay (its start
+// costs about as much as copying 2^15 to 2^16 of them).
+const double kCopySplitMin = 1 << 17;
+
 // CopyImageRows for all N images: with several, one job per image, which two
 // threads take in turn; with one, its parts split in halves over two.
 template <bool kToRows, typename Dtype>
@@ -1043,12 +1047,12 @@ void CopyAllImageRows(const RowLayout& l, int N, Dtype* images,
   if (N > 1) {
     RunJobs(N, N * work, [&l, images, rows](int n) {
       CopyImageRows<kToRows>(l, n, 0, l.parts(), images, rows);
-    });
+    }, kCopySplitMin);
     return;
   }
   SplitInTwo(l.parts(), work, [&l, images, rows](int i0, int i1) {
     CopyImageRows<kToRows>(l, 0, i0, i1, images, rows);
-  });
+  }, kCopySplitMin);
 }
 
 // C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
@@ -1182,7 +1186,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const double macs = static_cast<double>(TB) * K * gd;
   const RowLayout layout = {C_, H_, W_, ph_, pw_, gh_, gw_, K_, pos_n_,
       pos_.data(), pos_y_.data(), pos_x_.data()};
-  Dtype* dxm = direct_ ? NULL : x_.mutable_cpu_diff();
+  Dtype* dxm = direct_ || !propagate_down[0] ? NULL : x_.mutable_cpu_diff();
   if (blocks_ > 1) {
     // One job per direction and block (image) for the back-propagation
     // through time; then each direction's parameter gradients (blocks in
