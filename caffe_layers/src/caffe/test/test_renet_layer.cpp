@@ -489,9 +489,10 @@ TYPED_TEST(ReNetLayerTest, TestNoPropagateDown) {
   EXPECT_GT(layer.blobs()[0]->asum_diff(), 0);
 }
 
-// A new size (and number of images) per pass: horizontal 2 x 2 patches
-// (time-major X), and vertical 1 x 1 patches, which the CPU reads from the
-// bottom in place in one block of sequences per image.
+// A new size (and number of images) per pass, which on the CPU changes the
+// layout (one block of sequences per image, time-major for one image):
+// horizontal 2 x 2 patches (copied into X), and vertical 1 x 1 patches,
+// which the CPU reads from the bottom in place.
 TYPED_TEST(ReNetLayerTest, TestReshape) {
   typedef typename TypeParam::Dtype Dtype;
   for (int config = 0; config < 2; ++config) {
