@@ -166,10 +166,6 @@ class ReNetLayer : public Layer<Dtype> {
   /// sequences (C x H W), so the CPU's GEMMs read and write the bottom with
   /// no layout copy (the GPU does so for N = 1 only).
   bool direct_;
-  /// CPU: the sequences' blocks, each block's rows stored step after step:
-  /// N, one image each (time-major for N = 1). The GPU's layout is always
-  /// one time-major block.
-  int blocks_;
   /// Whether the GPU reads the bottom in place (direct_ with N = 1).
   bool gpu_direct() const { return direct_ && N_ == 1; }
   Blob<Dtype> x_;       ///< X (T x B x K); diff: dX
@@ -194,7 +190,9 @@ class ReNetLayer : public Layer<Dtype> {
   /// CPU: patch (n, gy, gx) is row p = n * pos_n_ + pos_y_[gy] + pos_x_[gx]
   /// of X (T x B rows) and of each direction's hidden block: for sequence b
   /// at step t, p = (k T + t) Bs + b % Bs in block k = b / Bs of
-  /// Bs = B / blocks_ sequences (pos_n_ = T Bs: image n's rows).
+  /// Bs = B / N sequences: the CPU stores one block per image, each
+  /// block's rows step after step (time-major for N = 1; the GPU always
+  /// uses one time-major block). pos_n_ = T Bs: image n's rows.
   vector<int> pos_y_, pos_x_;
   vector<int> pos_;  ///< pos_y_[gy] + pos_x_[gx] at gy * gw + gx
   int pos_n_;

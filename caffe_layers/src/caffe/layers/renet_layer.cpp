@@ -297,8 +297,7 @@ void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   // is X^T of n's w sequences); other patches it copies into X. The GPU
   // keeps one time-major block and reads the bottom in place for N = 1.
   direct_ = vertical_ && ph_ == 1 && pw_ == 1;
-  blocks_ = N_;
-  const int Bs = B_ / blocks_;
+  const int Bs = B_ / N_;
   // Row of patch (n, gy, gx): sequence b (n w + gx or n h + gy) at step t
   // (gy or gx) is row (k T + t) Bs + b % Bs of block k = b / Bs.
   pos_y_.resize(gh_);
@@ -452,7 +451,7 @@ void PatchCopy(int C, int H, int W, int s, int t, int gy0, int gy1, int gw,
 template <typename Dtype>
 struct Sweep {
   int unit, dir, T, B, d, gd, K;
-  int nb, Bs;          // blocks of sequences, sequences per block
+  int Bs;              // sequences per block (one block per image)
   const Dtype* W;
   const Dtype* U;
   const Dtype* bias;
@@ -470,7 +469,7 @@ struct Sweep {
   Dtype* du;
   // Copies between the top (N x 2d x gh x gw) and this direction's hidden
   // block; patch (n, gy, gx) is row n * pos_n + pos[gy * gw + gx].
-  int N, plane, pos_n;
+  int N, plane, pos_n;  // N: images, and blocks
   const int* pos;
   const Dtype* x;      // X (T B x K): projection input, weight gradient
   bool x_trans;        // x holds X transposed (K x T B: the bottom itself)
@@ -775,9 +774,9 @@ StepProduct<Dtype> BackwardStepProduct(const Sweep<Dtype>& w) {
   return StepProduct<Dtype>(false, w.gd, w.d, w.U, NULL, 0, w.packed);
 }
 
-// Blocks k0 to k1 of sweep w's forward pass: their input projection, the
-// recurrence, and the copy of their hidden states to the top (with one
-// block, all N images; with blocks of one image each, images k0 to k1).
+// Blocks (images) k0 to k1 of sweep w's forward pass: their input
+// projection, the recurrence, and the copy of their hidden states to the
+// top.
 // step_product: ForwardStepProduct(w).
 template <typename Dtype>
 void SweepForward(const Sweep<Dtype>& w,
@@ -839,23 +838,21 @@ void SweepForward(const Sweep<Dtype>& w,
       }
     }
   }
-  const int n0 = w.nb > 1 ? k0 : 0, n1 = w.nb > 1 ? k1 : w.N;
-  for (int n = n0; n < n1; ++n) {
+  for (int n = k0; n < k1; ++n) {
     RowsToPlanes(d, w.plane, w.h + n * w.pos_n * d, w.pos, d,
         top + (n * 2 + w.dir) * d * w.plane, w.plane);
   }
 }
 
-// Blocks k0 to k1 of sweep w's back-propagation through time (the copy of
-// their top diff to dL/dh first; images as in SweepForward), leaving dL/dA
-// in w.da. step_product: BackwardStepProduct(w).
+// Blocks (images) k0 to k1 of sweep w's back-propagation through time (the
+// copy of their top diff to dL/dh first), leaving dL/dA in w.da.
+// step_product: BackwardStepProduct(w).
 template <typename Dtype>
 void SweepBackward(const Sweep<Dtype>& w,
     const StepProduct<Dtype>& step_product, int k0, int k1,
     const Dtype* top_diff) {
   const int Bs = w.Bs, d = w.d, gd = w.gd;
-  const int n0 = w.nb > 1 ? k0 : 0, n1 = w.nb > 1 ? k1 : w.N;
-  for (int n = n0; n < n1; ++n) {
+  for (int n = k0; n < k1; ++n) {
     PlanesToRows(d, w.plane, top_diff + (n * 2 + w.dir) * d * w.plane,
         w.plane, w.pos, d, w.dh + n * w.pos_n * d);
   }
@@ -908,12 +905,12 @@ void SweepBackward(const Sweep<Dtype>& w,
 template <typename Dtype>
 void SweepParamGradients(const Sweep<Dtype>& w) {
   const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * w.Bs;
-  for (int k = 0; w.grad_W && k < w.nb; ++k) {
+  for (int k = 0; w.grad_W && k < w.N; ++k) {
     caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
         gd, w.K, TBs, Dtype(1), w.da + k * TBs * gd, w.x + k * TBs * w.K,
         Dtype(1), w.dW);
   }
-  for (int k = 0; w.grad_U && w.T > 1 && k < w.nb; ++k) {
+  for (int k = 0; w.grad_U && w.T > 1 && k < w.N; ++k) {
     // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
     // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
     const Dtype* dr = (w.du ? w.du : w.da) + StepRow(w, k, 1 - w.dir) * gd;
@@ -921,7 +918,7 @@ void SweepParamGradients(const Sweep<Dtype>& w) {
         Dtype(1), dr, w.h + StepRow(w, k, w.dir) * d, Dtype(1), w.dU);
   }
   if (w.grad_b) {
-    caffe_cpu_gemv<Dtype>(CblasTrans, w.nb * TBs, gd, Dtype(1), w.da,
+    caffe_cpu_gemv<Dtype>(CblasTrans, w.N * TBs, gd, Dtype(1), w.da,
         w.ones, Dtype(1), w.db);
   }
 }
@@ -1099,7 +1096,7 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
-    v.K = K_; v.nb = blocks_; v.Bs = B_ / blocks_;
+    v.K = K_; v.Bs = B_ / N_;
     v.x = direct_ ? in : x;
     v.x_trans = direct_;
     v.W = this->blobs_[3 * dir]->cpu_data();
@@ -1119,21 +1116,21 @@ void ReNetLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
   }
   SetStepPackBuffers(&packed_u_, gd, d_, step_.count() ? K_ : 0,
-      B_ / blocks_, w);
+      B_ / N_, w);
   Dtype* out = top[0]->mutable_cpu_data();
   const StepProduct<Dtype> product[2] = {ForwardStepProduct(w[0]),
                                          ForwardStepProduct(w[1])};
   const double macs = static_cast<double>(T_) * B_ * gd * d_;
-  if (blocks_ > 1) {
+  if (N_ > 1) {
     // One job per direction and block (image): its projection, recurrence
     // and top copy.
-    RunJobs(2 * blocks_, macs, [&w, &product, out](int j) {
+    RunJobs(2 * N_, macs, [&w, &product, out](int j) {
       SweepForward(w[j % 2], product[j % 2], j / 2, j / 2 + 1, out);
     });
     return;
   }
   RunBothDirections([&product, out](const Sweep<Dtype>& v) {
-        SweepForward(v, product[v.dir], 0, v.nb, out);
+        SweepForward(v, product[v.dir], 0, 1, out);
       }, w[0], w[1]);
 }
 
@@ -1148,7 +1145,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   for (int dir = 0; dir < 2; ++dir) {
     Sweep<Dtype>& v = w[dir];
     v.unit = unit_; v.dir = dir; v.T = T_; v.B = B_; v.d = d_; v.gd = gd;
-    v.K = K_; v.nb = blocks_; v.Bs = B_ / blocks_;
+    v.K = K_; v.Bs = B_ / N_;
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
     v.a = gates_.mutable_cpu_data() + dir * TB * gd;
     v.da = da + dir * TB * gd;
@@ -1175,7 +1172,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     v.dU = v.grad_U ? this->blobs_[3 * dir + 1]->mutable_cpu_diff() : NULL;
     v.db = v.grad_b ? this->blobs_[3 * dir + 2]->mutable_cpu_diff() : NULL;
   }
-  SetStepPackBuffers(&packed_u_, gd, d_, 0, B_ / blocks_, w);
+  SetStepPackBuffers(&packed_u_, gd, d_, 0, B_ / N_, w);
   const Dtype* top_diff = top[0]->cpu_diff();
   const StepProduct<Dtype> product[2] = {BackwardStepProduct(w[0]),
                                          BackwardStepProduct(w[1])};
@@ -1187,13 +1184,13 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const RowLayout layout = {C_, H_, W_, ph_, pw_, gh_, gw_, K_, pos_n_,
       pos_.data(), pos_y_.data(), pos_x_.data()};
   Dtype* dxm = direct_ || !propagate_down[0] ? NULL : x_.mutable_cpu_diff();
-  if (blocks_ > 1) {
+  if (N_ > 1) {
     // One job per direction and block (image) for the back-propagation
     // through time; then each direction's parameter gradients (blocks in
     // order: the sums do not depend on which thread took what) and each
     // image's bottom diff, the larger jobs first.
     const double step_macs = static_cast<double>(T_) * B_ * gd * d_;
-    RunJobs(2 * blocks_, step_macs, [&w, &product, top_diff](int j) {
+    RunJobs(2 * N_, step_macs, [&w, &product, top_diff](int j) {
       SweepBackward(w[j % 2], product[j % 2], j / 2, j / 2 + 1, top_diff);
     });
     const bool direct = direct_;
@@ -1225,7 +1222,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     return;
   }
   RunBothDirections([&product, top_diff](const Sweep<Dtype>& v) {
-        SweepBackward(v, product[v.dir], 0, v.nb, top_diff);
+        SweepBackward(v, product[v.dir], 0, 1, top_diff);
         SweepParamGradients(v);
       }, w[0], w[1]);
   if (!propagate_down[0]) {

@@ -127,7 +127,7 @@ void ReNetLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
   const int gd = G_ * d_;
   const int TB = T_ * B_;
   // The GPU reads the bottom in place only with N = 1 (one block of
-  // sequences, time-major; see blocks_).
+  // sequences, time-major; see pos_n_).
   const bool direct = gpu_direct();
   const Dtype* x = bottom[0]->gpu_data();
   if (!direct) {
