@@ -273,3 +273,101 @@ def format_summary(meta):
         lines.append(f"skipped {len(meta['skipped'])} bad pairs:")
         lines += [f"  {s['file']}: {s['problem']}" for s in meta["skipped"]]
     return "\n".join(lines)
+
+
+def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
+    """Concatenate datasets written by :func:`build_dataset` into ``out``.
+
+    The records are copied as they are (no decoding), renumbered
+    ``%08d_<name>`` in source order, or in a seeded random order with
+    ``shuffle``. Every source must have the same class list. Atomic like
+    :func:`build_dataset`. Returns the new meta dictionary.
+    """
+    import lmdb
+    if not sources:
+        raise ValueError("no source datasets to merge")
+    metas = []
+    for src in sources:
+        if not os.path.isfile(os.path.join(src, META)):
+            raise DataError(src, "not a dataset written by "
+                            "tools/build_lmdb.py (no meta.json); build it "
+                            "first")
+        metas.append(read_meta(src))
+        if metas[-1]["classes"] != metas[0]["classes"]:
+            raise DataError(src, f"its classes differ from {sources[0]}'s; "
+                            "only datasets with one class list can merge")
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to "
+                              "replace it")
+    entries = []  # (source index, key)
+    for i, src in enumerate(sources):
+        env = lmdb.open(os.path.join(src, IMAGE_DB), readonly=True,
+                        lock=False, subdir=True)
+        with env.begin() as txn:
+            entries += [(i, k) for k, _ in txn.cursor()]
+        env.close()
+    if shuffle:
+        order = np.random.RandomState(seed).permutation(len(entries))
+        entries = [entries[j] for j in order]
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    readers = []
+    try:
+        readers = [[lmdb.open(os.path.join(src, db), readonly=True,
+                              lock=False, subdir=True)
+                    for db in (IMAGE_DB, LABEL_DB)] for src in sources]
+        for d, db in enumerate((IMAGE_DB, LABEL_DB)):
+            env = lmdb.open(os.path.join(tmp, db), map_size=MAP_SIZE,
+                            subdir=True, meminit=False)
+            txns = [r[d].begin() for r in readers]
+            wtxn = env.begin(write=True)
+            for n, (i, key) in enumerate(entries):
+                value = txns[i].get(key)
+                if value is None:
+                    raise DataError(sources[i], f"key {key!r} is in the "
+                                    f"image LMDB but not in {db}")
+                name = key.decode().split("_", 1)[1]
+                wtxn.put(make_key(n, name), value)
+                if (n + 1) % COMMIT_EVERY == 0:
+                    wtxn.commit()
+                    wtxn = env.begin(write=True)
+            wtxn.commit()
+            for t in txns:
+                t.abort()
+            env.close()
+        meta = dict(metas[0])
+        meta.update({
+            "format": "merged",
+            "count": len(entries),
+            "class_pixels": [int(sum(m["class_pixels"][c] for m in metas))
+                             for c in range(meta["num_classes"])],
+            "ignore_pixels": int(sum(m["ignore_pixels"] for m in metas)),
+            "shuffle": bool(shuffle), "seed": int(seed),
+            "skipped": [s for m in metas for s in m.get("skipped", [])],
+            "filtered": int(sum(m.get("filtered", 0) for m in metas)),
+            "merged_from": [os.path.abspath(s) for s in sources],
+        })
+        meta.pop("sizes", None)
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+        if os.path.exists(out):
+            old = os.path.join(parent,
+                               f"{os.path.basename(out)}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+        return meta
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for pair in readers:
+            for env in pair:
+                env.close()

@@ -1,0 +1,776 @@
+"""The paper's nets and solvers, generated with pycaffe's NetSpec.
+
+Three families, one builder each; every variant of the paper is a set of
+arguments to its family's builder, never a hand-edited copy:
+
+``nrenet``  N-ReNet (Section 4.1, Figure 1/2): three ReNet layer groups, each
+            a VERTICAL then a HORIZONTAL ``ReNet`` layer; group 1 on 2x2
+            patches (resolution /4), groups 2-3 on single pixels; a 1x1
+            convolution to the classes; bilinear x4 upsampling.
+``fcn``     the baseline FCN of Table 2 (VGG-16 conv1-conv5, pool4/pool5 with
+            stride 1, conv5 dilated 2, conv6 dilated 12, conv7, conv8;
+            bilinear x8 upsampling).
+``hrenet``  H-ReNet (Table 3): the baseline with one ReNet layer group
+            ``renet1`` between its features (conv7, or pool4/pool5/conv7
+            normalised and concatenated, Figure 3) and conv8.
+
+Conventions shared by every net (the tools rely on them):
+
+* train/val nets read ``SegData`` (tops ``data``, ``label``): random crops
+  with flips in TRAIN, whole images (batch 1) in TEST; pixel-wise
+  ``SoftmaxWithLoss`` ignoring 255; ``Accuracy`` in TEST.
+* deploy nets start with an ``Input`` layer ``data`` whose
+  ``transform_param`` records the data layer's BGR mean and scale (``Input``
+  itself ignores it), and end with ``score``: N x K x H x W logits at exactly
+  the input size (a bilinear ``Deconvolution`` of the stride-s score map,
+  ``Crop``-ped to the input). CRF variants add ``crf`` (``DenseCRF`` on
+  ``score`` and ``data``) whose top ``crf_prob`` holds the marginals.
+* layer names follow VGG-16's (``conv1_1`` ... ``conv5_3``), so
+  ``caffe train -weights VGG_ILSVRC_16_layers.caffemodel`` copies conv1-conv5
+  by name and nothing else (VGG's fc6/fc7/fc8 match no layer here).
+* paths inside the files are relative to the repository root.
+
+:data:`VARIANTS` lists every variant with its paper figure;
+:func:`write_all` writes ``<out>/<family>/<variant>/{train_val,deploy,
+solver}.prototxt`` plus ``variant.json``. ``tools/make_nets.py`` is the CLI.
+"""
+import collections
+import json
+import os
+
+VGG_MEAN_BGR = (104.00699, 116.66877, 122.67892)  # VGG-16's training mean
+IGNORE_LABEL = 255
+HEADLINE_SOLVER = "hrenet_solver.prototxt"  # in the output root
+HEADLINE_VARIANT = ("hrenet", "d")
+
+# Where the train/val nets read their LMDBs (relative to the repository root)
+# and the command that builds each one; DATA_SOURCES[key] = (folder, command).
+_VOC_ROOT = "/path/to/VOCdevkit/VOC2012"
+_SBD_ROOT = "/path/to/benchmark_RELEASE"
+_SBG_ROOT = "/path/to/iccv09Data"
+DATA_SOURCES = {
+    "voc_train_aug": (
+        "data/voc/lmdb/train_aug",
+        "python tools/build_lmdb.py --format sbd --root %s --split aug "
+        "--voc-root %s --shuffle --out data/voc/lmdb/train_aug"
+        % (_SBD_ROOT, _VOC_ROOT)),
+    "voc_val": (
+        "data/voc/lmdb/val",
+        "python tools/build_lmdb.py --format voc --root %s --split val "
+        "--out data/voc/lmdb/val" % _VOC_ROOT),
+    "voc_trainval_aug": (
+        "data/voc/lmdb/trainval_aug",
+        "python tools/merge_lmdb.py --shuffle --out data/voc/lmdb/trainval_aug"
+        " data/voc/lmdb/train_aug data/voc/lmdb/val"),
+    "coco_voc_trainval": (
+        "data/coco_voc/lmdb/trainval",
+        "python tools/merge_lmdb.py --shuffle --out data/coco_voc/lmdb/trainval"
+        " data/coco/lmdb/train2014 data/coco/lmdb/val2014 "
+        "data/voc/lmdb/trainval_aug   (see README: COCO)"),
+}
+
+
+def sbg_source(fold, split):
+    """Stanford Background fold LMDB (folder, command); split train|val."""
+    folder = "data/stanford_bg/lmdb/fold%d_%s" % (fold, split)
+    return folder, (
+        "python tools/make_folds.py --root %s && python tools/build_lmdb.py "
+        "--format stanford-bg --root %s --list "
+        "data/stanford_bg/folds/fold%d_%s.txt --shuffle --out %s"
+        % (_SBG_ROOT, _SBG_ROOT, fold, split, folder))
+
+
+# --------------------------------------------------------------------------
+# Small NetSpec helpers.
+
+def _caffe():
+    import caffe
+    return caffe
+
+
+def _pb2():
+    from caffe.proto import caffe_pb2
+    return caffe_pb2
+
+
+FROZEN = [dict(lr_mult=0, decay_mult=0)] * 2  # conv1, conv2: no updates
+LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+
+
+def gaussian(std):
+    return dict(type="gaussian", std=std)
+
+
+def _conv(n, name, bottom, nout, ks=3, pad=None, dilation=1, learn=True,
+          weight_filler=None, bias_filler=None, relu=True):
+    """Convolution ``name`` (+ in-place ReLU ``relu<suffix>``)."""
+    L = _caffe().layers
+    pad = (ks // 2) * dilation if pad is None else pad
+    conv = dict(num_output=nout, kernel_size=ks, pad=pad,
+                weight_filler=weight_filler or dict(type="msra"),
+                bias_filler=bias_filler or dict(type="constant", value=0))
+    if dilation != 1:
+        conv["dilation"] = dilation
+    setattr(n, name, L.Convolution(bottom, param=LEARNED if learn else FROZEN,
+                                   convolution_param=conv))
+    top = getattr(n, name)
+    if relu:
+        setattr(n, "relu" + name[len("conv"):],
+                L.ReLU(top, in_place=True))
+    return top
+
+
+def _max_pool(n, name, bottom, ks, stride, pad=0):
+    P = _caffe().params
+    setattr(n, name, _caffe().layers.Pooling(
+        bottom, pool=P.Pooling.MAX, kernel_size=ks, stride=stride, pad=pad))
+    return getattr(n, name)
+
+
+def _renet(n, name, bottom, width, direction, patch=1, unit="LSTM",
+           forget_bias=0.0, init=0.2):
+    """One ReNet layer: ``num_output`` = ``width`` per direction (top 2w)."""
+    pb2 = _pb2()
+    p = dict(num_output=width,
+             direction=getattr(pb2.ReNetParameter, direction),
+             patch_h=patch, patch_w=patch,
+             unit=getattr(pb2.ReNetParameter, unit),
+             weight_filler=dict(type="uniform", min=-init, max=init),
+             bias_filler=dict(type="uniform", min=-init, max=init))
+    if forget_bias:
+        p["forget_bias"] = forget_bias
+    setattr(n, name, _caffe().layers.ReNet(bottom, renet_param=p))
+    return getattr(n, name)
+
+
+def _renet_group(n, index, bottom, width, patch=1, unit="LSTM",
+                 forget_bias=0.0):
+    """Layer group ``renet<index>``: VERTICAL ``_v`` then HORIZONTAL ``_h``."""
+    v = _renet(n, "renet%d_v" % index, bottom, width, "VERTICAL", patch, unit,
+               forget_bias)
+    return _renet(n, "renet%d_h" % index, v, width, "HORIZONTAL", patch, unit,
+                  forget_bias)
+
+
+def _data(n, mode, data):
+    """``data`` (+ ``label``) from SegData (train_val) or Input (deploy)."""
+    L = _caffe().layers
+    if mode == "deploy":
+        h, w = data["deploy_size"]
+        n.data = L.Input(shape=dict(dim=[1, 3, h, w]),
+                         transform_param=dict(mean_value=list(data["mean"]),
+                                              scale=data["scale"]))
+        return n.data
+    p = dict(source=data["train_source"][0], batch_size=data["batch_size"],
+             crop_h=data["crop"][0], crop_w=data["crop"][1], mirror=True,
+             shuffle=True, mean_value=list(data["mean"]),
+             ignore_label=IGNORE_LABEL)
+    if data["scale"] != 1:
+        p["scale"] = data["scale"]
+    n.data, n.label = L.SegData(ntop=2, seg_data_param=p)
+    return n.data
+
+
+def _head(n, mode, bottom, num_classes, stride, weight_filler, bias_filler,
+          classifier, crf=None, data=None):
+    """Classifier, bilinear upsampling to the input size, loss or CRF."""
+    L = _caffe().layers
+    setattr(n, classifier, L.Convolution(
+        bottom, param=LEARNED, convolution_param=dict(
+            num_output=num_classes, kernel_size=1,
+            weight_filler=weight_filler, bias_filler=bias_filler)))
+    # Kernel 2s, stride s, pad s/2: score pixel i lands on input pixel
+    # s*i + (s-1)/2, the centre of the s x s block it was pooled from, and
+    # the output (s * ceil(H/s)) is cropped to exactly H x W.
+    n.upsample = L.Deconvolution(
+        getattr(n, classifier), param=[dict(lr_mult=0, decay_mult=0)],
+        convolution_param=dict(num_output=num_classes, group=num_classes,
+                               kernel_size=2 * stride, stride=stride,
+                               pad=stride // 2, bias_term=False,
+                               weight_filler=dict(type="bilinear")))
+    n.score = L.Crop(n.upsample, n.data, crop_param=dict(axis=2, offset=0))
+    if mode == "deploy":
+        if crf:
+            p = dict(crf)
+            p["mean_value"] = list(data["mean"])
+            if data["scale"] != 1:
+                p["scale"] = data["scale"]
+            n.crf_prob = L.DenseCRF(n.score, n.data, name="crf",
+                                    dense_crf_param=p)
+        return
+    n.loss = L.SoftmaxWithLoss(n.score, n.label,
+                               loss_param=dict(ignore_label=IGNORE_LABEL))
+    n.accuracy = L.Accuracy(n.score, n.label,
+                            accuracy_param=dict(ignore_label=IGNORE_LABEL),
+                            include=dict(phase=_caffe().TEST))
+
+
+def _finish(n, name, mode, data):
+    """NetParameter of ``n``; train_val nets get the TEST-phase SegData."""
+    net = n.to_proto()
+    net.name = name
+    if mode == "deploy" or not data.get("test_source"):
+        return net
+    pb2 = _pb2()
+    train_layer = net.layer[0]
+    test_layer = pb2.LayerParameter()
+    test_layer.CopyFrom(train_layer)
+    train_layer.include.add().phase = pb2.TRAIN
+    test_layer.include.add().phase = pb2.TEST
+    p = test_layer.seg_data_param
+    p.source = data["test_source"][0]
+    p.batch_size = 1
+    for f in ("crop_h", "crop_w", "mirror", "shuffle"):
+        p.ClearField(f)
+    out = pb2.NetParameter()
+    out.name = name
+    out.layer.add().CopyFrom(train_layer)
+    out.layer.add().CopyFrom(test_layer)
+    for layer in net.layer[1:]:
+        out.layer.add().CopyFrom(layer)
+    return out
+
+
+def data_config(train_source, test_source, crop, batch_size, mean, scale,
+                deploy_size):
+    """The data settings every builder takes (sources: (folder, command))."""
+    return dict(train_source=train_source, test_source=test_source,
+                crop=tuple(crop), batch_size=batch_size, mean=tuple(mean),
+                scale=scale, deploy_size=tuple(deploy_size))
+
+
+# --------------------------------------------------------------------------
+# Families.
+
+NRENET_WIDTHS = (64, 128, 256)  # hidden units per direction, groups 1-3
+
+
+def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
+           forget_bias=0.0, classifier_filler=None, name="nrenet"):
+    """N-ReNet: three ReNet layer groups, 1x1 conv, bilinear x4 upsampling.
+
+    Group 1 sweeps 2x2 patches in both its layers (resolution /4); groups 2
+    and 3 sweep single pixels. ``widths[k]`` is the number of hidden units
+    per direction of both layers of group k+1 (their tops have 2*widths[k]
+    channels).
+    """
+    n = _caffe().NetSpec()
+    x = _data(n, mode, data)
+    for k, width in enumerate(widths):
+        x = _renet_group(n, k + 1, x, width, patch=2 if k == 0 else 1,
+                         unit=unit, forget_bias=forget_bias)
+    filler = classifier_filler or gaussian(0.1)
+    _head(n, mode, x, num_classes, 4, filler, filler, "classifier",
+          data=data)
+    return _finish(n, name, mode, data)
+
+
+def _vgg16(n, bottom, upto, conv_filler=None):
+    """VGG-16 conv1_1 ... as Table 2 adapts it, built up to layer ``upto``.
+
+    conv1/conv2 are frozen (lr_mult 0: no updates, and Caffe then skips
+    their backward pass); pool1-pool3 2x2 stride 2; pool4 and pool5 3x3
+    stride 1 pad 1; conv5_x dilated 2. Returns the blobs by name.
+    """
+    blobs = {}
+    x = bottom
+    plan = [(1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)]
+    for block, convs, nout in plan:
+        for i in range(1, convs + 1):
+            x = _conv(n, "conv%d_%d" % (block, i), x, nout,
+                      dilation=2 if block == 5 else 1, learn=block > 2,
+                      weight_filler=conv_filler)
+        if block <= 3:
+            x = _max_pool(n, "pool%d" % block, x, 2, 2)
+        else:
+            x = _max_pool(n, "pool%d" % block, x, 3, 1, pad=1)
+        blobs["pool%d" % block] = x
+        if "pool%d" % block == upto:
+            return blobs
+    return blobs
+
+
+def _fc_convs(n, x, conv7_kernel, filler, bias_filler, dropout):
+    """conv6 (3x3, dilation 12, 1024) and conv7 (1024), each with ReLU."""
+    L = _caffe().layers
+    x = _conv(n, "conv6", x, 1024, ks=3, dilation=12, weight_filler=filler,
+              bias_filler=bias_filler)
+    if dropout:
+        n.drop6 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
+    x = _conv(n, "conv7", x, 1024, ks=conv7_kernel, weight_filler=filler,
+              bias_filler=bias_filler)
+    if dropout:
+        n.drop7 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
+    return x
+
+
+def fcn(mode, data, num_classes=21, crf=None, conv_filler_std=0.1,
+        name="fcn"):
+    """The baseline FCN of Table 2: VGG-16 conv1-conv5, conv6-conv8, x8."""
+    n = _caffe().NetSpec()
+    x = _data(n, mode, data)
+    x = _vgg16(n, x, "pool5")["pool5"]
+    filler = gaussian(conv_filler_std)
+    x = _fc_convs(n, x, 3, filler, filler, dropout=False)
+    _head(n, mode, x, num_classes, 8, filler, filler, "conv8", crf=crf,
+          data=data)
+    return _finish(n, name, mode, data)
+
+
+def _normalise(n, blob_name, x, norm, l2_lambda=None):
+    """Figure 3's per-input normalisation of ``x`` (a top named blob_name).
+
+    ``bn``: BatchNorm + Scale (learned affine); ``bn_relu``: BatchNorm then
+    ReLU, no Scale (the authors' released deploy file); ``l2``: every
+    sample's C x H x W map scaled to unit L2 norm times ``l2_lambda``,
+    composed from upstream layers (Reduction SUMSQ -> Power -> Scale with
+    the per-sample factor as second bottom); None: unchanged.
+    """
+    L = _caffe().layers
+    P = _caffe().params
+    if norm is None:
+        return x
+    if norm in ("bn", "bn_relu"):
+        top = blob_name + "_bn"
+        setattr(n, top, L.BatchNorm(x, batch_norm_param=dict(
+            moving_average_fraction=0.999, eps=1e-5)))
+        y = getattr(n, top)
+        if norm == "bn":
+            setattr(n, blob_name + "_scale",
+                    L.Scale(y, in_place=True, scale_param=dict(
+                        bias_term=True)))
+        else:
+            setattr(n, blob_name + "_bn_relu", L.ReLU(y, in_place=True))
+        return y
+    if norm == "l2":
+        sumsq = blob_name + "_sumsq"
+        setattr(n, sumsq, L.Reduction(x, operation=P.Reduction.SUMSQ,
+                                      axis=1))
+        # (eps + s / lambda^2)^(-1/2) = lambda / ||x|| (eps: no 1/0)
+        inv = blob_name + "_l2inv"
+        setattr(n, inv, L.Power(getattr(n, sumsq), power=-0.5,
+                                scale=1.0 / (l2_lambda * l2_lambda),
+                                shift=1e-12))
+        top = blob_name + "_l2"
+        setattr(n, top, L.Scale(x, getattr(n, inv),
+                                scale_param=dict(axis=0, bias_term=False)))
+        return getattr(n, top)
+    raise ValueError("unknown normalisation %r (bn, bn_relu, l2 or None)"
+                     % norm)
+
+
+FEATURE_LAYERS = ("pool4", "pool5", "conv7")
+
+
+def hrenet(mode, data, num_classes=21, inputs=("conv7",), norm=None,
+           l2_lambda=None, renet_width=120, unit="LSTM", forget_bias=0.0,
+           conv7_kernel=3, dropout=False, conv_filler_std=0.1,
+           conv_bias_filler=None, crf=None, name="hrenet"):
+    """H-ReNet (Table 3): the baseline FCN with ``renet1`` before conv8.
+
+    ``inputs``: the layers whose features feed renet1, a subset of pool4,
+    pool5, conv7 (one: Table 5 left, the layers after it dropped; several:
+    normalised and concatenated in that order, Figure 3). ``norm`` is
+    applied to each input (see :func:`_normalise`). ``renet_width`` hidden
+    units per direction (Table 3: 120, so renet1's top has 240 channels).
+    ``unit`` LSTM or IRNN. New convolutions (conv6-conv8) draw weights and
+    biases from N(0, ``conv_filler_std``) unless ``conv_bias_filler`` is
+    given. ``conv7_kernel``, ``dropout``, ``forget_bias`` and the fillers'
+    arguments exist for the authors' released flavour.
+    """
+    unknown = set(inputs) - set(FEATURE_LAYERS)
+    if unknown or not inputs:
+        raise ValueError("inputs must be a non-empty subset of %s, not %s"
+                         % (FEATURE_LAYERS, inputs))
+    inputs = [f for f in FEATURE_LAYERS if f in inputs]  # Figure 3's order
+    n = _caffe().NetSpec()
+    x = _data(n, mode, data)
+    deepest = inputs[-1]
+    blobs = _vgg16(n, x, "pool5" if deepest == "conv7" else deepest)
+    filler = gaussian(conv_filler_std)
+    bias_filler = conv_bias_filler or filler
+    if deepest == "conv7":
+        blobs["conv7"] = _fc_convs(n, blobs["pool5"], conv7_kernel, filler,
+                                   bias_filler, dropout)
+    feats = [_normalise(n, f, blobs[f], norm, l2_lambda) for f in inputs]
+    if len(feats) > 1:
+        n.concat = _caffe().layers.Concat(*feats, concat_param=dict(axis=1))
+        x = n.concat
+    else:
+        x = feats[0]
+    x = _renet_group(n, 1, x, renet_width, unit=unit,
+                     forget_bias=forget_bias)
+    _head(n, mode, x, num_classes, 8, filler, bias_filler, "conv8", crf=crf,
+          data=data)
+    return _finish(n, name, mode, data)
+
+
+# --------------------------------------------------------------------------
+# Parameter counts (the tables' arithmetic; the tests check them on nets).
+
+def renet_params(in_channels, width, unit="LSTM", patch=1):
+    """Parameters of one ReNet layer: two directions of W, U, b."""
+    gates = {"LSTM": 4, "GRU": 3, "IRNN": 1}[unit]
+    c = in_channels * patch * patch
+    return 2 * gates * width * (c + width + 1)
+
+
+def renet_group_params(in_channels, width, unit="LSTM"):
+    return renet_params(in_channels, width, unit) + \
+        renet_params(2 * width, width, unit)
+
+
+def matching_irnn_width(in_channels, lstm_width):
+    """The IRNN width whose renet1 group has the LSTM group's parameters.
+
+    The paper's rule ("an IRNN-based ReNet layer with same number of
+    parameters"): the integer width whose two-layer group count is closest
+    to the LSTM group's (conv8's input then grows with it).
+    """
+    target = renet_group_params(in_channels, lstm_width, "LSTM")
+    best = None
+    for w in range(1, 8 * lstm_width):
+        diff = abs(renet_group_params(in_channels, w, "IRNN") - target)
+        if best is None or diff < best[0]:
+            best = (diff, w)
+    return best[1]
+
+
+# --------------------------------------------------------------------------
+# Solvers.
+
+def solver(net_path, max_iter, snapshot_prefix, base_lr=0.001,
+           stepsize=None, iter_size=10, test_iter=None, solver_type="SGD",
+           momentum=0.9, weight_decay=0.0005, snapshot=2000, display=20,
+           random_seed=None):
+    """SolverParameter: lr ``base_lr`` x0.1 every ``stepsize`` (default
+    half of ``max_iter``), momentum 0.9, weight decay 5e-4."""
+    pb2 = _pb2()
+    s = pb2.SolverParameter()
+    s.net = net_path
+    s.type = solver_type
+    s.base_lr = base_lr
+    s.lr_policy = "step"
+    s.gamma = 0.1
+    s.stepsize = stepsize or max_iter // 2
+    s.max_iter = max_iter
+    if solver_type in ("SGD", "Nesterov"):
+        s.momentum = momentum
+    elif solver_type == "Adam":
+        s.momentum = 0.9
+        s.momentum2 = 0.999
+    s.weight_decay = weight_decay
+    s.iter_size = iter_size
+    s.display = display
+    s.average_loss = max(display, 1)
+    if test_iter:
+        s.test_iter.append(test_iter)
+        s.test_interval = max_iter
+        s.test_initialization = False
+    s.snapshot = snapshot
+    s.snapshot_prefix = snapshot_prefix
+    if random_seed is not None:
+        s.random_seed = random_seed
+    return s
+
+
+# --------------------------------------------------------------------------
+# The paper's variants.
+
+Variant = collections.namedtuple("Variant", [
+    "family", "name", "description", "study", "paper", "builder", "net",
+    "data", "iters", "trains", "weights_from", "solver_extra"])
+# paper: {"miou": ...} or {"pixel_acc": ..., "class_acc": ...} (percent) or
+# {}. trains False: a deploy-only variant using ``weights_from``'s weights.
+
+# The CRF settings. The paper's Table 6 runs 2 mean-field iterations and
+# prints no kernel parameters: we use the released deploy file's kernels.
+CRF_PAPER = dict(max_iter=2, pos_w=3.0, pos_xy_std=3.0, bi_w=5.0,
+                 bi_xy_std=80.0, bi_rgb_std=3.0)
+CRF_RELEASED = dict(CRF_PAPER, max_iter=5)
+
+VOC_TEST_ITER = 1449  # VOC12 val
+SBG_TEST_ITER = 143   # one Stanford Background fold
+FCN_ITERS, HRENET_ITERS, MLFB_ITERS = 12000, 30000, 40000
+VOC_CROP = (400, 500)
+CROP_STUDY = ((256, 320), (320, 400), (400, 500))
+L2_LAMBDAS = (100, 1000, 10000)
+NUM_FOLDS = 5
+
+
+def voc_data(crop=VOC_CROP, train="voc_train_aug", test="voc_val"):
+    return data_config(DATA_SOURCES[train],
+                       DATA_SOURCES[test] if test else None, crop,
+                       batch_size=1, mean=VGG_MEAN_BGR, scale=1.0,
+                       deploy_size=(375, 500))
+
+
+def sbg_data(fold, crop=(240, 320)):
+    return data_config(sbg_source(fold, "train"), sbg_source(fold, "val"),
+                       crop, batch_size=10, mean=VGG_MEAN_BGR,
+                       scale=1.0 / 128, deploy_size=(240, 320))
+
+
+def _variants():
+    v = []
+
+    def add(family, name, description, study, paper, builder, net, data,
+            iters, trains=True, weights_from=None, **solver_extra):
+        v.append(Variant(family, name, description, study, paper, builder,
+                         net, data, iters, trains, weights_from,
+                         solver_extra))
+
+    for k in range(NUM_FOLDS):
+        add("nrenet", "fold%d" % k,
+            "N-ReNet, Stanford Background fold %d" % k, "Table 1",
+            dict(pixel_acc=80.4, class_acc=71.8), "nrenet", {}, sbg_data(k),
+            10000, iter_size=1, test_iter=SBG_TEST_ITER)
+    voc = voc_data()
+    add("fcn", "a", "(a) baseline FCN", "Table 4", dict(miou=63.4), "fcn",
+        {}, voc, FCN_ITERS)
+    add("fcn", "e", "(e) baseline FCN + DenseCRF", "Table 4",
+        dict(miou=67.5), "fcn", dict(crf=CRF_PAPER), voc, FCN_ITERS,
+        trains=False, weights_from="a")
+    for crop, miou in zip(CROP_STUDY[:2], (63.6, 63.4)):
+        add("fcn", "crop%dx%d" % crop,
+            "baseline FCN trained on %dx%d crops" % crop, "crop size",
+            dict(miou=miou), "fcn", {}, voc_data(crop), FCN_ITERS)
+    mlfb = dict(inputs=FEATURE_LAYERS, norm="bn")
+    add("hrenet", "b", "(b) H-ReNet", "Table 4", dict(miou=70.0), "hrenet",
+        {}, voc, HRENET_ITERS)
+    add("hrenet", "c", "(c) H-ReNet + BN", "Table 4", dict(miou=70.4),
+        "hrenet", dict(norm="bn"), voc, HRENET_ITERS)
+    add("hrenet", "d", "(d) H-ReNet + BN + multi-layer features",
+        "Table 4", dict(miou=71.1), "hrenet", mlfb, voc, MLFB_ITERS)
+    add("hrenet", "f", "(f) H-ReNet + BN + DenseCRF", "Table 4",
+        dict(miou=71.9), "hrenet", dict(norm="bn", crf=CRF_PAPER), voc,
+        HRENET_ITERS, trains=False, weights_from="c")
+    add("hrenet", "g", "(g) H-ReNet + BN + multi-layer features + DenseCRF",
+        "Table 4", dict(miou=72.6), "hrenet", dict(mlfb, crf=CRF_PAPER), voc,
+        MLFB_ITERS, trains=False, weights_from="d")
+    for lam in L2_LAMBDAS:
+        add("hrenet", "d_l2_%d" % lam,
+            "(d) with L2 normalisation, lambda %d, instead of BN" % lam,
+            "L2 vs BN", {}, "hrenet",
+            dict(inputs=FEATURE_LAYERS, norm="l2", l2_lambda=lam), voc,
+            MLFB_ITERS)
+    for f, miou in (("pool4", 59.2), ("pool5", 68.3)):
+        add("hrenet", "t5_" + f, "renet1 fed by %s alone (+BN)" % f,
+            "Table 5 left", dict(miou=miou), "hrenet",
+            dict(inputs=(f,), norm="bn"), voc, HRENET_ITERS)
+    add("hrenet", "t5_conv7_pool5", "renet1 fed by conv7 + pool5 (+BN)",
+        "Table 5 right", dict(miou=70.9), "hrenet",
+        dict(inputs=("pool5", "conv7"), norm="bn"), voc, MLFB_ITERS)
+    for crop, miou in zip(CROP_STUDY[:2], (67.3, 69.3)):
+        add("hrenet", "d_crop%dx%d" % crop,
+            "(d) trained on %dx%d crops" % crop, "crop size",
+            dict(miou=miou), "hrenet", mlfb, voc_data(crop), MLFB_ITERS)
+    add("hrenet", "c_irnn",
+        "(c) with IRNN units, width %d (renet1's parameters match the "
+        "LSTM's)" % matching_irnn_width(1024, 120), "LSTM vs IRNN",
+        dict(miou=67.2), "hrenet",
+        dict(norm="bn", unit="IRNN",
+             renet_width=matching_irnn_width(1024, 120)), voc, HRENET_ITERS)
+    add("hrenet", "d_coco_pretrain",
+        "(d) pretrained on VOC12 + COCO train+val (then d_coco_finetune)",
+        "COCO", {}, "hrenet", mlfb,
+        voc_data(train="coco_voc_trainval", test=None), 120000,
+        stepsize=50000)
+    add("hrenet", "d_coco_finetune",
+        "(d) fine-tuned on VOC12 train+val from d_coco_pretrain's weights",
+        "COCO", dict(miou_test=76.8), "hrenet", mlfb,
+        voc_data(train="voc_trainval_aug", test=None), 30000)
+    add("hrenet", "released",
+        "the authors' released deploy settings for (d) + DenseCRF",
+        "released", {}, "hrenet",
+        dict(inputs=FEATURE_LAYERS, norm="bn_relu", renet_width=160,
+             forget_bias=2.0, conv7_kernel=1, dropout=True,
+             conv_filler_std=0.01,
+             conv_bias_filler=dict(type="constant", value=0),
+             crf=CRF_RELEASED), voc, MLFB_ITERS)
+    return v
+
+
+VARIANTS = collections.OrderedDict(
+    ((x.family, x.name), x) for x in _variants())
+FAMILIES = {"nrenet": nrenet, "fcn": fcn, "hrenet": hrenet}
+
+
+def variant(family, name):
+    """The Variant ``family/name``; ValueError naming the valid ones."""
+    if family not in FAMILIES:
+        raise ValueError("unknown family %r; valid: %s"
+                         % (family, ", ".join(FAMILIES)))
+    if (family, name) not in VARIANTS:
+        names = [v for f, v in VARIANTS if f == family]
+        raise ValueError("unknown %s variant %r; valid: %s"
+                         % (family, name, ", ".join(names)))
+    return VARIANTS[(family, name)]
+
+
+def build(v, mode, data=None):
+    """NetParameter of variant ``v`` in ``mode`` train_val|deploy.
+
+    ``data`` overrides the variant's data settings (the tests use it to
+    point the nets at tiny LMDBs).
+    """
+    net = dict(v.net)
+    if mode == "train_val":
+        net.pop("crf", None)
+    return FAMILIES[v.builder](mode, data or v.data,
+                               name="%s_%s" % (v.family, v.name), **net)
+
+
+def build_solver(v, folder):
+    """SolverParameter of variant ``v`` whose files are in ``folder``."""
+    extra = dict(v.solver_extra)
+    iter_size = extra.pop("iter_size", 10)
+    test_iter = extra.pop("test_iter",
+                          VOC_TEST_ITER if v.data["test_source"] else None)
+    return solver(folder + "/train_val.prototxt", v.iters,
+                  "runs/%s_%s" % (v.family, v.name), iter_size=iter_size,
+                  test_iter=test_iter, **extra)
+
+
+def _header(v, what):
+    lines = ["# %s: %s" % (what, v.description),
+             "# Generated by tools/make_nets.py from python/hrenet/nets.py;"
+             " do not edit: change the generator and regenerate."]
+    if what == "solver":
+        lines.append("# Run from the repository root: caffe train -solver "
+                     "prototxt/%s/%s/solver.prototxt%s"
+                     % (v.family, v.name, _weights_hint(v)))
+    return "\n".join(lines) + "\n"
+
+
+def _weights_hint(v):
+    if v.family == "nrenet":
+        return ""  # trained from scratch
+    if v.name == "d_coco_finetune":
+        return " -weights runs/hrenet_d_coco_pretrain_iter_120000.caffemodel"
+    return " -weights VGG_ILSVRC_16_layers.caffemodel"
+
+
+def missing_hints(v):
+    """{LMDB folder: the command that builds it} for variant ``v``."""
+    out = {}
+    for key in ("train_source", "test_source"):
+        if v.data[key]:
+            out[v.data[key][0]] = v.data[key][1]
+    return out
+
+
+def variant_files(v):
+    """{file name: text} of variant ``v``'s folder."""
+    from google.protobuf import text_format
+    folder = "prototxt/%s/%s" % (v.family, v.name)
+    files = {}
+    if v.trains:
+        files["train_val.prototxt"] = _header(v, "train/val net") + \
+            text_format.MessageToString(build(v, "train_val"))
+        files["solver.prototxt"] = _header(v, "solver") + \
+            text_format.MessageToString(build_solver(v, folder))
+    files["deploy.prototxt"] = _header(v, "deploy net") + \
+        text_format.MessageToString(build(v, "deploy"))
+    meta = dict(family=v.family, variant=v.name, description=v.description,
+                study=v.study, paper=v.paper, iterations=v.iters,
+                crop=list(v.data["crop"]), trains=v.trains,
+                weights_from=v.weights_from,
+                data=missing_hints(v) if v.trains else {})
+    files["variant.json"] = json.dumps(meta, indent=1, sort_keys=True) + "\n"
+    return files
+
+
+def all_files():
+    """{relative path under prototxt/: text} of every variant."""
+    files = {}
+    for v in VARIANTS.values():
+        for name, text in variant_files(v).items():
+            files["%s/%s/%s" % (v.family, v.name, name)] = text
+    head = variant(*HEADLINE_VARIANT)
+    files[HEADLINE_SOLVER] = (
+        "# The headline: H-ReNet (d) on VOC12 (Table 4 (d), 71.1% mean IoU).\n"
+        "# Generated by tools/make_nets.py; do not edit.\n"
+        "# From the repository root, after building the VOC LMDBs (README):\n"
+        "#   caffe train -solver prototxt/hrenet_solver.prototxt "
+        "-weights VGG_ILSVRC_16_layers.caffemodel\n") + \
+        files["hrenet/d/solver.prototxt"].split("\n", 3)[3]
+    return files
+
+
+def write_all(out, selected=None):
+    """Write every (or the ``selected``) variant's files under ``out``.
+
+    Each file is written to a temporary name and renamed, so an interrupted
+    run leaves no half-written prototxt. Returns the paths written.
+    """
+    written = []
+    for rel, text in sorted(all_files().items()):
+        if selected is not None and rel != HEADLINE_SOLVER and \
+                tuple(rel.split("/")[:2]) not in selected:
+            continue
+        path = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp-%d" % os.getpid()
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------
+# A local-context baseline (the main job's control, not a paper net).
+
+def local_fcn(mode, data, num_classes, widths=(32, 48, 64), name="local"):
+    """A small fully convolutional net whose receptive field stays local.
+
+    conv1 (3x3) -> pool1 (2x2) -> conv2 (3x3) -> pool2 (2x2) -> conv3_1,
+    conv3_2 (3x3) -> 1x1 classifier -> bilinear x4, the same head as
+    N-ReNet. Its receptive field is :func:`receptive_field` (36 pixels
+    with these layers), whatever the image size.
+    """
+    n = _caffe().NetSpec()
+    x = _data(n, mode, data)
+    x = _conv(n, "conv1", x, widths[0])
+    x = _max_pool(n, "pool1", x, 2, 2)
+    x = _conv(n, "conv2", x, widths[1])
+    x = _max_pool(n, "pool2", x, 2, 2)
+    x = _conv(n, "conv3_1", x, widths[2])
+    x = _conv(n, "conv3_2", x, widths[2])
+    filler = dict(type="msra")
+    _head(n, mode, x, num_classes, 4, filler,
+          dict(type="constant", value=0), "classifier", data=data)
+    return _finish(n, name, mode, data)
+
+
+def receptive_field(net, blob):
+    """Receptive field (pixels, one side) of ``blob`` in a NetParameter.
+
+    Follows Convolution and Pooling layers (kernel, stride, dilation) from
+    the input; ReNet layers make it the whole image (returns None).
+    """
+    rf, jump = {}, {}
+    for layer in net.layer:
+        if layer.type in ("Input", "SegData"):
+            for top in layer.top:
+                rf[top], jump[top] = 1, 1
+            continue
+        if not layer.bottom or layer.bottom[0] not in rf:
+            continue
+        r, j = rf[layer.bottom[0]], jump[layer.bottom[0]]
+        if r is None or layer.type == "ReNet":
+            r = None
+        elif layer.type == "Convolution":
+            p = layer.convolution_param
+            k = p.kernel_size[0] if p.kernel_size else 1
+            d = p.dilation[0] if p.dilation else 1
+            r += (d * (k - 1)) * j
+            j *= p.stride[0] if p.stride else 1
+        elif layer.type == "Pooling":
+            p = layer.pooling_param
+            r += (p.kernel_size - 1) * j
+            j *= p.stride
+        for top in layer.top:
+            rf[top], jump[top] = r, j
+    return rf[blob]

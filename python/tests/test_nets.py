@@ -1,0 +1,406 @@
+"""The paper's nets (python/hrenet/nets.py, tools/make_nets.py): committed
+prototxts up to date, every net runs on small inputs, stride and output size,
+parameter counts by hand, VGG-16 weights copied by name, frozen conv1/conv2,
+iter_size accumulation, DenseCRF deploy nets on odd sizes."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hrenet import fixtures, nets
+
+from _tools import load_tool
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir,
+                                     os.pardir))
+TRAIN_HW = (80, 96)   # stored training images
+CROP = (72, 88)       # training crops (2 x 3 x 72 x 88 batches)
+VAL_HW = (61, 83)     # odd-sized whole images in TEST
+
+
+def _folder_dataset(root, names, hw, num_classes, seed, ignore_fraction):
+    rng = np.random.default_rng(seed)
+    for name in names:
+        fixtures.write_jpeg(os.path.join(root, "images", name + ".jpg"),
+                            fixtures.random_image(rng, *hw))
+        fixtures.write_index_png(
+            os.path.join(root, "labels", name + ".png"),
+            fixtures.random_label(rng, *hw, num_classes,
+                                  ignore_fraction=ignore_fraction),
+            palette=False)
+
+
+def _build(root, out, num_classes):
+    build = load_tool("build_lmdb")
+    assert build.main(build.parse_args(
+        ["--format", "folder", "--root", str(root), "--num-classes",
+         str(num_classes), "--out", str(out), "--quiet"])) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def lmdbs(tmp_path_factory):
+    """{num_classes: (train, val, train_no_ignore)} tiny LMDBs."""
+    tmp = tmp_path_factory.mktemp("nets_data")
+    out = {}
+    for k in (21, 8):
+        _folder_dataset(tmp / f"train{k}", ["a", "b", "c"], TRAIN_HW, k, 1,
+                        0.1)
+        _folder_dataset(tmp / f"val{k}", ["v"], VAL_HW, k, 2, 0.1)
+        _folder_dataset(tmp / f"exact{k}", ["p", "q"], CROP, k, 3, 0.0)
+        out[k] = tuple(_build(tmp / f"{s}{k}", tmp / f"lmdb_{s}{k}", k)
+                       for s in ("train", "val", "exact"))
+    return out
+
+
+def small_data(v, lmdbs, batch=2, crop=CROP, which=0):
+    k = 8 if v.family == "nrenet" else 21
+    train = lmdbs[k][which]
+    return nets.data_config((train, "build it"), (lmdbs[k][1], "build it"),
+                            crop, batch, v.data["mean"], v.data["scale"],
+                            VAL_HW)
+
+
+def unique_variants(mode):
+    """One variant per distinct net (folds and crop sizes share a net)."""
+    seen, out = set(), []
+    for v in nets.VARIANTS.values():
+        if mode == "train_val" and not v.trains:
+            continue
+        net = dict(v.net)
+        if mode == "train_val":
+            net.pop("crf", None)
+        key = (v.builder, repr(sorted(net.items())))
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+def write_net(tmp_path, v, mode, data, name=None):
+    path = tmp_path / (name or f"{v.family}_{v.name}_{mode}.prototxt")
+    path.write_text(str(nets.build(v, mode, data)))
+    return str(path)
+
+
+def classifier_of(v):
+    return "classifier" if v.family == "nrenet" else "conv8"
+
+
+def stride_of(v):
+    return 4 if v.family == "nrenet" else 8
+
+
+def test_committed_prototxts_are_current():
+    make = load_tool("make_nets")
+    stale = make.compare(os.path.join(ROOT, "prototxt"))
+    assert stale == [], "regenerate with tools/make_nets.py: %s" % stale
+
+
+@pytest.mark.parametrize("v", unique_variants("train_val"),
+                         ids=lambda v: f"{v.family}/{v.name}")
+def test_train_val_forward_backward(caffe, tmp_path, lmdbs, v):
+    path = write_net(tmp_path, v, "train_val", small_data(v, lmdbs))
+    k = 8 if v.family == "nrenet" else 21
+    s = stride_of(v)
+    for phase, shape in ((caffe.TRAIN, (2, 3) + CROP),
+                         (caffe.TEST, (1, 3) + VAL_HW)):
+        net = caffe.Net(path, phase)
+        net.forward()
+        net.backward()
+        assert net.blobs["data"].data.shape == shape
+        n, _, h, w = shape
+        assert net.blobs[classifier_of(v)].data.shape == \
+            (n, k, math.ceil(h / s), math.ceil(w / s))
+        assert net.blobs["score"].data.shape == (n, k, h, w)
+        loss = float(net.blobs["loss"].data)
+        assert np.isfinite(loss) and loss > 0
+        if phase == caffe.TRAIN:  # gradients reach the classifier
+            assert np.abs(net.params[classifier_of(v)][0].diff).sum() > 0
+
+
+@pytest.mark.parametrize("v", unique_variants("deploy"),
+                         ids=lambda v: f"{v.family}/{v.name}")
+def test_deploy_on_odd_size(caffe, tmp_path, v):
+    path = write_net(tmp_path, v, "deploy", None)
+    net = caffe.Net(path, caffe.TEST)
+    h, w = VAL_HW
+    net.blobs["data"].reshape(1, 3, h, w)
+    net.reshape()
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.uniform(-100, 100, (1, 3, h, w))
+    out = net.forward()
+    k = 8 if v.family == "nrenet" else 21
+    assert list(out) == ["crf_prob" if "crf" in v.net else "score"]
+    assert net.blobs["score"].data.shape == (1, k, h, w)
+    if "crf" in v.net:
+        prob = out["crf_prob"]
+        assert prob.shape == (1, k, h, w)
+        np.testing.assert_allclose(prob.sum(axis=1), 1, atol=1e-4)
+    # The data layer's preprocessing travels with the deploy net.
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    proto = text_format.Parse(open(path).read(), caffe_pb2.NetParameter())
+    assert proto.layer[0].type == "Input"
+    assert list(proto.layer[0].transform_param.mean_value) == \
+        pytest.approx(v.data["mean"])
+
+
+def _params(net, layer):
+    return sum(b.data.size for b in net.params[layer])
+
+
+def test_parameter_counts_by_hand(caffe, tmp_path):
+    # H-ReNet (b): renet1 = V over conv7 (1024 ch) + H over 240 ch, d = 120,
+    # LSTM: per direction 4d x (C + d) weights + 4d biases, two directions.
+    net = caffe.Net(write_net(tmp_path, nets.variant("hrenet", "b"),
+                              "deploy", None), caffe.TEST)
+    assert _params(net, "renet1_v") == 2 * (480 * 1024 + 480 * 120 + 480)
+    assert _params(net, "renet1_v") == 1099200
+    assert _params(net, "renet1_h") == 2 * (480 * 240 + 480 * 120 + 480)
+    assert net.blobs["renet1_h"].channels == 240
+    assert _params(net, "conv1_1") == 3 * 64 * 9 + 64
+    assert _params(net, "conv5_3") == 512 * 512 * 9 + 512
+    assert _params(net, "conv6") == 512 * 1024 * 9 + 1024
+    assert _params(net, "conv7") == 1024 * 1024 * 9 + 1024
+    assert _params(net, "conv8") == 240 * 21 + 21
+    assert "conv8" in net.params and "upsample" in net.params
+    # The baseline FCN: conv8 reads conv7's 1024 channels.
+    fcn = caffe.Net(write_net(tmp_path, nets.variant("fcn", "a"), "deploy",
+                              None), caffe.TEST)
+    assert _params(fcn, "conv8") == 1024 * 21 + 21
+    assert not any(name.startswith("renet") for name in fcn.params)
+    # (d): renet1_v reads pool4 + pool5 + conv7 = 512 + 512 + 1024 channels.
+    d = caffe.Net(write_net(tmp_path, nets.variant("hrenet", "d"), "deploy",
+                            None), caffe.TEST)
+    assert _params(d, "renet1_v") == 2 * 480 * (2048 + 120 + 1)
+    # IRNN with the LSTM group's parameter count (c: 1024 input channels):
+    # 2(e(1024 + e + 1)) + 2(e(2e + e + 1)) = 8e^2 + 2052e ~ 1,445,760.
+    lstm = 1099200 + 346560
+    assert nets.matching_irnn_width(1024, 120) == 316
+    irnn = caffe.Net(write_net(tmp_path, nets.variant("hrenet", "c_irnn"),
+                               "deploy", None), caffe.TEST)
+    got = _params(irnn, "renet1_v") + _params(irnn, "renet1_h")
+    assert got == 8 * 316 ** 2 + 2052 * 316
+    assert abs(got - lstm) < abs(8 * 315 ** 2 + 2052 * 315 - lstm)
+    # N-ReNet: group 1 on 2x2 patches of the 3-channel image.
+    w1, w2, w3 = nets.NRENET_WIDTHS
+    nr = caffe.Net(write_net(tmp_path, nets.variant("nrenet", "fold0"),
+                             "deploy", None), caffe.TEST)
+    assert _params(nr, "renet1_v") == 2 * 4 * w1 * (3 * 4 + w1 + 1)
+    assert _params(nr, "renet1_h") == 2 * 4 * w1 * (2 * w1 * 4 + w1 + 1)
+    assert _params(nr, "renet2_v") == 2 * 4 * w2 * (2 * w1 + w2 + 1)
+    assert _params(nr, "classifier") == 2 * w3 * 8 + 8
+
+
+def _vgg16_caffemodel(caffe, tmp_path):
+    """VGG-16's conv1_1..conv5_3 with their real shapes and random values,
+    plus small fc6/fc7/fc8 stand-ins (their names match no layer of ours)."""
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 32, 32]))
+    x = n.data
+    for block, convs, nout in [(1, 2, 64), (2, 2, 128), (3, 3, 256),
+                               (4, 3, 512), (5, 3, 512)]:
+        for i in range(1, convs + 1):
+            name = f"conv{block}_{i}"
+            setattr(n, name, L.Convolution(x, num_output=nout, kernel_size=3,
+                                           pad=1, weight_filler=dict(
+                                               type="gaussian", std=0.01),
+                                           bias_filler=dict(
+                                               type="gaussian", std=0.01)))
+            x = getattr(n, name)
+    for name in ("fc6", "fc7", "fc8"):
+        setattr(n, name, L.InnerProduct(x, num_output=7, weight_filler=dict(
+            type="gaussian", std=0.01)))
+        x = getattr(n, name)
+    proto = tmp_path / "vgg16_like.prototxt"
+    proto.write_text(str(n.to_proto()))
+    net = caffe.Net(str(proto), caffe.TEST)
+    path = str(tmp_path / "vgg16_like.caffemodel")
+    net.save(path)
+    return net, path
+
+
+def test_vgg16_weights_copy_by_name(caffe, tmp_path, lmdbs):
+    vgg, weights = _vgg16_caffemodel(caffe, tmp_path)
+    v = nets.variant("hrenet", "d")
+    path = write_net(tmp_path, v, "train_val", small_data(v, lmdbs))
+    caffe.set_random_seed(7)
+    fresh = caffe.Net(path, caffe.TRAIN)
+    caffe.set_random_seed(7)
+    net = caffe.Net(path, caffe.TRAIN)
+    net.copy_from(weights)
+    copied = [n for n in net.params if n.startswith("conv") and
+              int(n[4]) <= 5]
+    assert len(copied) == 13
+    for name in copied:
+        for mine, theirs in zip(net.params[name], vgg.params[name]):
+            assert np.array_equal(mine.data, theirs.data), name
+    untouched = [n for n in net.params if n not in copied]
+    assert {"conv6", "conv7", "conv8", "renet1_v", "renet1_h"} <= \
+        set(untouched)
+    for name in untouched:
+        for mine, init in zip(net.params[name], fresh.params[name]):
+            assert np.array_equal(mine.data, init.data), name
+
+
+def _solver(caffe, tmp_path, net_path, iter_size, name):
+    s = nets.solver(net_path, max_iter=10, snapshot_prefix=str(
+        tmp_path / name), iter_size=iter_size, snapshot=0, display=0,
+        random_seed=3)
+    path = tmp_path / f"{name}_solver.prototxt"
+    path.write_text(str(s))
+    return caffe.get_solver(str(path))
+
+
+def _snapshot(net):
+    return {name: [b.data.copy() for b in blobs]
+            for name, blobs in net.params.items()}
+
+
+def test_frozen_conv1_conv2_and_one_step(caffe, tmp_path, lmdbs):
+    v = nets.variant("hrenet", "d")
+    path = write_net(tmp_path, v, "train_val", small_data(v, lmdbs))
+    solver = _solver(caffe, tmp_path, path, 1, "step")
+    before = _snapshot(solver.net)
+    solver.step(1)
+    after = _snapshot(solver.net)
+    frozen = {n for n in before if n[:5] in ("conv1", "conv2")}
+    assert frozen == {"conv1_1", "conv1_2", "conv2_1", "conv2_2"}
+    for name in before:
+        changed = [not np.array_equal(a, b)
+                   for a, b in zip(before[name], after[name])]
+        if name in frozen or name == "upsample":
+            assert not any(changed), name
+        else:
+            assert changed[0], name  # weights (BN: the running mean)
+    # Caffe skips their backward pass: no gradient is even computed.
+    net = solver.net
+    for name in frozen:
+        assert not np.any(net.params[name][0].diff), name
+
+
+def _update(caffe, tmp_path, v, lmdbs, batch, iter_size):
+    data = small_data(v, lmdbs, batch=batch, crop=CROP, which=2)
+    proto = nets.build(v, "train_val", data)
+    p = proto.layer[0].seg_data_param
+    p.mirror = False
+    p.shuffle = False
+    path = tmp_path / f"acc_{batch}_{iter_size}.prototxt"
+    path.write_text(str(proto))
+    caffe.set_random_seed(11)
+    solver = _solver(caffe, tmp_path, str(path), iter_size,
+                     f"acc_{batch}_{iter_size}")
+    before = _snapshot(solver.net)
+    solver.step(1)
+    after = _snapshot(solver.net)
+    return {name: [a - b for a, b in zip(after[name], before[name])]
+            for name in before}
+
+
+@pytest.mark.parametrize("family,name", [("hrenet", "b"), ("nrenet",
+                                                           "fold0")])
+def test_iter_size_accumulates_like_a_batch(caffe, tmp_path, lmdbs, family,
+                                            name):
+    v = nets.variant(family, name)
+    batch2 = _update(caffe, tmp_path, v, lmdbs, batch=2, iter_size=1)
+    iter2 = _update(caffe, tmp_path, v, lmdbs, batch=1, iter_size=2)
+    assert any(n.startswith("renet") for n in batch2)
+    for layer in batch2:
+        for a, b in zip(batch2[layer], iter2[layer]):
+            scale = max(np.abs(a).max(), 1e-12)
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-3 * scale,
+                                       err_msg=layer)
+            if layer.startswith("renet"):
+                assert np.abs(a).max() > 0
+
+
+def test_headline_solver_paths_resolve_from_the_root(caffe):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    solver = text_format.Parse(
+        open(os.path.join(ROOT, "prototxt", "hrenet_solver.prototxt")).read(),
+        caffe_pb2.SolverParameter())
+    assert solver.net == "prototxt/hrenet/d/train_val.prototxt"
+    assert os.path.isfile(os.path.join(ROOT, solver.net))
+    assert solver.base_lr == pytest.approx(0.001)
+    assert solver.max_iter == 40000 and solver.stepsize == 20000
+    assert solver.iter_size == 10
+    assert solver.snapshot_prefix.startswith("runs/")
+    assert os.path.isdir(os.path.join(ROOT, "runs"))
+    net = text_format.Parse(open(os.path.join(ROOT, solver.net)).read(),
+                            caffe_pb2.NetParameter())
+    sources = [layer.seg_data_param.source for layer in net.layer
+               if layer.type == "SegData"]
+    assert sources == ["data/voc/lmdb/train_aug", "data/voc/lmdb/val"]
+    train = net.layer[0].seg_data_param
+    assert (train.crop_h, train.crop_w, train.batch_size) == (400, 500, 1)
+    assert train.mirror and train.shuffle
+
+
+def test_variant_metadata():
+    fams = {f for f, _ in nets.VARIANTS}
+    assert fams == {"nrenet", "fcn", "hrenet"}
+    t4 = {v.name: v.paper["miou"] for v in nets.VARIANTS.values()
+          if v.study == "Table 4"}
+    assert t4 == {"a": 63.4, "b": 70.0, "c": 70.4, "d": 71.1, "e": 67.5,
+                  "f": 71.9, "g": 72.6}
+    for name, crf in (("e", "a"), ("f", "c"), ("g", "d")):
+        fam = "fcn" if name == "e" else "hrenet"
+        v = nets.variant(fam, name)
+        assert not v.trains and v.weights_from == crf
+        assert v.net.get("crf") == nets.CRF_PAPER
+        base = nets.variant(fam, crf)
+        assert {k: x for k, x in v.net.items() if k != "crf"} == base.net
+    assert [nets.variant("fcn", "a").iters,
+            nets.variant("hrenet", "c").iters,
+            nets.variant("hrenet", "d").iters] == [12000, 30000, 40000]
+
+
+def test_make_nets_bad_names(tmp_path):
+    tool = os.path.join(ROOT, "tools", "make_nets.py")
+    for args, valid in ((["--family", "hrenet", "--variant", "zz"],
+                         "valid: b, c, d"),
+                        (["--family", "resnet"], "valid: nrenet, fcn")):
+        r = subprocess.run([sys.executable, tool, "--out", str(tmp_path)]
+                           + args, capture_output=True, text=True)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        assert valid in lines[0]
+    assert not os.listdir(tmp_path)
+
+
+def test_make_nets_writes_a_selection(tmp_path):
+    make = load_tool("make_nets")
+    assert make.main(make.parse_args(["--out", str(tmp_path), "--family",
+                                      "hrenet", "--variant", "g"])) == 0
+    assert sorted(os.listdir(tmp_path / "hrenet" / "g")) == \
+        ["deploy.prototxt", "variant.json"]
+    assert (tmp_path / "hrenet_solver.prototxt").exists()
+
+
+def test_merge_lmdb(tmp_path, lmdbs):
+    from hrenet import lmdb_io
+    train, val, _ = lmdbs[21]
+    merge = load_tool("merge_lmdb")
+    out = tmp_path / "merged"
+    assert merge.main(merge.parse_args(
+        [train, val, "--out", str(out)])) == 0
+    got = list(lmdb_io.read_dataset(str(out)))
+    want = list(lmdb_io.read_dataset(train)) + \
+        list(lmdb_io.read_dataset(val))
+    assert [k.split("_", 1)[1] for k, _, _ in got] == \
+        [k.split("_", 1)[1] for k, _, _ in want]
+    for (_, im1, lb1), (_, im2, lb2) in zip(got, want):
+        assert np.array_equal(im1, im2) and np.array_equal(lb1, lb2)
+    assert lmdb_io.read_meta(str(out))["count"] == 4
+    # Different class lists do not merge, and nothing is left behind.
+    bad = merge.main(merge.parse_args([train, lmdbs[8][0], "--out",
+                                       str(tmp_path / "bad")]))
+    assert bad == 1 and not (tmp_path / "bad").exists()
+    assert [p for p in os.listdir(tmp_path) if ".tmp-" in p] == []

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Write the paper's nets and solvers (python/hrenet/nets.py) as prototxts.
+
+Writes <out>/<family>/<variant>/{train_val,deploy,solver}.prototxt and
+variant.json for every variant (or the selected ones) and the headline solver
+<out>/hrenet_solver.prototxt. The committed prototxt/ folder is exactly what
+this writes with the defaults; a test fails if the two differ.
+
+Examples:
+  make_nets.py                         # regenerate prototxt/
+  make_nets.py --list                  # families, variants, paper figures
+  make_nets.py --family hrenet --variant d g --out /tmp/nets
+  make_nets.py --check                 # exit 1 if prototxt/ is stale
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir, "python"))
+
+from hrenet import nets  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(
+    os.path.abspath(__file__)), os.pardir))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(ROOT, "prototxt"),
+                   help="output folder (default: the repository's prototxt/)")
+    p.add_argument("--family", default=None,
+                   help="only this family (%s; default: all)"
+                   % ", ".join(nets.FAMILIES))
+    p.add_argument("--variant", nargs="+", default=None,
+                   help="only these variants of --family (default: all)")
+    p.add_argument("--list", action="store_true",
+                   help="list the variants and exit")
+    p.add_argument("--check", action="store_true",
+                   help="compare --out with a fresh generation; exit 1 and "
+                   "list the differing files if they differ")
+    return p.parse_args(argv)
+
+
+def selection(args):
+    """Set of (family, variant) to write, or None for all."""
+    if args.variant and not args.family:
+        raise ValueError("--variant needs --family")
+    if not args.family:
+        return None
+    if args.family not in nets.FAMILIES:
+        raise ValueError("unknown family %r; valid: %s"
+                         % (args.family, ", ".join(nets.FAMILIES)))
+    names = args.variant or [v for f, v in nets.VARIANTS if f == args.family]
+    for name in names:
+        nets.variant(args.family, name)  # ValueError naming the valid ones
+    return {(args.family, name) for name in names}
+
+
+def list_variants():
+    for v in nets.VARIANTS.values():
+        paper = ", ".join("%s %s" % kv for kv in sorted(v.paper.items()))
+        print("%-7s %-16s %-13s %-22s %s" % (
+            v.family, v.name, v.study, paper or "-", v.description))
+
+
+def compare(out):
+    """Paths under ``out`` that differ from a fresh generation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        nets.write_all(tmp)
+        stale = []
+        for dirpath, _, files in os.walk(tmp):
+            for name in files:
+                fresh = os.path.join(dirpath, name)
+                rel = os.path.relpath(fresh, tmp)
+                old = os.path.join(out, rel)
+                if not os.path.exists(old) or \
+                        open(old).read() != open(fresh).read():
+                    stale.append(rel)
+        return sorted(stale)
+
+
+def main(args):
+    try:
+        if args.list:
+            list_variants()
+            return 0
+        selected = selection(args)
+        if args.check:
+            stale = compare(args.out)
+            for rel in stale:
+                print("stale or missing: %s" % os.path.join(args.out, rel))
+            if stale:
+                print("error: %d generated files differ; run "
+                      "tools/make_nets.py" % len(stale), file=sys.stderr)
+                return 1
+            print("%s is up to date" % args.out)
+            return 0
+        written = nets.write_all(args.out, selected)
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print("wrote %d files under %s" % (len(written), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

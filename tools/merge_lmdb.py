@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Concatenate LMDB datasets written by build_lmdb.py into one.
+
+The SegData layer reads one folder; the paper's COCO setting trains on VOC12
+and COCO train+val together. This copies the records of every SOURCE (no
+decoding), renumbers the keys, optionally shuffles them, and writes
+OUT/{image_lmdb,label_lmdb,meta.json} atomically. All sources must share one
+class list (build COCO with its VOC mapping, the default of build_lmdb.py).
+
+Example:
+  merge_lmdb.py --shuffle --out data/coco_voc/lmdb/trainval \\
+      data/coco/lmdb/train2014 data/coco/lmdb/val2014 \\
+      data/voc/lmdb/trainval_aug
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                os.pardir, "python"))
+
+from hrenet import datasets as ds  # noqa: E402
+from hrenet import lmdb_io  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="dataset folders written by build_lmdb.py")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--shuffle", action="store_true",
+                   help="write the records in a random order (default: "
+                   "off: the sources one after the other)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of --shuffle (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (default: refuse)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    try:
+        meta = lmdb_io.merge_datasets(args.sources, args.out, args.shuffle,
+                                      args.seed, args.overwrite)
+    except (ds.DataError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {meta['count']} images from "
+          f"{len(args.sources)} datasets")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
