@@ -17,7 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402,F401  (puts python/ on the path)
+# _common puts python/ on the path
 from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
                      crf_params, warn)
 from hrenet import datasets as ds  # noqa: E402
@@ -100,7 +100,8 @@ def main(args):
             "image": os.path.abspath(path), "prediction": png,
             "overlay": over_path, "height": int(label.shape[0]),
             "width": int(label.shape[1]), "forward_ms": 1000.0 * seconds,
-            "classes": {names[c]: int(counts[c]) for c in np.nonzero(counts)[0]},
+            "classes": {names[c]: int(counts[c])
+                        for c in np.nonzero(counts)[0]},
         })
     write_json(os.path.join(args.out, "infer.json"), {
         "model": os.path.abspath(args.model),

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402,F401  (puts python/ on the path)
+# _common puts python/ on the path
 from _common import cli  # noqa: E402
 from hrenet import plots, training  # noqa: E402
 from hrenet.files import write_json_lines  # noqa: E402

@@ -26,7 +26,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402,F401  (puts python/ on the path)
+# _common puts python/ on the path
 from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
                      crf_params, warn)
 from hrenet import datasets as ds  # noqa: E402

@@ -11,7 +11,8 @@ optional (timing does not depend on them). Writes OUT/time.json and
 OUT/time.md; CPU unless --gpu N.
 
 Example:
-  time_net.py prototxt/fcn/a/deploy.prototxt prototxt/hrenet/d/deploy.prototxt \\
+  time_net.py prototxt/fcn/a/deploy.prototxt \\
+      prototxt/hrenet/d/deploy.prototxt \\
       prototxt/hrenet/g/deploy.prototxt --gpu 0 --out runs/time
 """
 import argparse
@@ -20,8 +21,8 @@ import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402,F401  (puts python/ on the path)
-from _common import add_device, cli, warn  # noqa: E402
+# _common puts python/ on the path
+from _common import add_device, cli  # noqa: E402
 from hrenet import inference, timing  # noqa: E402
 from hrenet.files import write_json, write_text  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402

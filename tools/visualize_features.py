@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402,F401  (puts python/ on the path)
+# _common puts python/ on the path
 from _common import add_device, cli, warn  # noqa: E402
 from hrenet import inference, scoring, visual  # noqa: E402
 from hrenet.files import atomic_path, write_json  # noqa: E402

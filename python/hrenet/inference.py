@@ -389,9 +389,11 @@ class Model(object):
     def num_classes(self):
         return int(self.net.blobs[self.blob].data.shape[1])
 
-    def forward(self, image):
-        """Scores (K x H x W float32, a copy) for a BGR uint8 image, resized
-        bilinearly to the image's size if the net's output differs."""
+    def forward(self, image, copy=True):
+        """Scores (K x H x W float32) for a BGR uint8 image, resized
+        bilinearly to the image's size if the net's output differs.
+        ``copy=False`` may return a view of the net's blob, valid until the
+        next forward."""
         x = preprocess(image, self.mean, self.scale)
         data = self.net.blobs["data"]
         if tuple(data.data.shape) != x.shape:
@@ -402,8 +404,8 @@ class Model(object):
         scores = self.net.blobs[self.blob].data[0]
         h, w = image.shape[:2]
         if scores.shape[1:] != (h, w):
-            scores = resize_scores(scores, h, w)
-        return np.array(scores, np.float32)
+            return resize_scores(scores, h, w)
+        return np.array(scores, np.float32) if copy else scores
 
     def predict(self, image):
         """(label uint8 H x W, scores K x H x W, forward seconds)."""
@@ -411,7 +413,25 @@ class Model(object):
         scores = self.forward(image)
         device_sync()
         seconds = time.perf_counter() - t0
-        return scores.argmax(axis=0).astype(np.uint8), scores, seconds
+        return argmax_channels(scores), scores, seconds
+
+
+def argmax_channels(scores):
+    """``scores.argmax(axis=0)`` as uint8 for K x H x W scores (K <= 256),
+    in K vectorised passes over H x W (about twice as fast as numpy's
+    argmax over the first axis, which walks the array with a stride).
+    Ties go to the lowest class, as with argmax."""
+    scores = np.asarray(scores)
+    if scores.shape[0] > 256:
+        return scores.argmax(axis=0)
+    best = scores[0].copy()
+    label = np.zeros(best.shape, np.uint8)
+    better = np.empty(best.shape, bool)
+    for c in range(1, scores.shape[0]):
+        np.greater(scores[c], best, out=better)
+        np.maximum(best, scores[c], out=best)
+        np.putmask(label, better, c)
+    return label
 
 
 def resize_scores(scores, height, width):

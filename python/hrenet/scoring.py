@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from hrenet import datasets as ds
-from hrenet.inference import ToolError, device_sync
+from hrenet.inference import ToolError, argmax_channels, device_sync
 from hrenet.metrics import ConfusionMatrix
 
 
@@ -126,10 +126,10 @@ def score_split(model, split, num_classes=None, save_png=None, palette=None,
             except StopIteration:
                 break
             t1 = clock()
-            scores = model.forward(image)
+            scores = model.forward(image, copy=False)
             device_sync()
             t2 = clock()
-            pred = scores.argmax(axis=0).astype(np.uint8)
+            pred = argmax_channels(scores)
             t3 = clock()
             if label.shape != pred.shape:
                 raise ToolError(f"{split.where}: {name}: label {label.shape} "
@@ -150,7 +150,8 @@ def score_split(model, split, num_classes=None, save_png=None, palette=None,
             if bar is not None:
                 bar.update()
                 bar.set_postfix_str(
-                    f"net {1000 * parts['forward'] / images:.0f} ms")
+                    f"net {1000 * parts['forward'] / images:.0f} ms",
+                    refresh=False)
     except ds.DataError as e:
         raise ToolError(str(e)) from e
     finally:

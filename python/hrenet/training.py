@@ -106,7 +106,8 @@ def check_sources(net_param, path, phase):
 
 
 def snapshot_files(prefix, it):
-    return (f"{prefix}_iter_{it}.caffemodel", f"{prefix}_iter_{it}.solverstate")
+    return (f"{prefix}_iter_{it}.caffemodel",
+            f"{prefix}_iter_{it}.solverstate")
 
 
 def loss_blobs(net):

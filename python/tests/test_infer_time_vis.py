@@ -10,7 +10,7 @@ import pytest
 from hrenet import inference, visual
 
 from _run import run_tool
-from _toolnets import K, MEAN, SCALE
+from _toolnets import MEAN, SCALE
 
 
 def write_images(root, sizes):

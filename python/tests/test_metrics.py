@@ -111,3 +111,15 @@ def test_json_and_markdown_show_absent_classes():
     assert md.splitlines()[0] == "| method | bg | cat | dog | mean IoU |"
     assert md.splitlines()[2] == "| net | 75.0 | 80.0 | n/a | 77.5 |"
     assert "| dog | n/a | n/a | 0 | 0 |" in md
+
+
+def test_argmax_channels_matches_numpy_with_ties():
+    from hrenet.inference import argmax_channels
+    rng = np.random.default_rng(2)
+    s = rng.standard_normal((21, 17, 23)).astype(np.float32)
+    s[:, :4, :4] = 1.5  # ties: the lowest class wins, as with argmax
+    s[7, 10, 10] = 9.0
+    got = argmax_channels(s)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, s.argmax(axis=0))
+    assert (got[:4, :4] == 0).all() and got[10, 10] == 7
