@@ -66,15 +66,19 @@ def _terminate(signum, frame):
 
 
 def cli(main):
-    """Wrap ``main(args)``: user errors become one ``error:`` line and exit
-    status 1, Ctrl-C exits 130 with one line, SIGTERM exits 143."""
+    """Wrap ``main(args)``: user errors (and OS errors such as a folder
+    that cannot be written) become one ``error:`` line and exit status 1,
+    Ctrl-C exits 130 with one line, SIGTERM exits 143. Set
+    HRENET_TRACEBACK=1 to get the traceback instead."""
     @functools.wraps(main)
     def wrapper(args):
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return main(args)
-        except (ToolError, DataError, FileExistsError) as e:
+        except (ToolError, DataError, OSError) as e:
+            if os.environ.get("HRENET_TRACEBACK"):
+                raise
             print(f"error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -172,6 +172,27 @@ def score_split(model, split, num_classes=None, save_png=None, palette=None,
     return result
 
 
+def score(model, weights, source, crf=False, crf_params=None, gpu=None,
+          limit=None, progress=False, save_png=None):
+    """One call for reports: load the deploy net ``model`` with ``weights``
+    (:func:`hrenet.inference.load_model`), score the LMDB split ``source``
+    and return the dict of :func:`score_split` plus ``classes`` (from the
+    split's meta.json when it has names for every output)."""
+    from hrenet import inference
+    from hrenet.visual import default_class_names, palette_for
+    inference.set_mode(gpu)
+    m = inference.load_model(model, weights, crf=crf, crf_params=crf_params)
+    split = lmdb_split(source)
+    result = score_split(m, split, m.num_classes, save_png=save_png,
+                         palette=palette_for(split.format), progress=progress,
+                         limit=limit)
+    names = split.class_names
+    if not names or len(names) != m.num_classes:
+        names = default_class_names(m.num_classes, split.format)
+    result["classes"] = list(names)
+    return result
+
+
 def iter_images(paths):
     """Expand files and folders (their .jpg/.jpeg/.png files, sorted) into
     image paths; a path that does not exist raises ToolError."""

@@ -230,3 +230,13 @@ def test_help_shows_defaults():
                            timeout=120)
         assert r.returncode == 0, r.stderr
         assert "usage:" in r.stdout and "default" in r.stdout
+
+
+def test_score_function_for_reports(toolsetup):
+    from hrenet import scoring
+    s = toolsetup
+    r = scoring.score(s.deploy, s.weights, s.val)
+    assert set(r) >= {"miou", "pixel_acc", "class_acc", "fwiou", "iou",
+                      "confusion", "classes", "forward_ms"}
+    assert r["classes"][0] == "background" and len(r["iou"]) == 4
+    assert np.array(r["confusion"]).sum() == r["pixels"]

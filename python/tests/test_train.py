@@ -199,3 +199,27 @@ def test_parse_caffe_log_and_plot_log(tmp_path, capsys):
     rc, err = run_tool("plot_log", [log, "--out", tmp_path / "q"], capsys)
     assert rc == 1 and "no 'Iteration N (...), loss = L' lines" in err
     assert not (tmp_path / "q").exists()
+
+
+def test_sigterm_also_snapshots(toolsetup, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, GLOG_minloglevel="2",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(TOOLS, "train.py"), "--solver",
+         toolsetup.solver, "--out", str(out), "--iters", "100000",
+         "--display", "1", "--quiet"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not records(out, "train") \
+                and proc.poll() is None:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    snap = records(out, "snapshot")[-1]
+    assert os.path.isfile(snap["solverstate"]) and snap["iter"] >= 1
