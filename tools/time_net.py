@@ -37,8 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--weights", nargs="*", default=None,
                    help="one .caffemodel per net (default: none, fillers)")
     p.add_argument("--names", nargs="*", default=None,
-                   help="names for the table (default: the prototxts' "
-                   "parent folders)")
+                   help="names for the table (default: family/variant of "
+                   "prototxt/<family>/<variant>/deploy.prototxt, else "
+                   "folder/file)")
     p.add_argument("--height", type=int, default=375,
                    help="image height (default: %(default)s)")
     p.add_argument("--width", type=int, default=500,
@@ -59,10 +60,14 @@ def parse_args(argv=None):
 
 
 def default_name(path):
-    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    grand = os.path.basename(os.path.dirname(os.path.dirname(
-        os.path.abspath(path))))
-    return f"{grand}/{parent}" if grand else parent
+    """family/variant for prototxt/<family>/<variant>/deploy.prototxt,
+    else folder/file stem."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem == "deploy":
+        return "/".join(parent.split(os.sep)[-2:])
+    return f"{os.path.basename(parent)}/{stem}"
 
 
 @cli

@@ -178,3 +178,12 @@ def test_gpu_check_without_gpu_skips(tmp_path):
     assert [s["step"] for s in summary["steps"]] == [
         "build", "gtest-ours", "gtest-upstream", "time_net", "multi_gpu"]
     assert all(s["status"] == "skipped" for s in summary["steps"])
+
+
+def test_time_net_default_names():
+    from _tools import load_tool
+    tool = load_tool("time_net")
+    assert tool.default_name("prototxt/hrenet/d/deploy.prototxt") == \
+        "hrenet/d"
+    assert tool.default_name("/x/model/deploy_crf.prototxt") == \
+        "model/deploy_crf"
