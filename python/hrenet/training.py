@@ -337,7 +337,9 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
 # ---------------------------------------------------------------------------
 # Plain `caffe train` logs
 
-_GLOG = re.compile(r"^[IWEF](\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2}\.\d+)")
+# glog's prefix: I1201 10:00:00.000000, or with the year, I20261201 ...
+_GLOG = re.compile(r"^[IWEF](\d{4})?(\d{2})(\d{2}) "
+                   r"(\d{2}):(\d{2}):(\d{2})(\.\d+)?")
 _ITER_LOSS = re.compile(r"Iteration (\d+) \(.*?\), loss = ([-+.\deEinfa]+)")
 _ITER_LOSS_OLD = re.compile(r"Iteration (\d+), loss = ([-+.\deEinfa]+)")
 _LR = re.compile(r"Iteration (\d+), lr = ([-+.\deE]+)")
@@ -346,10 +348,11 @@ _TEST_OUT = re.compile(r"Test net output #\d+: (\S+) = ([-+.\deEinfa]+)")
 
 
 def _seconds(m):
-    month, day, h, mi, s = (int(m.group(1)), int(m.group(2)),
-                            int(m.group(3)), int(m.group(4)),
-                            float(m.group(5)))
-    return (((month * 31 + day) * 24 + h) * 60 + mi) * 60 + s
+    import datetime
+    year = int(m.group(1) or 2000)  # without a year: any leap year
+    t = datetime.datetime(year, int(m.group(2)), int(m.group(3)),
+                          int(m.group(4)), int(m.group(5)), int(m.group(6)))
+    return t.timestamp() + float(m.group(7) or 0)
 
 
 def parse_caffe_log(lines):

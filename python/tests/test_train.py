@@ -189,6 +189,12 @@ def test_parse_caffe_log_and_plot_log(tmp_path, capsys):
          "wall": 3.5},
         {"type": "val", "iter": 10, "wall": 4.25, "accuracy": 0.5,
          "miou": 0.375}]
+    # newer glog writes the year too; the day changes at midnight
+    with_year = CAFFE_LOG.replace("I1201 10:00:0", "I20261231 23:59:5")
+    assert [r["wall"] for r in training.parse_caffe_log(
+        with_year.splitlines())] == [1.0, 1.5, 3.5, 4.25]
+    midnight = with_year.replace("I20261231 23:59:53.5", "I20270101 00:00:03.5")
+    assert training.parse_caffe_log(midnight.splitlines())[2]["wall"] == 13.5
     log = tmp_path / "train.log"
     log.write_text(CAFFE_LOG)
     rc, err = run_tool("plot_log", [log, "--out", tmp_path / "p"], capsys)
