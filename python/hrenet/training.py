@@ -83,6 +83,11 @@ def net_path(solver_param, solver_path):
 def seg_data_sources(net_param, phase):
     """``source`` of the SegData layers included in ``phase`` (0 TRAIN,
     1 TEST)."""
+    return [layer.seg_data_param.source
+            for layer in seg_data_layers(net_param, phase)]
+
+
+def seg_data_layers(net_param, phase):
     out = []
     for layer in net_param.layer:
         if layer.type != "SegData":
@@ -92,8 +97,25 @@ def seg_data_sources(net_param, phase):
             continue
         if not phases and layer.HasField("phase") and layer.phase != phase:
             continue
-        out.append(layer.seg_data_param.source)
+        out.append(layer)
     return out
+
+
+def validation_transform(deploy_param, train_param):
+    """(mean, scale) for validation: None, None when the deploy net records
+    its own (transform_param), else those of the train net's TEST-phase
+    SegData layer (None, None without one)."""
+    from hrenet.inference import read_transform
+    if read_transform(deploy_param) != (None, None):
+        return None, None
+    layers = seg_data_layers(train_param, 1)
+    if not layers:
+        return None, None
+    p = layers[0].seg_data_param
+    mean = list(p.mean_value) or None
+    if mean is not None and len(mean) == 1:
+        mean = mean * 3
+    return mean, p.scale
 
 
 def check_sources(net_param, path, phase):
@@ -233,7 +255,10 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
         solver.restore(snapshot)
     val = None
     if val_every:
-        model = inference.load_model(deploy, None, warn=None)
+        mean, scale = validation_transform(
+            inference.read_net_param(deploy), train_param)
+        model = inference.load_model(deploy, None, mean=mean, scale=scale,
+                                     warn=None)
         names = check_copy(solver.net, model.net, deploy)
         val = (model, names, scoring.lmdb_split(val_source))
     return (solver, sp, run), val

@@ -229,3 +229,25 @@ def test_sigterm_also_snapshots(toolsetup, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     snap = records(out, "snapshot")[-1]
     assert os.path.isfile(snap["solverstate"]) and snap["iter"] >= 1
+
+
+def test_validation_preprocessing_falls_back_to_the_data_layer(toolsetup,
+                                                               tmp_path):
+    """A deploy net without transform_param is validated with the TEST
+    SegData layer's mean and scale."""
+    from hrenet import inference
+    s = toolsetup
+    text = open(s.deploy).read()
+    start = text.index("  transform_param")
+    end = text.index("}", text.index("scale:")) + 1
+    bare = tmp_path / "deploy.prototxt"
+    bare.write_text(text[:start] + text[end:])
+    train_param = inference.read_net_param(s.train_val)
+    mean, scale = training.validation_transform(
+        inference.read_net_param(str(bare)), train_param)
+    assert mean == [104.0, 117.0, 123.0] and scale == pytest.approx(0.017)
+    assert training.validation_transform(
+        inference.read_net_param(s.deploy), train_param) == (None, None)
+    summary = training.train(s.solver, str(tmp_path / "run"), iters=2,
+                             val_every=2, deploy=str(bare), progress=False)
+    assert summary["last_val"]["iter"] == 2
