@@ -127,6 +127,27 @@ def check_sources(net_param, path, phase):
                             "directory)")
 
 
+def check_snapshot(net, path):
+    """Check a binary ``.solverstate`` and the weights it names against the
+    train net before Caffe's Restore (which aborts on a mismatch)."""
+    from hrenet import inference
+    if path.endswith(".h5"):
+        return  # HDF5 snapshots: left to Caffe
+    state = inference.caffe_pb2().SolverState()
+    try:
+        with open(path, "rb") as f:
+            state.ParseFromString(f.read())
+    except Exception as e:
+        raise ToolError(f"{path}: not a binary .solverstate ({e})") from e
+    if state.learned_net:
+        inference.require_file(state.learned_net,
+                               f"weights file named by {path}",
+                               "snapshots keep the .caffemodel beside the "
+                               ".solverstate")
+        inference.check_weights(net, inference.read_weights(
+            state.learned_net), state.learned_net)
+
+
 def snapshot_files(prefix, it):
     return (f"{prefix}_iter_{it}.caffemodel",
             f"{prefix}_iter_{it}.solverstate")
@@ -252,6 +273,7 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
             info(f"copied {len(matched)} layer(s) with parameters from "
                  f"{weights}")
     if snapshot:
+        check_snapshot(solver.net, snapshot)
         solver.restore(snapshot)
     val = None
     if val_every:

@@ -251,3 +251,28 @@ def test_validation_preprocessing_falls_back_to_the_data_layer(toolsetup,
     summary = training.train(s.solver, str(tmp_path / "run"), iters=2,
                              val_every=2, deploy=str(bare), progress=False)
     assert summary["last_val"]["iter"] == 2
+
+
+def test_snapshot_of_another_net(caffe, toolsetup, tmp_path, capsys):
+    """Resuming from a snapshot whose weights do not fit: one line, not
+    Caffe's abort."""
+    import _toolnets
+    s = toolsetup
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "train_val.prototxt").write_text(
+        _toolnets.train_val_text(s.train, s.val, c1=5))
+    (model / "solver.prototxt").write_text(
+        _toolnets.solver_text(str(model / "train_val.prototxt")))
+    rc, err = run_tool("train", ["--solver", model / "solver.prototxt",
+                                 "--out", tmp_path / "a", "--iters", 2,
+                                 "--quiet"], capsys)
+    assert rc == 0, err
+    state = records(tmp_path / "a", "snapshot")[-1]["solverstate"]
+    rc, err = run_tool("train", ["--solver", s.solver, "--out",
+                                 tmp_path / "b", "--snapshot", state,
+                                 "--quiet"], capsys)
+    assert rc == 1 and err.count("\n") == 1
+    assert "layer 'conv1' blob 0 has shape 5x3x3x3 but the net expects " \
+        "8x3x3x3" in err
+    assert not (tmp_path / "b").exists()
