@@ -240,3 +240,32 @@ def test_score_function_for_reports(toolsetup):
                       "confusion", "classes", "forward_ms"}
     assert r["classes"][0] == "background" and len(r["iou"]) == 4
     assert np.array(r["confusion"]).sum() == r["pixels"]
+
+
+def test_check_weights_reads_v1_caffemodels(caffe, toolsetup, tmp_path):
+    """Old model-zoo weights (VGG-16) use V1 'layers' with legacy
+    num/channels/height/width blob dims; they are checked like Caffe does
+    and loaded."""
+    from hrenet import inference
+    pb2 = inference.caffe_pb2()
+    net = caffe.Net(toolsetup.deploy, caffe.TEST)
+    old = pb2.NetParameter()
+    layer = old.layers.add()
+    layer.name = "conv1"
+    w, b = layer.blobs.add(), layer.blobs.add()
+    w.num, w.channels, w.height, w.width = 8, 3, 3, 3
+    w.data.extend(np.arange(216, dtype=np.float32) / 216)
+    b.num, b.channels, b.height, b.width = 1, 1, 1, 8
+    b.data.extend(np.ones(8, np.float32))
+    path = tmp_path / "v1.caffemodel"
+    path.write_bytes(old.SerializeToString())
+    matched, missing = inference.load_weights(net, str(path))
+    assert matched == ["conv1"] and "renet1" in missing
+    np.testing.assert_allclose(net.params["conv1"][0].data.ravel(),
+                               np.arange(216) / 216, rtol=1e-6)
+    assert (net.params["conv1"][1].data == 1).all()
+    b.channels, b.width = 2, 4  # 1x2x1x4: 8 values, but not the shape 8
+    path.write_bytes(old.SerializeToString())
+    with pytest.raises(inference.ToolError, match="blob 1 has shape "
+                       "1x2x1x4 but the net expects 8"):
+        inference.load_weights(net, str(path))
