@@ -310,6 +310,7 @@ def set_mode(gpu=None):
     caffe = import_caffe()
     if gpu is None:
         caffe.set_mode_cpu()
+        _GPU_MODE[:] = [False]
         return "cpu"
     if gpu < 0:
         raise ToolError(f"--gpu {gpu}: give a device number >= 0")
@@ -323,32 +324,44 @@ def set_mode(gpu=None):
                         "check nvidia-smi or leave out --gpu")
     caffe.set_device(gpu)
     caffe.set_mode_gpu()
+    _GPU_MODE[:] = [True]
     return f"gpu{gpu}"
 
 
+_GPU_MODE = [False]
+_CUDART = []
+
+
 def device_sync():
-    """Wait for queued GPU work (cudaDeviceSynchronize through the CUDA
-    runtime pycaffe loaded); a no-op on CPU-only builds."""
+    """Wait for queued GPU work after :func:`set_mode` chose a GPU
+    (cudaDeviceSynchronize through the CUDA runtime that pycaffe loaded,
+    found in /proc/self/maps; else the first libcudart the loader finds,
+    which syncs the same primary context); a no-op in CPU mode."""
+    if not _GPU_MODE[0]:
+        return
     lib = _cudart()
     if lib is not None:
         lib.cudaDeviceSynchronize()
 
 
-_CUDART = []
-
-
 def _cudart():
     if not _CUDART:
+        import ctypes
+        names = []
+        try:
+            with open("/proc/self/maps") as f:
+                names = sorted({line.split()[-1] for line in f
+                                if "libcudart" in line})
+        except OSError:
+            pass
         lib = None
-        if cuda_build():
-            import ctypes
+        for name in names + ["libcudart.so", "libcudart.so.13",
+                             "libcudart.so.12"]:
             try:
-                with open("/proc/self/maps") as f:
-                    paths = {line.split()[-1] for line in f
-                             if "libcudart" in line}
-                lib = ctypes.CDLL(sorted(paths)[0]) if paths else None
-            except (OSError, IndexError):
-                lib = None
+                lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
         _CUDART.append(lib)
     return _CUDART[0]
 
