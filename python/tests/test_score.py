@@ -269,3 +269,27 @@ def test_check_weights_reads_v1_caffemodels(caffe, toolsetup, tmp_path):
     with pytest.raises(inference.ToolError, match="blob 1 has shape "
                        "1x2x1x4 but the net expects 8"):
         inference.load_weights(net, str(path))
+
+
+def test_output_smaller_than_the_image_is_resized(toolsetup, tmp_path,
+                                                  capsys):
+    """A blob below the input resolution (score_lr: half size) is resized
+    bilinearly to the label's size before the argmax."""
+    s = toolsetup
+    out = tmp_path / "lr"
+    rc, err = run_tool("score", ["--model", s.deploy, "--weights", s.weights,
+                                 "--source", s.val, "--out", out, "--blob",
+                                 "score_lr", "--quiet"], capsys)
+    assert rc == 0, err
+    result = json.loads((out / "score.json").read_text())
+    labels = [label for _, _, label in lmdb_io.read_dataset(s.val)]
+    assert result["pixels"] == sum(int((lab != 255).sum()) for lab in labels)
+    from hrenet.inference import resize_scores
+    x = np.zeros((2, 2, 3), np.float32)
+    x[0] = 1.0
+    x[1] = [0.0, 1.0, 2.0]  # a ramp along the width
+    y = resize_scores(x, 4, 6)
+    assert y.shape == (2, 4, 6)
+    np.testing.assert_allclose(y[0], 1.0)
+    assert (np.diff(y[1], axis=1) >= 0).all() and (y[1] == y[1][0]).all()
+    assert y[1].min() == 0.0 and y[1].max() == 2.0
