@@ -27,7 +27,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 os.pardir, "python"))
 
 from hrenet import synthetic  # noqa: E402
-from hrenet.progress import Progress  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -66,7 +65,9 @@ def main(args):
               file=sys.stderr)
         return 1
     tmp = f"{out}.tmp-{os.getpid()}"
-    bar = Progress(args.num, "make_synthetic", enabled=not args.quiet)
+    from tqdm import tqdm
+    bar = tqdm(total=args.num, desc="make_synthetic", unit="img",
+               disable=args.quiet, dynamic_ncols=True)
 
     def samples():
         for s in synthetic.generate(args.num, args.height, args.width,

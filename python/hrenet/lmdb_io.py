@@ -26,7 +26,6 @@ from collections import Counter
 import numpy as np
 
 from hrenet.datasets import IGNORE_LABEL, DataError, load_pair
-from hrenet.progress import Progress
 
 IMAGE_DB = "image_lmdb"
 LABEL_DB = "label_lmdb"
@@ -170,7 +169,9 @@ def build_dataset(samples, out, num_classes, class_names=None, fmt="",
                 for name in (IMAGE_DB, LABEL_DB)]
         hist = np.zeros(256, np.int64)
         sizes, skipped, filtered = [], [], 0
-        bar = Progress(len(samples), "build_lmdb", enabled=progress)
+        from tqdm import tqdm
+        bar = tqdm(total=len(samples), desc="build_lmdb", unit="img",
+                   disable=not progress, dynamic_ncols=True)
         txns = [env.begin(write=True) for env in envs]
         count = 0
         for sample in samples:

@@ -24,3 +24,14 @@ def net_from_string(caffe, tmp_path):
             return caffe.Net(str(path), str(weights), phase)
         return caffe.Net(str(path), phase)
     return make
+
+
+@pytest.fixture(scope="session")
+def toolsetup(caffe, tmp_path_factory):
+    """The tiny dataset, LMDBs and model folder of _toolnets.make_setup,
+    plus ``weights``: the deploy net's filler weights as a .caffemodel."""
+    import _toolnets
+    setup = _toolnets.make_setup(tmp_path_factory.mktemp("toolsetup"))
+    setup.weights = _toolnets.save_weights(
+        caffe, setup.deploy, f"{setup.root}/tiny.caffemodel")
+    return setup

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Segment images with a deploy net through pycaffe.
+
+For every image (files, or the .jpg/.jpeg/.png files of folders), at its own
+size: OUT/<name>.png, the prediction as a palette PNG (class index per pixel),
+and OUT/<name>_overlay.png, the image blended with the class colours and a
+legend of the classes present. The net's mean/scale come from its Input
+layer's transform_param unless --mean/--scale are given; --crf adds (or uses)
+the DenseCRF layer. A summary goes to OUT/infer.json.
+
+Example:
+  infer.py --model prototxt/hrenet/g/deploy.prototxt --weights g.caffemodel \\
+      photos/ street.jpg --out runs/infer
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
+                     crf_params, warn)
+from hrenet import datasets as ds  # noqa: E402
+from hrenet import inference, scoring, visual  # noqa: E402
+from hrenet.files import atomic_path, write_json  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files or folders of images")
+    p.add_argument("--model", required=True, help="deploy prototxt")
+    p.add_argument("--weights", required=True, help=".caffemodel")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names for the legend, one per line (default: "
+                   "VOC's for 21 classes, Stanford Background's for 8, else "
+                   "numbers)")
+    p.add_argument("--palette", default="auto",
+                   choices=("auto", "voc", "stanford-bg"),
+                   help="colours (default: %(default)s: Stanford Background's "
+                   "for 8 classes, else VOC's)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="weight of the label colours in the overlay "
+                   "(default: %(default)s)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (default: off)")
+    add_device(p)
+    add_transform(p)
+    add_crf(p)
+    return p.parse_args(argv)
+
+
+@cli
+def main(args):
+    import numpy as np
+    from tqdm import tqdm
+    paths = scoring.iter_images(args.images)
+    inference.set_mode(args.gpu)
+    model = inference.load_model(
+        args.model, args.weights, crf=args.crf, crf_params=crf_params(args),
+        mean=args.mean, scale=args.scale, blob=args.blob, warn=warn)
+    k = model.num_classes
+    if args.classes:
+        names = ds.read_class_names(args.classes)
+        if len(names) != k:
+            raise ToolError(f"{args.classes}: {len(names)} class names but "
+                            f"the net outputs {k} classes")
+    else:
+        names = visual.default_class_names(k)
+    fmt = args.palette
+    if fmt == "auto":
+        fmt = "stanford-bg" if k == 8 and not args.classes else "voc"
+    palette = visual.palette_for(fmt, k)
+    os.makedirs(args.out, exist_ok=True)
+    stems = {}
+    results = []
+    for path in tqdm(paths, unit="img", desc="infer", disable=args.quiet,
+                     dynamic_ncols=True, leave=False):
+        image = scoring.read_image(path)
+        label, _, seconds = model.predict(image)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        n = stems.get(stem, 0)
+        stems[stem] = n + 1
+        if n:
+            stem = f"{stem}_{n}"
+        png = os.path.join(args.out, stem + ".png")
+        visual.save_palette_png(png, label, palette)
+        over = visual.overlay(image[..., ::-1], label, palette, names,
+                              alpha=args.alpha, ignore_label=None)
+        from PIL import Image
+        over_path = os.path.join(args.out, stem + "_overlay.png")
+        with atomic_path(over_path) as tmp:
+            Image.fromarray(over).save(tmp, format="PNG")
+        counts = np.bincount(label.ravel(), minlength=k)
+        results.append({
+            "image": os.path.abspath(path), "prediction": png,
+            "overlay": over_path, "height": int(label.shape[0]),
+            "width": int(label.shape[1]), "forward_ms": 1000.0 * seconds,
+            "classes": {names[c]: int(counts[c])
+                        for c in np.nonzero(counts)[0]},
+        })
+    write_json(os.path.join(args.out, "infer.json"), {
+        "model": os.path.abspath(args.model),
+        "weights": os.path.abspath(args.weights), "crf": bool(args.crf),
+        "blob": model.blob, "mean": model.mean, "scale": model.scale,
+        "classes": names, "images": results})
+    if not args.quiet:
+        ms = sum(r["forward_ms"] for r in results) / len(results)
+        print(f"{len(results)} images, net {ms:.1f} ms per image; wrote "
+              f"{args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Score a deploy net on a split: pixel accuracy, mean class accuracy,
+per-class IoU, mean IoU and frequency-weighted IoU.
+
+Runs the net on every image at its original size, accumulates one confusion
+matrix (ground truth on rows, label 255 ignored, predictions compared at the
+label's full resolution) and writes OUT/score.json, OUT/score.md (the
+paper's Table 7 layout plus the summary scores) and OUT/confusion.png, with
+the mean forward time per image. A class absent from both the ground truth
+and the predictions has IoU n/a and does not count in the means
+(python/hrenet/metrics.py).
+
+Images come from the LMDBs that tools/build_lmdb.py wrote (--source) or from
+a dataset root in its published layout (--format/--root/--split or --list,
+as build_lmdb.py takes them).
+
+Examples:
+  score.py --model prototxt/hrenet/d/deploy.prototxt --weights d.caffemodel \\
+      --source lmdb/voc_val --out runs/score_d
+  score.py --model deploy.prototxt --weights x.caffemodel --crf \\
+      --format voc --root VOCdevkit/VOC2012 --split val --out runs/score_crf \\
+      --save-png runs/score_crf/pred
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
+                     crf_params, warn)
+from hrenet import datasets as ds  # noqa: E402
+from hrenet import inference, metrics, scoring, visual  # noqa: E402
+from hrenet.files import write_json, write_text  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="deploy prototxt")
+    p.add_argument("--weights", required=True, help=".caffemodel")
+    p.add_argument("--out", required=True,
+                   help="output directory (score.json, score.md, "
+                   "confusion.png)")
+    src = p.add_argument_group("split (one of --source or --format/--root)")
+    src.add_argument("--source", default=None, metavar="DIR",
+                     help="LMDB directory written by tools/build_lmdb.py")
+    src.add_argument("--format", default=None, choices=ds.FORMATS,
+                     help="dataset layout of --root")
+    src.add_argument("--root", default=None, help="dataset directory")
+    which = src.add_mutually_exclusive_group()
+    which.add_argument("--split", default=None,
+                       help="split name as for build_lmdb.py (default: voc "
+                       "val, sbd val, stanford-bg and folder all)")
+    which.add_argument("--list", default=None, metavar="FILE",
+                       help="file of image names instead of --split")
+    src.add_argument("--voc-root", default=None,
+                     help="sbd --split aug: the VOC2012 directory "
+                     "(default: %(default)s)")
+    src.add_argument("--annotations", default=None,
+                     help="coco: the instances JSON (default: %(default)s)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, one per line (default: meta.json's, "
+                   "the format's, or numbers)")
+    p.add_argument("--save-png", default=None, metavar="DIR",
+                   help="write each prediction as a palette PNG here (VOC "
+                   "palette for VOC, the dataset's own colours otherwise)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="score only the first N images (default: all)")
+    p.add_argument("--title", default=None,
+                   help="row name in the Markdown table (default: the "
+                   "weights file's name)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or summary (default: off)")
+    add_device(p)
+    add_transform(p)
+    add_crf(p)
+    return p.parse_args(argv)
+
+
+DEFAULT_SPLIT = {"voc": "val", "sbd": "val", "stanford-bg": "all",
+                 "folder": "all", "coco": None}
+
+
+def make_split(args, num_classes):
+    """The split and its format from --source or --format/--root."""
+    if args.source and (args.format or args.root):
+        raise ToolError("give either --source or --format/--root, not both")
+    if args.source:
+        return scoring.lmdb_split(args.source)
+    if not (args.format and args.root):
+        raise ToolError("no split: give --source LMDB_DIR or --format and "
+                        "--root")
+    names = ds.read_list(args.list) if args.list else None
+    split = args.split or DEFAULT_SPLIT[args.format]
+    fmt = args.format
+    if fmt == "voc":
+        samples = ds.voc_samples(args.root, split, names)
+    elif fmt == "sbd":
+        samples = ds.sbd_samples(args.root, split, names, args.voc_root)
+    elif fmt in ("stanford-bg", "folder"):
+        if names is None and split != "all":
+            raise ToolError(f"--format {fmt} has no split {split!r}: use "
+                            "--split all or --list FILE")
+        samples = (ds.stanford_bg_samples if fmt == "stanford-bg"
+                   else ds.folder_samples)(args.root, names)
+    else:
+        if not args.annotations:
+            raise ToolError("--format coco needs --annotations JSON")
+        samples = ds.coco_samples(args.root, args.annotations)
+        if names is not None:
+            keep = set(names)
+            samples = [s for s in samples if s.name in keep]
+    if not samples:
+        raise ToolError(f"{args.root}: the split holds no images")
+    return scoring.dataset_split(samples, num_classes, fmt, args.root)
+
+
+def class_names(args, split, num_classes):
+    if args.classes:
+        names = ds.read_class_names(args.classes)
+        where = args.classes
+    elif split.class_names:
+        names, where = list(split.class_names), f"{split.where}/meta.json"
+    else:
+        return visual.default_class_names(num_classes, split.format)
+    if len(names) != num_classes:
+        raise ToolError(f"{where}: {len(names)} class names but the net "
+                        f"outputs {num_classes} classes")
+    return names
+
+
+@cli
+def main(args):
+    inference.set_mode(args.gpu)
+    model = inference.load_model(
+        args.model, args.weights, crf=args.crf, crf_params=crf_params(args),
+        mean=args.mean, scale=args.scale, blob=args.blob, warn=warn)
+    k = model.num_classes
+    split = make_split(args, k)
+    names = class_names(args, split, k)
+    palette = visual.palette_for(split.format, k)
+    result = scoring.score_split(model, split, k, save_png=args.save_png,
+                                 palette=palette, progress=not args.quiet,
+                                 limit=args.limit)
+    title = args.title or os.path.basename(args.weights)
+    result.update({
+        "model": os.path.abspath(args.model),
+        "weights": os.path.abspath(args.weights),
+        "split": os.path.abspath(args.source or args.root),
+        "crf": bool(args.crf), "blob": model.blob, "classes": names,
+        "mean": model.mean, "scale": model.scale,
+        "device": "cpu" if args.gpu is None else f"gpu{args.gpu}",
+    })
+    from hrenet.plots import plot_confusion
+    os.makedirs(args.out, exist_ok=True)
+    md = (f"# Scores: {title}\n\n{result['images']} images of "
+          f"{result['split']}; {'with' if args.crf else 'without'} DenseCRF; "
+          f"{result['device']}; net {result['forward_ms']:.1f} ms per image, "
+          f"other work {result['bookkeeping_ms']:.1f} ms "
+          f"({100 * result['bookkeeping_fraction']:.1f}% of the total)."
+          "\n\nn/a: the class occurs in neither the ground truth nor the "
+          "predictions (IoU) or not in the ground truth (accuracy); it does "
+          "not count in the means.\n\n"
+          + metrics.format_markdown(result, names, title))
+    plot_confusion(result["confusion"], names,
+                   os.path.join(args.out, "confusion.png"),
+                   title=f"{title} (mean IoU {metrics.pct(result['miou'])}%)")
+    write_text(os.path.join(args.out, "score.md"), md)
+    write_json(os.path.join(args.out, "score.json"), result)
+    if not args.quiet:
+        print(f"{result['images']} images: mean IoU "
+              f"{metrics.pct(result['miou'])}%, pixel acc. "
+              f"{metrics.pct(result['pixel_acc'])}%, mean class acc. "
+              f"{metrics.pct(result['class_acc'])}%, f.w. IoU "
+              f"{metrics.pct(result['fwiou'])}%; net "
+              f"{result['forward_ms']:.1f} ms/image; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
