@@ -1,0 +1,504 @@
+"""The main job: the paper's thesis on a machine without a GPU, in minutes.
+
+On the synthetic context dataset (:mod:`hrenet.synthetic`) an object's class
+is told only by a coloured band far from it. A small N-ReNet (the N-ReNet
+generator of :mod:`hrenet.nets` with smaller widths) carries the band's
+colour across the image; a local-context baseline (:func:`hrenet.nets.
+local_fcn`, a fully convolutional net of comparable parameter count whose
+receptive field is far smaller than the image) cannot. Both are trained
+with pycaffe (:func:`hrenet.training.train`), scored on the held-out split
+(:func:`hrenet.scoring.score`) and compared in ``report.md`` /
+``report.json``.
+
+:func:`run` does it all into one run folder; ``tools/main_job.py`` (and
+``scripts/main_job.sh``) is the command line.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from hrenet import datasets as ds
+from hrenet.inference import ToolError
+
+MODELS = ("nrenet", "baseline")
+TITLES = {"nrenet": "N-ReNet (small)", "baseline": "local-context FCN"}
+SPLITS = ("train", "val")
+FORMATS = ("synthetic", "voc", "sbd", "stanford-bg", "folder")
+
+
+def settings(quick=False, iters=None, seed=0):
+    """The job's settings; ``quick`` is the one-minute version the tests
+    run (fewer, smaller images and a few iterations)."""
+    s = dict(
+        num_images=40 if quick else 400, height=64 if quick else 96,
+        width=80 if quick else 128, classes=4,
+        nrenet_widths=(8, 8, 8) if quick else (16, 24, 32),
+        baseline_widths=(8, 8, 8) if quick else (32, 48, 64),
+        nrenet_forget_bias=3.0,
+        batch_size=4 if quick else 8,
+        iters=20 if quick else 700,
+        base_lr=0.003, solver_type="Adam",
+        scale=1.0 / 128, seed=seed, samples=4, feature_channels=4,
+        time_repeats=2 if quick else 5)
+    if iters is not None:
+        s["iters"] = int(iters)
+    return s
+
+
+class Steps(object):
+    """Prints ``[main job i/n] step ... (elapsed, ETA)`` lines.
+
+    The ETA is the elapsed time scaled by the remaining share of the
+    steps' expected weights (training dominates).
+    """
+
+    def __init__(self, weights, stream=None):
+        self.weights = weights
+        self.total = float(sum(w for _, w in weights))
+        self.done = 0.0
+        self.index = 0
+        self.start = time.monotonic()
+        self.stream = stream or sys.stdout
+
+    def next(self):
+        name, weight = self.weights[self.index]
+        elapsed = time.monotonic() - self.start
+        if self.done > 0:
+            eta = elapsed * (self.total - self.done) / self.done
+            eta_s = "ETA %s" % _fmt(eta)
+        else:
+            eta_s = "ETA --"
+        self.index += 1
+        print("[main job %d/%d] %s (elapsed %s, %s)" % (
+            self.index, len(self.weights), name, _fmt(elapsed), eta_s),
+            file=self.stream, flush=True)
+        return weight
+
+    def finish(self, weight):
+        self.done += weight
+
+
+def _fmt(seconds):
+    m, s = divmod(int(round(seconds)), 60)
+    return "%d:%02d" % (m, s)
+
+
+def git_commit(root):
+    try:
+        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"],
+                              capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------
+# Data
+
+def make_synthetic(out, s):
+    """Write the synthetic dataset (VOC layout) and return its root."""
+    from hrenet import synthetic
+    root = os.path.join(out, "synthetic")
+    synthetic.write_voc(root, synthetic.generate(
+        s["num_images"], s["height"], s["width"], s["classes"], s["seed"]),
+        s["classes"])
+    return root
+
+
+def dataset_samples(fmt, root, split, voc_root=None):
+    """Samples of ``split`` (train|val) of a dataset in a layout that
+    tools/build_lmdb.py reads. Formats without splits (stanford-bg,
+    folder) hold out every fifth image (sorted by name) as val."""
+    if not root or not os.path.isdir(root):
+        raise ToolError(f"--root {root!r} is not a directory; give the "
+                        f"dataset folder in the {fmt} layout")
+    if fmt in ("voc", "synthetic"):
+        return ds.voc_samples(root, split)
+    if fmt == "sbd":
+        return ds.sbd_samples(root, split, voc_root=voc_root)
+    if fmt == "stanford-bg":
+        samples = ds.stanford_bg_samples(root)
+    elif fmt == "folder":
+        samples = ds.folder_samples(root)
+    else:
+        raise ToolError(f"--format {fmt}: the main job reads "
+                        + ", ".join(FORMATS))
+    samples = sorted(samples, key=lambda x: x.name)
+    return [x for i, x in enumerate(samples)
+            if (i % 5 == 4) == (split == "val")]
+
+
+def class_names_of(fmt, root, classes_file=None):
+    if classes_file:
+        return ds.read_class_names(classes_file)
+    local = os.path.join(root, "classes.txt")
+    if fmt == "synthetic" or (fmt == "voc" and os.path.isfile(local)):
+        return ds.read_class_names(local)
+    if fmt in ("voc", "sbd"):
+        return list(ds.VOC_CLASSES)
+    if fmt == "stanford-bg":
+        return list(ds.STANFORD_BG_CLASSES)
+    raise ToolError(f"--format {fmt} needs --classes FILE (one class name "
+                    "per line)")
+
+
+def build_lmdbs(fmt, root, out, names, voc_root=None):
+    """{split: LMDB folder} for train and val; a missing or empty split
+    stops with one line naming it."""
+    from hrenet import lmdb_io
+    dirs = {}
+    for split in SPLITS:
+        try:
+            samples = list(dataset_samples(fmt, root, split, voc_root))
+        except ds.DataError as e:
+            raise ToolError(f"{e.path}: {e.problem}") from e
+        if not samples:
+            raise ToolError(f"{root}: the {split} split has no images; give "
+                            f"a dataset root with {fmt} {split} data")
+        path = os.path.join(out, "lmdb_" + split)
+        try:
+            lmdb_io.build_dataset(samples, path, len(names), names,
+                                  "voc" if fmt == "synthetic" else fmt,
+                                  progress=False)
+        except ds.DataError as e:
+            raise ToolError(f"{e.path}: {e.problem}") from e
+        dirs[split] = path
+    return dirs
+
+
+# --------------------------------------------------------------------------
+# Nets
+
+def write_nets(out, lmdbs, num_classes, s, crop):
+    """Write both models' train_val/deploy/solver; returns their paths."""
+    from hrenet import nets
+    from google.protobuf import text_format
+    data = nets.data_config((lmdbs["train"], ""), (lmdbs["val"], ""), crop,
+                            s["batch_size"], nets.VGG_MEAN_BGR, s["scale"],
+                            crop)
+    builders = {
+        "nrenet": lambda mode: nets.nrenet(
+            mode, data, num_classes, s["nrenet_widths"],
+            forget_bias=s["nrenet_forget_bias"],
+            classifier_filler=dict(type="xavier"), name="nrenet_small"),
+        "baseline": lambda mode: nets.local_fcn(
+            mode, data, num_classes, s["baseline_widths"],
+            name="local_baseline"),
+    }
+    paths = {}
+    for model, build in builders.items():
+        folder = os.path.join(out, model)
+        os.makedirs(folder, exist_ok=True)
+        tv, dep = build("train_val"), build("deploy")
+        for name, proto in (("train_val", tv), ("deploy", dep)):
+            with open(os.path.join(folder, name + ".prototxt"), "w") as f:
+                f.write(text_format.MessageToString(proto))
+        sol = nets.solver(os.path.join(folder, "train_val.prototxt"),
+                          s["iters"], os.path.join(folder, "snap"),
+                          base_lr=s["base_lr"],
+                          stepsize=max(1, int(s["iters"] * 0.75)),
+                          iter_size=1, solver_type=s["solver_type"],
+                          weight_decay=0.0005, snapshot=0,
+                          display=max(1, min(20, s["iters"] // 10)),
+                          random_seed=s["seed"] + 1)
+        sol.ClearField("test_iter")
+        sol.ClearField("test_interval")
+        sol.ClearField("test_initialization")
+        with open(os.path.join(folder, "solver.prototxt"), "w") as f:
+            f.write(text_format.MessageToString(sol))
+        paths[model] = dict(folder=folder,
+                            solver=os.path.join(folder, "solver.prototxt"),
+                            deploy=os.path.join(folder, "deploy.prototxt"),
+                            rf=nets.receptive_field(dep, "classifier"))
+    return paths
+
+
+# --------------------------------------------------------------------------
+# Report
+
+def _stack(tiles, pad=2):
+    h = max(t.shape[0] for t in tiles)
+    w = sum(t.shape[1] for t in tiles) + pad * (len(tiles) - 1)
+    out = np.full((h, w, 3), 255, np.uint8)
+    x = 0
+    for t in tiles:
+        out[:t.shape[0], x:x + t.shape[1]] = t
+        x += t.shape[1] + pad
+    return out
+
+
+def sample_grid(rows):
+    """Rows of RGB tiles -> one RGB image (white gaps)."""
+    lines = [_stack(r) for r in rows]
+    w = max(l.shape[1] for l in lines)
+    pad = 2
+    out = np.full((sum(l.shape[0] for l in lines) + pad * (len(lines) - 1),
+                   w, 3), 255, np.uint8)
+    y = 0
+    for l in lines:
+        out[y:y + l.shape[0], :l.shape[1]] = l
+        y += l.shape[0] + pad
+    return out
+
+
+def _save_rgb(path, rgb, zoom=1):
+    from PIL import Image
+    im = Image.fromarray(rgb)
+    if zoom > 1:
+        im = im.resize((im.width * zoom, im.height * zoom), Image.NEAREST)
+    im.save(path)
+
+
+def write_report(out, results, details, images):
+    """report.json (the required shape), details.json and report.md."""
+    from hrenet.files import write_json, write_text
+    report = {"models": {m: {k: float(results[m][k])
+                             for k in ("miou", "pixel_acc", "class_acc")}
+                         for m in MODELS}}
+    write_json(os.path.join(out, "report.json"), report)
+    write_json(os.path.join(out, "details.json"), details)
+    d = details
+    lines = [
+        "# Main job: context across the image matters",
+        "",
+        "Dataset: %s (%s), %d training and %d held-out images, %d classes "
+        "(%s)." % (d["dataset"], d["root"], d["images"]["train"],
+                   d["images"]["val"], len(d["classes"]),
+                   ", ".join(d["classes"])),
+        "On the synthetic set an object's class is told only by a coloured "
+        "band at least H/8 pixels away from it; locally all objects look "
+        "alike.",
+        "",
+        "| model | parameters | receptive field | mean IoU | pixel acc. | "
+        "class acc. | forward / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in MODELS:
+        r, info = results[m], d["models"][m]
+        rf = "whole image" if info["receptive_field"] is None else \
+            "%d x %d px" % (info["receptive_field"], info["receptive_field"])
+        lines.append("| %s | %d | %s | %.1f%% | %.1f%% | %.1f%% | %.1f ms |"
+                     % (TITLES[m], info["params"], rf, 100 * r["miou"],
+                        100 * r["pixel_acc"], 100 * r["class_acc"],
+                        info["forward_ms"]))
+    gap = results["nrenet"]["miou"] - results["baseline"]["miou"]
+    lines += [
+        "",
+        "N-ReNet minus baseline: %+.1f points of mean IoU (target: N-ReNet "
+        ">= 85%% and >= 15 points above the baseline: %s)."
+        % (100 * gap, "met" if results["nrenet"]["miou"] >= 0.85 and
+           gap >= 0.15 else "NOT met"),
+        "",
+        "Both trained %d iterations (batch %d, %s lr %g) on %s crops, "
+        "scored on whole held-out images; times on %s, %d threads. Whole "
+        "job: %s." % (d["settings"]["iters"], d["settings"]["batch_size"],
+                      d["settings"]["solver_type"], d["settings"]["base_lr"],
+                      "x".join(str(v) for v in d["crop"]), d["machine"],
+                      d["threads"], _fmt(d["seconds"])),
+        "",
+        "## Per-class IoU",
+        "",
+        "| class | " + " | ".join(TITLES[m] for m in MODELS) + " |",
+        "|---|" + "---|" * len(MODELS),
+    ]
+    for c, name in enumerate(d["classes"]):
+        cells = []
+        for m in MODELS:
+            v = results[m]["iou"][c]
+            cells.append("–" if v is None or not np.isfinite(v)
+                         else "%.1f%%" % (100 * v))
+        lines.append("| %s | %s |" % (name, " | ".join(cells)))
+    lines += ["", "## Pictures", "",
+              "Held-out images: image, ground truth, baseline, N-ReNet "
+              "(VOC palette; pale beige: ignored pixels).", "",
+              "![samples](%s)" % images["samples"], ""]
+    for m in MODELS:
+        lines += ["%s: confusion (rows: ground truth) and training curve."
+                  % TITLES[m], "",
+                  "![confusion %s](%s) ![curves %s](%s)" % (
+                      m, images["confusion_" + m], m, images["curves_" + m]),
+                  ""]
+    lines += ["N-ReNet feature maps in the style of the paper's Figure 2 "
+              "(first %d channels of renet1_v and renet3_h for the first "
+              "sample; each channel min-max scaled):"
+              % d["settings"]["feature_channels"], "",
+              "![renet1_v](%s) ![renet3_h](%s)" % (images["renet1_v"],
+                                                   images["renet3_h"]),
+              "", "Files: `report.json` (metrics), `details.json` "
+              "(everything above), `<model>/` (prototxts, training log "
+              "`log.jsonl`, snapshots, `score.json`), `commit`, "
+              "`command`."]
+    write_text(os.path.join(out, "report.md"), "\n".join(lines) + "\n")
+    return report
+
+
+def pictures(out, models, val_source, classes, s):
+    """Sample predictions, feature maps; returns {key: file name}."""
+    from hrenet import lmdb_io, visual
+    palette = visual.palette_for("voc")
+    rows, first = [], None
+    for i, (_, image, label) in enumerate(lmdb_io.read_dataset(val_source)):
+        if i >= s["samples"]:
+            break
+        if first is None:
+            first = image
+        rgb = image[:, :, ::-1]
+        tiles = [rgb, visual.colorize(label, palette)]
+        for m in ("baseline", "nrenet"):
+            pred, _, _ = models[m].predict(image)
+            tiles.append(visual.colorize(pred, palette))
+        rows.append(tiles)
+    files = {"samples": "samples.png"}
+    _save_rgb(os.path.join(out, files["samples"]), sample_grid(rows), 2)
+    net = models["nrenet"]
+    net.forward(first)
+    for blob in ("renet1_v", "renet3_h"):
+        grid = visual.feature_grid(net.net.blobs[blob].data[0],
+                                   k=s["feature_channels"], zoom=4)
+        files[blob] = "features_%s.png" % blob
+        from PIL import Image
+        Image.fromarray(grid).save(os.path.join(out, files[blob]))
+    return files
+
+
+# --------------------------------------------------------------------------
+# The job
+
+def run(out, *args, **kwargs):
+    """Run the whole job into the folder ``out``; returns the report dict.
+
+    Raises :class:`hrenet.inference.ToolError` with one line on bad input
+    (a missing or empty ``root``, a split without images); the run folder
+    is then removed if this call created it, so nothing half-written stays.
+    See :func:`_run` for the arguments.
+    """
+    created = not os.path.exists(out)
+    try:
+        return _run(out, *args, **kwargs)
+    except (ToolError, ds.DataError):
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
+        quick=False, iters=None, seed=0, crop=None, command="",
+        repo_root=None, stream=None):
+    """The job (see :func:`run`): ``fmt``/``root`` the dataset
+    (synthetic: generated into the run folder), ``quick`` and ``iters``
+    the size of the run (:func:`settings`), ``crop`` the training crop
+    (default: the smallest training image, at most 128 x 160)."""
+    from hrenet import inference, plots, scoring, timing, training
+    stream = stream or sys.stdout
+    s = settings(quick, iters, seed)
+    t0 = time.monotonic()
+    if fmt != "synthetic" and not root:
+        raise ToolError(f"--format {fmt} needs --root DIR")
+    if fmt != "synthetic" and not os.path.isdir(root):
+        raise ToolError(f"--root {root}: no such directory; give the "
+                        f"dataset folder in the {fmt} layout")
+    steps = Steps([("data", 1), ("nets", 0.1), ("train N-ReNet", 12),
+                   ("train baseline", 4), ("score", 1), ("report", 1)],
+                  stream)
+    os.makedirs(out, exist_ok=True)
+    repo_root = repo_root or os.path.normpath(os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir))
+    with open(os.path.join(out, "commit"), "w") as f:
+        f.write(git_commit(repo_root) + "\n")
+    with open(os.path.join(out, "command"), "w") as f:
+        f.write(command + "\n")
+
+    w = steps.next()
+    if fmt == "synthetic":
+        root = make_synthetic(os.path.join(out, "data"), s)
+    names = class_names_of(fmt, root, classes_file)
+    lmdbs = build_lmdbs(fmt, root, os.path.join(out, "data"), names,
+                        voc_root)
+    from hrenet import lmdb_io
+    metas = {k: lmdb_io.read_meta(v) for k, v in lmdbs.items()}
+    if crop is None:
+        sz = metas["train"]["sizes"]
+        crop = (min(sz["min_height"], 128), min(sz["min_width"], 160))
+    steps.finish(w)
+
+    w = steps.next()
+    paths = write_nets(out, lmdbs, len(names), s, crop)
+    steps.finish(w)
+
+    inference.set_mode(None)
+    weights = {}
+    for m in MODELS:
+        w = steps.next()
+        summary = training.train(paths[m]["solver"],
+                                 os.path.join(paths[m]["folder"], "train"),
+                                 progress=True)
+        weights[m] = summary["snapshot"][0]
+        paths[m]["train_seconds"] = summary["wall"]
+        steps.finish(w)
+
+    w = steps.next()
+    results, models = {}, {}
+    for m in MODELS:
+        r = scoring.score(paths[m]["deploy"], weights[m], lmdbs["val"],
+                          progress=False)
+        results[m] = r
+        from hrenet.files import write_json
+        from hrenet.metrics import json_safe
+        write_json(os.path.join(paths[m]["folder"], "score.json"),
+                   json_safe(r))
+        models[m] = inference.load_model(paths[m]["deploy"], weights[m])
+    steps.finish(w)
+
+    w = steps.next()
+    images = pictures(out, models, lmdbs["val"], names, s)
+    details = {"dataset": fmt, "root": os.path.abspath(root),
+               "classes": list(names), "crop": list(crop),
+               "images": {k: metas[k]["count"] for k in SPLITS},
+               "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                            for k, v in s.items()},
+               "machine": _machine(), "threads": os.cpu_count(),
+               "models": {}}
+    h, wd = s["height"], s["width"]
+    if fmt != "synthetic":
+        h, wd = crop
+    for m in MODELS:
+        net = models[m].net
+        t = timing.time_forward(models[m], h, wd, warmup=1,
+                                repeats=s["time_repeats"], per_layer=False)
+        plots.plot_confusion(np.array(results[m]["confusion"]), names,
+                             os.path.join(out, "confusion_%s.png" % m),
+                             title=TITLES[m])
+        images["confusion_" + m] = "confusion_%s.png" % m
+        curves = os.path.join(paths[m]["folder"], "train", "curves.png")
+        shutil.copyfile(curves, os.path.join(out, "curves_%s.png" % m))
+        images["curves_" + m] = "curves_%s.png" % m
+        details["models"][m] = {
+            "params": int(sum(b.data.size for blobs in net.params.values()
+                              for b in blobs)),
+            "receptive_field": paths[m]["rf"],
+            "forward_ms": float(t["total"]["median_ms"]),
+            "forward_size": [h, wd],
+            "train_seconds": paths[m]["train_seconds"],
+            "weights": os.path.relpath(weights[m], out),
+            "iou": results[m]["iou"],
+            "fwiou": results[m]["fwiou"]}
+    details["seconds"] = time.monotonic() - t0
+    report = write_report(out, results, details, images)
+    steps.finish(w)
+    return report
+
+
+def _machine():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# L2 normalisation (lambda 100, 1000, 10000) against BN in H-ReNet (d).
+# Trains and scores every variant of the study, then writes its results
+# table (the paper's figures beside ours) to runs/l2_vs_bn-<dataset>/results.md.
+#
+#   scripts/ablations/l2_vs_bn.sh [--dataset voc|stanford-bg|synthetic] [--iters N]
+#       [--gpu N] [--weights VGG_ILSVRC_16_layers.caffemodel] [--dry-run]
+#       [--resume] [--out DIR]
+#
+# Details: tools/run_study.py --help.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+py="$root/.venv/bin/python"
+[ -x "$py" ] || { echo "error: $py missing; run scripts/setup.sh first" >&2; exit 1; }
+export GLOG_minloglevel=${GLOG_minloglevel:-2}
+exec "$py" "$root/tools/run_study.py" l2_vs_bn "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Table 1: N-ReNet 5-fold cross-validation on Stanford Background.
+# Trains and scores every variant of the study, then writes its results
+# table (the paper's figures beside ours) to runs/nrenet_cv-<dataset>/results.md.
+#
+#   scripts/ablations/nrenet_cv.sh [--dataset voc|stanford-bg|synthetic] [--iters N]
+#       [--gpu N] [--weights VGG_ILSVRC_16_layers.caffemodel] [--dry-run]
+#       [--resume] [--out DIR]
+#
+# Details: tools/run_study.py --help.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+py="$root/.venv/bin/python"
+[ -x "$py" ] || { echo "error: $py missing; run scripts/setup.sh first" >&2; exit 1; }
+export GLOG_minloglevel=${GLOG_minloglevel:-2}
+exec "$py" "$root/tools/run_study.py" nrenet_cv "$@"

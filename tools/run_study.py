@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Run one of the paper's studies: train and score every variant it covers
+and write its results table beside the paper's figures.
+
+Studies: table4 (variants a-g), table5 (renet1's input; feature
+combination), crop_size (training crops, FCN and H-ReNet), lstm_vs_irnn,
+l2_vs_bn (L2 lambda grid against BN), nrenet_cv (N-ReNet 5-fold
+cross-validation, Table 1). Each model is trained with tools/train.py and
+scored with tools/score.py into RUN/<family>_<variant>/; the table goes to
+RUN/results.md and RUN/results.json.
+
+--dataset voc (stanford-bg for nrenet_cv) uses the committed prototxts and
+the LMDBs they name (README: the paper's nets), with the paper's schedule
+unless --iters; --dataset synthetic generates the synthetic context dataset
+into RUN and trains the same nets, pointed at it, on a CPU in minutes.
+
+Examples:
+  run_study.py table4 --dry-run
+  run_study.py table4 --gpu 0 --weights VGG_ILSVRC_16_layers.caffemodel
+  run_study.py table5 --dataset synthetic --iters 20
+  run_study.py nrenet_cv --gpu 0 --resume
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cli  # noqa: E402 (puts python/ on sys.path)
+
+from hrenet import nets, studies  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(
+    os.path.abspath(__file__)), os.pardir))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", choices=list(studies.STUDIES),
+                   help="which study")
+    p.add_argument("--dataset", choices=studies.DATASETS, default=None,
+                   help="voc (stanford-bg for nrenet_cv) or synthetic "
+                   "(default: the study's real dataset)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="training iterations of every model, lr x0.1 "
+                   "half-way (default: the paper's schedule)")
+    p.add_argument("--gpu", type=int, default=None, metavar="N",
+                   help="train and score on GPU N (default: CPU)")
+    p.add_argument("--weights", default=None,
+                   help="VGG-16 caffemodel for conv1-conv5 (real datasets; "
+                   "default: none, random initialisation)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default: runs/<study>-<dataset>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the schedule and every command; run nothing")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the steps whose results exist in the run "
+                   "folder (default: off: the folder must be new)")
+    return p.parse_args(argv)
+
+
+def _fmt(seconds):
+    m, s = divmod(int(round(seconds)), 60)
+    return "%d:%02d" % (m, s)
+
+
+def prepare_synthetic(run, name, dry):
+    """LMDBs of the synthetic stand-in; {(family, variant): {train, val}}."""
+    from hrenet import lmdb_io, synthetic
+    from hrenet import datasets as ds
+    data = os.path.join(run, "data")
+    k = studies.SYN["classes"]
+    variants = studies.scored_variants(name) + studies.trained_variants(name)
+    folds = name == "nrenet_cv"
+    splits = {}
+    for v in variants:
+        tag = v.name if folds else "all"
+        splits[(v.family, v.name)] = {
+            s: os.path.join(data, "lmdb_%s_%s" % (tag, s))
+            for s in ("train", "val")}
+    if dry:
+        return splits, k + 1
+    root = os.path.join(data, "synthetic")
+    if not os.path.isdir(root):
+        synthetic.write_voc(root, synthetic.generate(
+            studies.SYN["num_images"], studies.SYN["height"],
+            studies.SYN["width"], k, 0), k)
+    names = ds.read_class_names(os.path.join(root, "classes.txt"))
+    samples = sorted(list(ds.voc_samples(root, "trainval")),
+                     key=lambda x: x.name)
+    for key, dirs in splits.items():
+        fold = int(key[1][4:]) if folds else 4
+        for split, path in dirs.items():
+            if os.path.isdir(path):
+                continue
+            pick = [x for i, x in enumerate(samples)
+                    if (i % 5 == fold) == (split == "val")]
+            lmdb_io.build_dataset(pick, path, len(names), names, "voc",
+                                  progress=False)
+    return splits, len(names)
+
+
+def check_real_data(name):
+    """One line naming the first missing LMDB and how to build it."""
+    for v in studies.trained_variants(name) + studies.scored_variants(name):
+        for folder, command in nets.missing_hints(v).items():
+            if not os.path.isdir(os.path.join(ROOT, folder)):
+                raise ToolError(f"{folder} does not exist; build it with: "
+                                f"{command}")
+
+
+def run_tool(argv, log):
+    """Run ``python tools/X.py ARGS`` (as printed) in this process, its
+    output in ``log``: the same as the command, without loading Caffe
+    again for each step."""
+    import contextlib
+    import importlib.util
+    path = os.path.join(ROOT, argv[1])
+    spec = importlib.util.spec_from_file_location(
+        "study_" + os.path.basename(path)[:-3], path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), \
+            contextlib.redirect_stderr(f):
+        try:
+            return tool.main(tool.parse_args(argv[2:]))
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 1
+
+
+@cli
+def main(args):
+    os.chdir(ROOT)  # the committed nets' paths are relative to the root
+    name = args.study
+    dataset = args.dataset or studies.default_dataset(name)
+    studies.check_dataset(name, dataset)
+    if args.weights and not args.dry_run and \
+            not os.path.isfile(args.weights):
+        raise ToolError(f"--weights {args.weights}: no such file")
+    run = os.path.abspath(args.out or os.path.join(
+        "runs", f"{name}-{dataset}"))
+    if os.path.isfile(os.path.join(run, "results.json")) and \
+            not args.resume and not args.dry_run:
+        raise ToolError(f"{run} already holds results; pass --resume to "
+                        "continue it or --out for a new run")
+    if dataset != "synthetic" and not args.dry_run:
+        check_real_data(name)
+    val = None
+    if dataset == "synthetic":
+        splits, num_classes = prepare_synthetic(run, name, args.dry_run)
+        val = {k: v["val"] for k, v in splits.items()}
+    solvers, cmds = studies.plan(name, dataset, run, args.iters, args.gpu,
+                                 args.weights, sys.executable, val)
+    print(f"# study {name} on {dataset}: {len(solvers)} models to train, "
+          f"{sum(c.what.startswith('score') for c in cmds)} rows to score;"
+          f" run folder {run}")
+    for s in solvers:
+        print(f"# {s.variant.family}/{s.variant.name}: {s.max_iter} "
+              f"iterations, lr x0.1 every {s.stepsize}, iter_size "
+              f"{s.iter_size} -> {s.folder}/solver.prototxt")
+    for c in cmds:
+        print(studies.format_command(c.argv))
+    if args.dry_run:
+        return 0
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, "command"), "w") as f:
+        f.write(" ".join(shlex.quote(a) for a in
+                         ["tools/run_study.py"] + sys.argv[1:]) + "\n")
+    from hrenet.mainjob import git_commit
+    with open(os.path.join(run, "commit"), "w") as f:
+        f.write(git_commit(ROOT) + "\n")
+    for s in solvers:
+        v = s.variant
+        if dataset == "synthetic":
+            data = studies.synthetic_data(v, splits[(v.family, v.name)])
+            studies.write_variant_nets(v, s.folder, data, num_classes)
+            net = os.path.join(s.folder, "train_val.prototxt")
+        else:
+            net = f"prototxt/{v.family}/{v.name}/train_val.prototxt"
+        studies.write_solver(v, s.folder, net, s.max_iter, s.stepsize,
+                             s.iter_size, test=False)
+    if dataset == "synthetic":  # deploy-only rows (DenseCRF variants)
+        for v in studies.scored_variants(name):
+            if not v.trains:
+                data = studies.synthetic_data(v, splits[(v.family, v.name)])
+                studies.write_variant_nets(v, studies.model_dir(run, v),
+                                           data, num_classes)
+    t0 = time.monotonic()
+    for i, c in enumerate(cmds):
+        if args.resume and os.path.exists(c.done):
+            print(f"[{name} {i + 1}/{len(cmds)}] {c.what}: done, skipped")
+            continue
+        elapsed = time.monotonic() - t0
+        eta = "--" if i == 0 else _fmt(elapsed / i * (len(cmds) - i))
+        print(f"[{name} {i + 1}/{len(cmds)}] {c.what} (elapsed "
+              f"{_fmt(elapsed)}, ETA {eta})", flush=True)
+        out = c.argv[c.argv.index("--out") + 1]
+        log = os.path.join(os.path.dirname(out), c.what.split()[0] + ".log")
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        rc = run_tool(c.argv, log)
+        if rc != 0 or not os.path.exists(c.done):
+            raise ToolError(f"{c.what} failed (exit {rc}); its log is "
+                            f"{log}; fix and rerun with --resume")
+    md, table = studies.results_table(name, run, dataset)
+    from hrenet.files import write_json, write_text
+    write_text(os.path.join(run, "results.md"), md)
+    write_json(os.path.join(run, "results.json"), table)
+    print(md)
+    print(f"results: {os.path.join(run, 'results.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
