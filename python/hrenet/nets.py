@@ -128,15 +128,21 @@ def _max_pool(n, name, bottom, ks, stride, pad=0):
 
 
 def _renet(n, name, bottom, width, direction, patch=1, unit="LSTM",
-           forget_bias=0.0, init=0.2):
-    """One ReNet layer: ``num_output`` = ``width`` per direction (top 2w)."""
+           forget_bias=0.0, weight_filler=None, init=0.2):
+    """One ReNet layer: ``num_output`` = ``width`` per direction (top 2w).
+
+    Parameters U[-init, init] (the paper's rule, weights and biases) unless
+    ``weight_filler`` is given for W and U (biases then start at 0).
+    """
     pb2 = _pb2()
+    uniform = dict(type="uniform", min=-init, max=init)
     p = dict(num_output=width,
              direction=getattr(pb2.ReNetParameter, direction),
              patch_h=patch, patch_w=patch,
              unit=getattr(pb2.ReNetParameter, unit),
-             weight_filler=dict(type="uniform", min=-init, max=init),
-             bias_filler=dict(type="uniform", min=-init, max=init))
+             weight_filler=weight_filler or uniform,
+             bias_filler=dict(type="constant", value=0) if weight_filler
+             else uniform)
     if forget_bias:
         p["forget_bias"] = forget_bias
     setattr(n, name, _caffe().layers.ReNet(bottom, renet_param=p))
@@ -144,12 +150,12 @@ def _renet(n, name, bottom, width, direction, patch=1, unit="LSTM",
 
 
 def _renet_group(n, index, bottom, width, patch=1, unit="LSTM",
-                 forget_bias=0.0):
+                 forget_bias=0.0, weight_filler=None):
     """Layer group ``renet<index>``: VERTICAL ``_v`` then HORIZONTAL ``_h``."""
     v = _renet(n, "renet%d_v" % index, bottom, width, "VERTICAL", patch, unit,
-               forget_bias)
+               forget_bias, weight_filler)
     return _renet(n, "renet%d_h" % index, v, width, "HORIZONTAL", patch, unit,
-                  forget_bias)
+                  forget_bias, weight_filler)
 
 
 def _data(n, mode, data):
@@ -246,19 +252,23 @@ NRENET_WIDTHS = (64, 128, 256)  # hidden units per direction, groups 1-3
 
 
 def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
-           forget_bias=0.0, classifier_filler=None, name="nrenet"):
+           forget_bias=0.0, classifier_filler=None, renet_filler=None,
+           name="nrenet"):
     """N-ReNet: three ReNet layer groups, 1x1 conv, bilinear x4 upsampling.
 
     Group 1 sweeps 2x2 patches in both its layers (resolution /4); groups 2
     and 3 sweep single pixels. ``widths[k]`` is the number of hidden units
     per direction of both layers of group k+1 (their tops have 2*widths[k]
-    channels).
+    channels). ReNet parameters follow the paper's U[-0.2, 0.2] unless
+    ``renet_filler`` (e.g. xavier, which keeps the signal's scale through
+    a deep stack of narrow layers) is given.
     """
     n = _caffe().NetSpec()
     x = _data(n, mode, data)
     for k, width in enumerate(widths):
         x = _renet_group(n, k + 1, x, width, patch=2 if k == 0 else 1,
-                         unit=unit, forget_bias=forget_bias)
+                         unit=unit, forget_bias=forget_bias,
+                         weight_filler=renet_filler)
     filler = classifier_filler or gaussian(0.1)
     _head(n, mode, x, num_classes, 4, filler, filler, "classifier",
           data=data)

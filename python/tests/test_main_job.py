@@ -1,29 +1,85 @@
-"""The main job (scripts/main_job.sh) runs end to end and the net learns."""
+"""The main job (scripts/main_job.sh over tools/main_job.py): the --quick
+version runs end to end and writes a well-formed report; a missing or empty
+dataset root stops with one line and leaves nothing behind."""
+import json
 import os
-import re
 import subprocess
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                    os.pardir)
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
+    __file__)), os.pardir, os.pardir))
+SCRIPT = os.path.join(ROOT, "scripts", "main_job.sh")
 
 
-def test_main_job_smoke_run(tmp_path):
-    env = dict(os.environ, RUNS_DIR=str(tmp_path))
-    out = subprocess.run(
-        [os.path.join(ROOT, "scripts", "main_job.sh"), "--iters", "40",
-         "--num-images", "16"],
-        capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "smoke run ok" in out.stdout
-    m = re.search(r"train: loss ([0-9.]+) at iteration 0, (\d+): ([0-9.]+)",
-                  out.stdout)
-    assert m, out.stdout
-    first, last = float(m.group(1)), float(m.group(3))
-    # five classes: the untrained loss is about log(5); training lowers it
-    assert 1.0 < first < 2.5
-    assert last < 0.7 * first
-    (run,) = tmp_path.iterdir()
-    for name in ("commit", "command", "net.prototxt", "solver.prototxt",
-                 "train.log", "time.log"):
-        assert (run / name).is_file(), name
-    assert (run / "lmdb_train" / "image_lmdb" / "data.mdb").is_file()
+def run(*args):
+    return subprocess.run([SCRIPT] + list(args), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_quick_main_job_report(tmp_path):
+    out = tmp_path / "run"
+    r = run("--quick", "--out", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # progress: every step announced with its ETA
+    for step in ("data", "nets", "train N-ReNet", "train baseline", "score",
+                 "report"):
+        assert f"] {step} (elapsed" in r.stdout
+    assert f"report: {out / 'report.md'}" in r.stdout
+    assert "mean IoU: N-ReNet" in r.stdout and "baseline" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {"models"}
+    assert set(report["models"]) == {"nrenet", "baseline"}
+    for m in report["models"].values():
+        assert set(m) == {"miou", "pixel_acc", "class_acc"}
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+    md = (out / "report.md").read_text()
+    for needle in ("| N-ReNet (small) |", "| local-context FCN |",
+                   "whole image", "26 x 26 px", "Per-class IoU",
+                   "![samples](samples.png)", "features_renet1_v.png",
+                   "features_renet3_h.png", "forward / image"):
+        assert needle in md, needle
+    for png in ("samples.png", "confusion_nrenet.png",
+                "confusion_baseline.png", "curves_nrenet.png",
+                "curves_baseline.png", "features_renet1_v.png",
+                "features_renet3_h.png"):
+        with Image.open(out / png) as im:
+            assert im.size[0] > 8 and im.size[1] > 8, png
+    # samples: 4 rows of image | ground truth | baseline | N-ReNet
+    samples = np.asarray(Image.open(out / "samples.png"))
+    assert samples.shape[1] > 3 * samples.shape[0] / 4
+    details = json.loads((out / "details.json").read_text())
+    assert details["models"]["nrenet"]["receptive_field"] is None
+    assert details["models"]["baseline"]["receptive_field"] == 26
+    assert details["models"]["nrenet"]["forward_ms"] > 0
+    for model in ("nrenet", "baseline"):
+        for name in ("train_val.prototxt", "deploy.prototxt",
+                     "solver.prototxt", "score.json", "train/log.jsonl",
+                     "train/curves.png"):
+            assert (out / model / name).is_file(), (model, name)
+    assert (out / "commit").read_text().strip()
+    assert "--quick" in (out / "command").read_text()
+
+
+def test_missing_root_is_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    out = tmp_path / "run"
+    r = run("--format", "voc", "--root", str(missing), "--out", str(out))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert str(missing) in lines[0]
+    assert not out.exists()
+
+
+def test_empty_root_is_one_line(tmp_path):
+    empty = tmp_path / "VOC2012"
+    empty.mkdir()
+    out = tmp_path / "run"
+    r = run("--format", "voc", "--root", str(empty), "--out", str(out))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "ImageSets" in lines[0] or "train" in lines[0]
+    assert not out.exists()
