@@ -43,6 +43,16 @@ case "$iters" in
   ''|*[!0-9]*) echo "error: --iters must be a positive integer, not '$iters'" >&2; exit 2 ;;
 esac
 [ "$iters" -ge 20 ] || { echo "error: --iters $iters: use at least 20 (the loss is read every 10)" >&2; exit 2; }
+# The work happens in another folder: make the two programs' paths absolute.
+absolute() {
+  case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    */*) printf '%s\n' "$PWD/$1" ;;
+    *) command -v "$1" || printf '%s\n' "$1" ;;
+  esac
+}
+caffe_bin=$(absolute "$caffe_bin")
+py=$(absolute "$py")
 name=gpu_multi_check
 say() { printf '%s: %s\n' "$name" "$*"; }
 

@@ -19,8 +19,8 @@ import pytest
 
 from _tools import load_tool
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                     os.pardir, os.pardir))
+ROOT = os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir))
 # scripts/run_tests.sh exports BUILD_DIR (relative to the root).
 CAFFE_BIN = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"),
                          "caffe-build", "tools", "caffe")
@@ -40,20 +40,20 @@ def fake_nvidia_smi(bindir, gpus, fail=False):
     whose driver is not loaded)."""
     bindir.mkdir(exist_ok=True)
     if fail:
-        body = "echo 'NVIDIA-SMI has failed because it couldn't communicate " \
-               "with the NVIDIA driver.'; exit 9\n"
+        body = ("echo \"NVIDIA-SMI has failed because it couldn't "
+                "communicate with the NVIDIA driver.\"; exit 9\n")
     else:
-        body = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n"
+        body = "".join(f"echo 'GPU {i}: NVIDIA H100 (UUID: GPU-{i})'\n"
                        for i in range(gpus))
     write_exe(bindir / "nvidia-smi", "#!/bin/sh\n" + body)
 
 
-def run_check(args, tmp_path, env_extra=None, timeout=300):
+def run_check(args, tmp_path, env_extra=None, cwd=None, timeout=300):
     env = dict(os.environ, TMPDIR=str(tmp_path))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update(env_extra or {})
     return subprocess.run([CHECK] + args, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, cwd=cwd, timeout=timeout)
 
 
 def path_with(bindir):
@@ -102,13 +102,16 @@ def test_check_usage_errors(tmp_path):
 # What `caffe train -gpu all` logs on two GPUs, as far as the check reads it
 # (the stand-in caffe below prints it and records its arguments).
 GPU_LOG = """\
-I1201 10:00:00.000000  1 caffe.cpp:218] Using GPUs 0, 1
-{ranks}I1201 10:00:01.000000  1 solver.cpp:239] Iteration 0 (0 iter/s, 0.1s/10 iters), loss = 1.62
-I1201 10:00:02.000000  1 solver.cpp:239] Iteration 10 (9 iter/s, 1.1s/10 iters), loss = {loss}
-I1201 10:00:03.000000  1 solver.cpp:347] Iteration 20, Testing net (#0)
-I1201 10:00:03.000000  1 solver.cpp:414]     Test net output #0: loss = 0.9 (* 1 = 0.9 loss)
+I1201 10:00:00.0  1 caffe.cpp:218] Using GPUs 0, 1
+{ranks}I1201 10:00:01.0  1 solver.cpp:239] Iteration 0 (0 iter/s, 0.1s/10 \
+iters), loss = 1.62
+I1201 10:00:02.0  1 solver.cpp:239] Iteration 10 (9 iter/s, 1.1s/10 iters), \
+loss = {loss}
+I1201 10:00:03.0  1 solver.cpp:347] Iteration 20, Testing net (#0)
+I1201 10:00:03.0  1 solver.cpp:414]     Test net output #0: loss = 0.9 (* 1 \
+= 0.9 loss)
 """
-RANK_LINE = ("I1201 10:00:00.500000  {r} seg_data_layer.cpp:250] SegData layer "
+RANK_LINE = ("I1201 10:00:00.5  {r} seg_data_layer.cpp:250] SegData layer "
              "data: solver rank {r} of 2 reads items {r}, {r2}, ... of the "
              "epochs' common sequence\n")
 
@@ -147,9 +150,11 @@ def test_check_reads_a_two_gpu_log(tmp_path, ranks, loss, ok, why):
 
 def test_check_cpu_dry_run_trains_the_net(tmp_path):
     keep = tmp_path / "work"
-    out = run_check(["--cpu-dry", "--caffe", CAFFE_BIN, "--python",
-                     sys.executable, "--iters", "40", "--keep", str(keep)],
-                    tmp_path)
+    # a relative --caffe works: the script makes it absolute before it
+    # changes to its work folder
+    out = run_check(["--cpu-dry", "--caffe", os.path.relpath(CAFFE_BIN, ROOT),
+                     "--python", sys.executable, "--iters", "40", "--keep",
+                     str(keep)], tmp_path, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr + \
         (keep / "train.log").read_text()[-3000:]
     m = re.search(r"OK: 1 solver\(s\), loss ([0-9.]+) at iteration 0 -> "
@@ -168,7 +173,7 @@ def test_check_cpu_dry_run_trains_the_net(tmp_path):
     assert re.search(r"Top shape: 1 5 96 128", log), "test net crop shape"
 
 
-# ---- A missing LMDB folder ----------------------------------------------------
+# ---- A missing LMDB folder -------------------------------------------------
 
 @pytest.fixture(scope="module")
 def small_lmdb(tmp_path_factory):
@@ -220,7 +225,8 @@ def test_missing_lmdb_folder_one_line_exit_1(tmp_path, small_lmdb, missing,
     # runs when the layer stops the program.
     (tmp_path / "net.prototxt").write_text(seg_net(train, test, hint))
     (tmp_path / "solver.prototxt").write_text(
-        'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\ntest_iter: 1\n'
+        'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\n'
+        'max_iter: 1\ntest_iter: 1\n'
         'test_interval: 1\nsnapshot_after_train: false\n'
         'snapshot_prefix: "x"\nsolver_mode: CPU\n')
     out = caffe_train(tmp_path, ["-solver", "solver.prototxt"], minloglevel)
@@ -243,7 +249,7 @@ def test_incomplete_lmdb_folder_default_hint(tmp_path):
     (tmp_path / "net.prototxt").write_text(
         seg_net("lmdb", "lmdb", "").replace('missing_hint: ""', ""))
     (tmp_path / "solver.prototxt").write_text(
-        'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\n'
+        'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 1\n'
         'snapshot_prefix: "x"\nsolver_mode: CPU\n')
     out = caffe_train(tmp_path, ["-solver", "solver.prototxt"], "2")
     assert out.returncode == 1
@@ -268,7 +274,8 @@ layer { name: "score" type: "Convolution" bottom: "data" top: "score"
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label"
   top: "loss" }
 """
-TINY_SOLVER = ('net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 2\n'
+TINY_SOLVER = ('net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\n'
+               'max_iter: 2\n'
                'snapshot_prefix: "tiny"\nsolver_mode: CPU\n')
 
 
