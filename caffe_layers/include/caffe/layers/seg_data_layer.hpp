@@ -76,10 +76,9 @@ class SegDataLMDB;
  * every rank (the permutation generator is seeded alike on all ranks) - and
  * rank r takes the items at positions p = r, r + N, r + 2N, ... of that
  * sequence, counted on across epoch ends. So after k iterations the N ranks
- * together have read exactly its first k N `batch_size` items, the same
- * records a single solver with N times the batch would read: each epoch
- * once, no record twice within an epoch, and no rank ever ahead of another
- * by more than one item. When the epoch length M is not a multiple of N
+ * together have read exactly its first k N `batch_size` items: each epoch
+ * once, no record twice within an epoch, and no rank ahead of another by
+ * more than one item. When the epoch length M is not a multiple of N
  * an epoch's end falls inside a round of N: each rank reads
  * @f$ \lfloor M/N \rfloor @f$ or @f$ \lceil M/N \rceil @f$ records of
  * that epoch, and which ranks read one more shifts from epoch to epoch (with
@@ -92,8 +91,8 @@ class SegDataLMDB;
  * `shuffle`, rank 0 draws the permutation seed from its Caffe RNG and
  * leaves it in the process for the other ranks, which `caffe train` sets up
  * after rank 0 in the same process; a rank that finds none (ranks in
- * separate processes) stops and asks for an explicit `seed`. TEST nets are
- * run by rank 0 only and read every record, whatever N. N and r are read in
+ * separate processes) stops and asks for an explicit `seed`. TEST nets
+ * (built on every rank, run by rank 0 only) read every record, whatever N. N and r are read in
  * DataLayerSetUp, on the thread that builds the rank's net (Caffe keeps
  * them per thread; InternalThread copies them to the prefetch thread, but
  * the layer keeps its own copy), and with N = 1 the layer reads and draws
