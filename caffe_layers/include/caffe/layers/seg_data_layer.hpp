@@ -28,6 +28,12 @@ class SegDataLMDB;
  *     JPEG/PNG bytes (`encoded` true, `channels` 3, `height`, `width`);
  *   - `source/label_lmdb`: the same keys -> Datum with a lossless PNG of the
  *     single-channel uint8 class-index map (255 = ignore).
+ * A `source` that does not exist, is not a folder, or lacks
+ * `image_lmdb/data.mdb` or `label_lmdb/data.mdb` stops the program at
+ * set-up with one line on stderr (and in the log) and exit status 1, no
+ * stack trace: "SegData layer 'data': LMDB folder 'S' does not exist (cwd:
+ * C). <missing_hint>" (`seg_data_param.missing_hint`, e.g. the
+ * build_lmdb.py command that writes S; a generic hint when empty).
  * At set-up both LMDBs are scanned in lockstep through caffe::db; every key
  * must match (a CHECK names the first that does not) and every image and
  * label Datum must agree on height and width. Upstream's db::Cursor can only
@@ -58,10 +64,39 @@ class SegDataLMDB;
  *      and `scale` @f$ s @f$; the label is copied as is.
  *
  * Order: key order (the order the builder wrote, shuffled or not); with
- * `shuffle` a fresh permutation every epoch. All random draws (permutation,
- * offsets, flips) come from one generator owned by the layer, seeded with
- * `seed`, or when `seed` is -1 with a draw from Caffe's RNG at set-up (so
- * Caffe::set_random_seed also makes runs repeatable).
+ * `shuffle` a fresh permutation every epoch. On one solver all random draws
+ * (permutation, offsets, flips) come from one generator owned by the layer,
+ * seeded with `seed`, or when `seed` is -1 with a draw from Caffe's RNG at
+ * set-up (so Caffe::set_random_seed also makes runs repeatable).
+ *
+ * Several solvers (`caffe train -gpu 0,1,...`: one copy of the net per GPU,
+ * rank r of N): in TRAIN the records are shared as upstream's DataLayer
+ * shares them. Every rank walks the same sequence - the epochs one after
+ * another, each in key order or, with `shuffle`, in the same permutation on
+ * every rank (the permutation generator is seeded alike on all ranks) - and
+ * rank r takes the items at positions p = r, r + N, r + 2N, ... of that
+ * sequence, counted on across epoch ends. So after k iterations the N ranks
+ * together have read exactly its first k N `batch_size` items: each epoch
+ * once, no record twice within an epoch, and no rank ahead of another by
+ * more than one item. When the epoch length M is not a multiple of N
+ * an epoch's end falls inside a round of N: each rank reads
+ * @f$ \lfloor M/N \rfloor @f$ or @f$ \lceil M/N \rceil @f$ records of
+ * that epoch, and which ranks read one more shifts from epoch to epoch (with
+ * M < N some ranks read no record of some epochs; the records still go
+ * round). Without `shuffle` the same rule holds on key order: rank r of 2
+ * reads keys r, r + 2, ... of the first epoch. Crops and flips come from a
+ * second generator per rank, so the ranks crop independently: seeded from
+ * (`seed`, r) when `seed` >= 0, else with a draw from the rank's own Caffe
+ * RNG (Solver seeds it with `random_seed` + r). With `seed` -1 and
+ * `shuffle`, rank 0 draws the permutation seed from its Caffe RNG and
+ * leaves it in the process for the other ranks, which `caffe train` sets up
+ * after rank 0 in the same process; a rank that finds none (ranks in
+ * separate processes) stops and asks for an explicit `seed`. TEST nets
+ * (built on every rank, run by rank 0 only) read every record, whatever N. N and r are read in
+ * DataLayerSetUp, on the thread that builds the rank's net (Caffe keeps
+ * them per thread; InternalThread copies them to the prefetch thread, but
+ * the layer keeps its own copy), and with N = 1 the layer reads and draws
+ * exactly what it did before it knew about ranks.
  *
  * There is no .cu file: Forward_gpu is BasePrefetchingDataLayer's, which
  * copies the prefetched batch; the layer has no GPU maths of its own.
@@ -89,19 +124,28 @@ class SegDataLayer : public BasePrefetchingDataLayer<Dtype> {
 
  protected:
   virtual void load_batch(Batch<Dtype>* batch);
-  /// Index (into keys_) of the next pair; reshuffles at an epoch's end.
+  /// Index (into keys_) of this rank's next pair; reshuffles at an epoch's
+  /// end and skips the items of the other ranks.
   int NextIndex();
-  /// A uniform integer in [0, n).
+  /// A uniform integer in [0, n) from the crop generator.
   int Rand(int n);
+  /// Stops the program (exit status 1, no stack trace) with one message if
+  /// `source` is not a folder holding image_lmdb/ and label_lmdb/.
+  void CheckSourceExists(const string& source);
   void ScanSource(const string& source);
+  /// Seeds perm_rng_ and crop_rng_ for this rank (see the class comment).
+  void SeedGenerators();
   /// Decodes, pads, crops and mirrors pair `index` into `item` of `batch`.
   void LoadPair(int index, int item, Batch<Dtype>* batch);
 
   vector<string> keys_;
   vector<std::pair<int, int> > sizes_;  // (height, width) of every pair
   vector<int> order_;
-  int position_;
-  shared_ptr<Caffe::RNG> rng_;
+  int position_;  // next position in order_
+  int solver_count_, solver_rank_;  // N and r; 1 and 0 in TEST
+  int turn_;  // rank whose turn the item at order_[position_] is
+  // Permutations; crops and flips. The same generator when N = 1.
+  shared_ptr<Caffe::RNG> perm_rng_, crop_rng_;
   shared_ptr<SegDataLMDB> image_db_, label_db_;
   vector<Dtype> mean_;
   int crop_h_, crop_w_;

@@ -5,17 +5,45 @@
 #include <opencv2/imgproc/imgproc.hpp>
 
 #include <algorithm>
-#include <fstream>  // NOLINT(readability/streams)
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "boost/filesystem.hpp"
 #include "boost/scoped_ptr.hpp"
+#include "boost/thread/mutex.hpp"
 #include "caffe/layers/seg_data_layer.hpp"
 #include "caffe/util/db.hpp"
 #include "caffe/util/rng.hpp"
 
 namespace caffe {
+
+namespace {
+
+// The permutation seed of `seed: -1` with `shuffle` on several solvers:
+// rank 0 leaves its *seed under `key` ("layer name\nsource"); another rank
+// takes it from there, or gets false when rank 0 left none.
+bool SharePermutationSeed(const string& key, int rank, unsigned int* seed) {
+  static boost::mutex mutex;
+  static std::map<string, unsigned int> seeds;
+  boost::mutex::scoped_lock lock(mutex);
+  if (rank == 0) {
+    seeds[key] = *seed;
+    return true;
+  }
+  std::map<string, unsigned int>::const_iterator it = seeds.find(key);
+  if (it == seeds.end()) {
+    return false;
+  }
+  *seed = it->second;
+  return true;
+}
+
+}  // namespace
 
 // Read-only keyed access to one LMDB. The read transaction is begun here
 // and then used by the prefetch thread only (MDB_NOTLS allows that).
@@ -55,7 +83,7 @@ class SegDataLMDB {
 template <typename Dtype>
 SegDataLayer<Dtype>::SegDataLayer(const LayerParameter& param)
     : BasePrefetchingDataLayer<Dtype>(param), position_(0),
-      crop_h_(0), crop_w_(0) {
+      solver_count_(1), solver_rank_(0), turn_(0), crop_h_(0), crop_w_(0) {
   // The base class sized the prefetch queue from data_param; use ours.
   const int prefetch = param.seg_data_param().prefetch();
   CHECK_GT(prefetch, 0) << "SegData layer " << param.name()
@@ -75,16 +103,60 @@ SegDataLayer<Dtype>::~SegDataLayer() {
 }
 
 template <typename Dtype>
+void SegDataLayer<Dtype>::CheckSourceExists(const string& source) {
+  namespace fs = boost::filesystem;
+  boost::system::error_code error;
+  string problem;
+  if (!fs::exists(source, error)) {
+    problem = "does not exist";
+  } else if (!fs::is_directory(source, error)) {
+    problem = "is not a folder";
+  } else {
+    const char* subs[] = {"image_lmdb", "label_lmdb"};
+    for (int i = 0; i < 2 && problem.empty(); ++i) {
+      if (!fs::is_regular_file(source + "/" + subs[i] + "/data.mdb", error)) {
+        problem = string("has no ") + subs[i] + "/data.mdb, so it is not a "
+            "folder written by tools/build_lmdb.py --out";
+      }
+    }
+  }
+  if (problem.empty()) {
+    return;
+  }
+  const string& hint = this->layer_param_.seg_data_param().missing_hint();
+  std::ostringstream message;
+  message << "SegData layer '" << this->layer_param_.name()
+          << "': LMDB folder '" << source << "' " << problem << " (cwd: "
+          << fs::current_path(error).string() << "). "
+          << (hint.empty() ? "Build it with tools/build_lmdb.py --out " +
+              source + " (see docs/DATA.md)." : hint);
+  // A missing LMDB is the first error most users meet (a path typed wrong,
+  // a data set not built yet), so it gets one line with the fix and exit
+  // status 1. Not CHECK/LOG(FATAL): they add "Check failure stack trace"
+  // and abort() (SIGABRT, perhaps a core dump), which buries the line. Not
+  // std::exit: layers set up earlier may already run prefetch threads (the
+  // train net's while a test net sets up), and static destructors must not
+  // run under them; so flush the logs and stdio, then std::_Exit. The line
+  // goes through glog (stderr and the log file) when glog shows errors on
+  // stderr, else straight to stderr: exactly once there either way.
+  const bool glog_to_stderr = FLAGS_minloglevel <= google::GLOG_ERROR &&
+      (FLAGS_logtostderr || FLAGS_alsologtostderr ||
+       FLAGS_stderrthreshold <= google::GLOG_ERROR);
+  if (glog_to_stderr) {
+    LOG(ERROR) << message.str();
+    google::FlushLogFiles(google::GLOG_INFO);
+  } else {
+    fprintf(stderr, "%s\n", message.str().c_str());
+  }
+  fflush(NULL);
+  std::_Exit(1);
+}
+
+template <typename Dtype>
 void SegDataLayer<Dtype>::ScanSource(const string& source) {
   const string& name = this->layer_param_.name();
   const string image_path = source + "/image_lmdb";
   const string label_path = source + "/label_lmdb";
-  for (int i = 0; i < 2; ++i) {
-    const string file = (i == 0 ? image_path : label_path) + "/data.mdb";
-    CHECK(std::ifstream(file.c_str()).good())
-        << "SegData layer " << name << ": " << file << " does not exist; "
-        << "source must be a directory written by tools/build_lmdb.py --out";
-  }
   boost::scoped_ptr<db::DB> image_db(db::GetDB("lmdb"));
   boost::scoped_ptr<db::DB> label_db(db::GetDB("lmdb"));
   image_db->Open(image_path, db::READ);
@@ -150,6 +222,7 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
     mean_[c] = p.mean_value(num_mean == 1 ? 0 : c);
   }
 
+  CheckSourceExists(p.source());
   ScanSource(p.source());
   if (crop_h_ == 0 && batch_size > 1) {
     for (int i = 1; i < keys_.size(); ++i) {
@@ -164,18 +237,24 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
   image_db_.reset(new SegDataLMDB(p.source() + "/image_lmdb"));
   label_db_.reset(new SegDataLMDB(p.source() + "/label_lmdb"));
 
-  const unsigned int seed = p.seed() >= 0 ?
-      static_cast<unsigned int>(p.seed()) : caffe_rng_rand();
-  rng_.reset(new Caffe::RNG(seed));
+  // Read here, on the thread that builds this rank's net (see the header).
+  const bool shared = this->phase_ == TRAIN && Caffe::solver_count() > 1;
+  solver_count_ = shared ? Caffe::solver_count() : 1;
+  solver_rank_ = shared ? Caffe::solver_rank() : 0;
+  CHECK(solver_rank_ >= 0 && solver_rank_ < solver_count_) << "SegData "
+      << "layer " << name << ": solver rank " << solver_rank_ << " of "
+      << solver_count_;
+  SeedGenerators();
   order_.resize(keys_.size());
   for (int i = 0; i < order_.size(); ++i) {
     order_[i] = i;
   }
   if (p.shuffle()) {
     shuffle(order_.begin(), order_.end(),
-            static_cast<caffe::rng_t*>(rng_->generator()));
+            static_cast<caffe::rng_t*>(perm_rng_->generator()));
   }
   position_ = 0;
+  turn_ = 0;
 
   const int h = crop_h_ > 0 ? crop_h_ : sizes_[order_[0]].first;
   const int w = crop_w_ > 0 ? crop_w_ : sizes_[order_[0]].second;
@@ -199,25 +278,71 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
       << keys_.size() << " pairs from " << p.source() << ", output "
       << batch_size << "x3x" << h << "x" << w
       << (crop_h_ > 0 ? "" : " (whole images)");
+  LOG_IF(INFO, solver_count_ > 1) << "SegData layer " << name
+      << ": solver rank " << solver_rank_ << " of " << solver_count_
+      << " reads items " << solver_rank_ << ", " << solver_rank_ +
+      solver_count_ << ", ... of the epochs' common sequence";
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::SeedGenerators() {
+  const SegDataParameter& p = this->layer_param_.seg_data_param();
+  if (solver_count_ == 1) {
+    const unsigned int seed = p.seed() >= 0 ?
+        static_cast<unsigned int>(p.seed()) : caffe_rng_rand();
+    perm_rng_.reset(new Caffe::RNG(seed));
+    crop_rng_ = perm_rng_;
+    return;
+  }
+  unsigned int perm_seed = 0, crop_seed = 0;
+  if (p.seed() >= 0) {
+    perm_seed = static_cast<unsigned int>(p.seed());
+    // Rank r crops with draw r + 1 of a generator seeded with `seed`.
+    caffe::rng_t seeder(perm_seed);
+    for (int i = 0; i <= solver_rank_; ++i) {
+      crop_seed = seeder();
+    }
+  } else {
+    crop_seed = caffe_rng_rand();
+    if (p.shuffle()) {
+      const string key = this->layer_param_.name() + "\n" + p.source();
+      perm_seed = caffe_rng_rand();
+      CHECK(SharePermutationSeed(key, solver_rank_, &perm_seed))
+          << "SegData layer "
+          << this->layer_param_.name() << ": solver rank " << solver_rank_
+          << " of " << solver_count_ << " found no permutation seed from "
+          << "rank 0 in this process, so the ranks would shuffle "
+          << "differently; set seg_data_param.seed (any value >= 0)";
+    }
+  }
+  perm_rng_.reset(new Caffe::RNG(perm_seed));
+  crop_rng_.reset(new Caffe::RNG(crop_seed));
 }
 
 template <typename Dtype>
 int SegDataLayer<Dtype>::Rand(int n) {
   CHECK_GT(n, 0);
-  caffe::rng_t* rng = static_cast<caffe::rng_t*>(rng_->generator());
+  caffe::rng_t* rng = static_cast<caffe::rng_t*>(crop_rng_->generator());
   return static_cast<int>((*rng)() % n);
 }
 
 template <typename Dtype>
 int SegDataLayer<Dtype>::NextIndex() {
-  if (position_ == order_.size()) {
-    position_ = 0;
-    if (this->layer_param_.seg_data_param().shuffle()) {
-      shuffle(order_.begin(), order_.end(),
-              static_cast<caffe::rng_t*>(rng_->generator()));
+  for (;;) {
+    if (position_ == order_.size()) {
+      position_ = 0;
+      if (this->layer_param_.seg_data_param().shuffle()) {
+        shuffle(order_.begin(), order_.end(),
+                static_cast<caffe::rng_t*>(perm_rng_->generator()));
+      }
+    }
+    const int index = order_[position_++];
+    const bool mine = turn_ == solver_rank_;
+    turn_ = (turn_ + 1) % solver_count_;
+    if (mine) {
+      return index;
     }
   }
-  return order_[position_++];
 }
 
 template <typename Dtype>

@@ -17,6 +17,7 @@
 #include "caffe/proto/caffe.pb.h"
 #include "caffe/util/db.hpp"
 #include "caffe/util/io.hpp"
+#include "caffe/util/rng.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 
@@ -52,6 +53,9 @@ class SegDataLayerTest : public MultiDeviceTest<TypeParam> {
   virtual ~SegDataLayerTest() {
     delete blob_top_data_;
     delete blob_top_label_;
+    // Tests that simulate solver ranks leave this thread as they found it.
+    Caffe::set_solver_count(1);
+    Caffe::set_solver_rank(0);
   }
 
   enum Damage { NONE, CORRUPT_IMAGE, SHORT_LABEL };
@@ -144,6 +148,62 @@ class SegDataLayerTest : public MultiDeviceTest<TypeParam> {
         EXPECT_EQ(LabelAt(y0 + y, sx), Label(n, y, x));
       }
     }
+  }
+
+  // One item as it came out of the layer: image id and crop window.
+  struct Item {
+    int id, y0, x0;
+    bool mirrored;
+    bool operator==(const Item& o) const {
+      return id == o.id && y0 == o.y0 && x0 == o.x0 && mirrored == o.mirrored;
+    }
+  };
+
+  // Runs `batches` forward passes of `layer` and returns its items, each
+  // checked against its source window.
+  vector<Item> Read(SegDataLayer<Dtype>* layer, int batches) {
+    vector<Item> items;
+    const int w = blob_top_data_->width();
+    for (int b = 0; b < batches; ++b) {
+      layer->Forward(blob_bottom_vec_, blob_top_vec_);
+      for (int n = 0; n < blob_top_data_->num(); ++n) {
+        Item item;
+        item.id = Data(n, 2, 0, 0);
+        item.y0 = Data(n, 0, 0, 0);
+        item.mirrored = w > 1 && Data(n, 1, 0, 0) > Data(n, 1, 0, 1);
+        item.x0 = item.mirrored ? Data(n, 1, 0, w - 1) : Data(n, 1, 0, 0);
+        ExpectWindow(n, item.id, item.y0, item.x0, item.mirrored);
+        items.push_back(item);
+      }
+    }
+    return items;
+  }
+
+  // The ids that N ranks read, interleaved as the common sequence they
+  // share: item j of rank r is item j N + r of the sequence.
+  vector<int> Interleave(const vector<vector<Item> >& ranks) {
+    vector<int> ids;
+    for (int j = 0; j < ranks[0].size(); ++j) {
+      for (int r = 0; r < ranks.size(); ++r) {
+        ids.push_back(ranks[r][j].id);
+      }
+    }
+    return ids;
+  }
+
+  // Checks that every whole epoch (num items) of `ids` holds each of the
+  // num pairs exactly once; returns the epochs.
+  vector<vector<int> > ExpectEpochs(const vector<int>& ids, int num) {
+    vector<vector<int> > epochs;
+    for (int e = 0; (e + 1) * num <= ids.size(); ++e) {
+      epochs.push_back(vector<int>(ids.begin() + e * num,
+                                   ids.begin() + (e + 1) * num));
+      std::set<int> seen(epochs.back().begin(), epochs.back().end());
+      EXPECT_EQ(num, seen.size()) << "epoch " << e;
+      EXPECT_EQ(0, *seen.begin());
+      EXPECT_EQ(num - 1, *seen.rbegin());
+    }
+    return epochs;
   }
 
   string source_;
@@ -422,8 +482,207 @@ TYPED_TEST(SegDataLayerTest, TestMissingSourceDeathTest) {
   LayerParameter param = this->Param(TRAIN, 1, 4, 4);
   param.mutable_seg_data_param()->set_source(this->source_ + "/nothing");
   SegDataLayer<Dtype> layer(param);
+  // exit status 1 (not an abort), one line with the default hint
+  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+              ::testing::ExitedWithCode(1),
+              "SegData layer 'seg_data': LMDB folder '.*/nothing' does not "
+              "exist \\(cwd: /.*\\)\\. Build it with tools/build_lmdb.py "
+              "--out .*/nothing \\(see docs/DATA.md\\)\\.");
+}
+
+TYPED_TEST(SegDataLayerTest, TestIncompleteSourceDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(1, std::make_pair(4, 6)));
+  CHECK_EQ(0, std::remove((this->source_ + "/label_lmdb/data.mdb").c_str()));
+  LayerParameter param = this->Param(TRAIN, 1, 4, 4);
+  param.mutable_seg_data_param()->set_missing_hint("Run make data.");
+  SegDataLayer<Dtype> layer(param);
+  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+              ::testing::ExitedWithCode(1),
+              "SegData layer 'seg_data': LMDB folder '.*' has no "
+              "label_lmdb/data.mdb, so it is not a folder written by "
+              "tools/build_lmdb.py --out \\(cwd: .*\\)\\. Run make data\\.");
+}
+
+TYPED_TEST(SegDataLayerTest, TestSourceIsAFileDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  const string file = this->source_ + "/a_file";
+  FILE* f = fopen(file.c_str(), "w");
+  CHECK(f);
+  fclose(f);
+  LayerParameter param = this->Param(TEST, 1, 0, 0);
+  param.mutable_seg_data_param()->set_source(file);
+  SegDataLayer<Dtype> layer(param);
+  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+              ::testing::ExitedWithCode(1),
+              "LMDB folder '.*/a_file' is not a folder");
+}
+
+TYPED_TEST(SegDataLayerTest, TestOneSolverDrawsAsBefore) {
+  typedef typename TypeParam::Dtype Dtype;
+  // One solver: permutations, offsets and flips come from one generator
+  // seeded with `seed`, in the order the layer always drew them (initial
+  // permutation; per item y, x, flip; a new permutation per epoch).
+  const int num = 5, height = 6, width = 8, crop = 3, seed = 9;
+  this->Fill(vector<std::pair<int, int> >(num,
+                                          std::make_pair(height, width)));
+  LayerParameter param = this->Param(TRAIN, 2, crop, crop);
+  param.mutable_seg_data_param()->set_mirror(true);
+  param.mutable_seg_data_param()->set_shuffle(true);
+  param.mutable_seg_data_param()->set_seed(seed);
+  SegDataLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  const vector<typename TestFixture::Item> got = this->Read(&layer, 9);
+  caffe::rng_t rng(seed);
+  vector<int> order;
+  for (int i = 0; i < num; ++i) {
+    order.push_back(i);
+  }
+  shuffle(order.begin(), order.end(), &rng);
+  int position = 0;
+  for (int i = 0; i < got.size(); ++i) {
+    if (position == num) {
+      position = 0;
+      shuffle(order.begin(), order.end(), &rng);
+    }
+    typename TestFixture::Item want;
+    want.id = order[position++];
+    want.y0 = rng() % (height - crop + 1);
+    want.x0 = rng() % (width - crop + 1);
+    want.mirrored = rng() % 2;
+    EXPECT_TRUE(want == got[i]) << "item " << i;
+  }
+}
+
+TYPED_TEST(SegDataLayerTest, TestSolverRanksShareEachEpoch) {
+  typedef typename TypeParam::Dtype Dtype;
+  // 7 pairs: not a multiple of 2 or 3, so epochs end inside rounds.
+  const int num = 7, batches = 14;
+  this->Fill(vector<std::pair<int, int> >(num, std::make_pair(6, 8)));
+  // The common sequence: what one reader of the same seed reads without
+  // crops (TEST draws nothing but the permutations).
+  LayerParameter test_param = this->Param(TEST, 1, 0, 0);
+  test_param.mutable_seg_data_param()->set_shuffle(true);
+  test_param.mutable_seg_data_param()->set_seed(42);
+  SegDataLayer<Dtype> reference(test_param);
+  reference.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  vector<int> common;
+  for (int i = 0; i < 3 * 2 * batches; ++i) {
+    reference.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    common.push_back(this->Data(0, 2, 0, 0));
+  }
+  for (int count = 2; count <= 3; ++count) {
+    Caffe::set_solver_count(count);
+    vector<shared_ptr<SegDataLayer<Dtype> > > layers;
+    for (int rank = 0; rank < count; ++rank) {
+      Caffe::set_solver_rank(rank);
+      LayerParameter param = this->Param(TRAIN, 2, 3, 3);
+      param.mutable_seg_data_param()->set_mirror(true);
+      param.mutable_seg_data_param()->set_shuffle(true);
+      param.mutable_seg_data_param()->set_seed(42);
+      layers.push_back(shared_ptr<SegDataLayer<Dtype> >(
+          new SegDataLayer<Dtype>(param)));
+      layers.back()->SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    }
+    Caffe::set_solver_rank(0);
+    vector<vector<typename TestFixture::Item> > items;
+    for (int rank = 0; rank < count; ++rank) {
+      items.push_back(this->Read(layers[rank].get(), batches));
+    }
+    const vector<int> ids = this->Interleave(items);
+    ASSERT_EQ(count * 2 * batches, ids.size());
+    // Every epoch once across the ranks (so the ranks are disjoint within
+    // an epoch), in the common sequence.
+    const vector<vector<int> > epochs = this->ExpectEpochs(ids, num);
+    EXPECT_EQ(count * 2 * batches / num, epochs.size());
+    EXPECT_EQ(vector<int>(common.begin(), common.begin() + ids.size()), ids)
+        << count << " ranks";
+    EXPECT_NE(epochs[0], epochs[1]);  // still reshuffled every epoch
+    // Crops and flips differ between ranks.
+    vector<typename TestFixture::Item> a = items[0], b = items[1];
+    for (int i = 0; i < a.size(); ++i) {
+      a[i].id = b[i].id = 0;
+    }
+    EXPECT_FALSE(a == b);
+  }
+}
+
+TYPED_TEST(SegDataLayerTest, TestSolverRanksWithoutShuffle) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int num = 5;
+  this->Fill(vector<std::pair<int, int> >(num, std::make_pair(3, 4)));
+  Caffe::set_solver_count(2);
+  vector<vector<typename TestFixture::Item> > items;
+  for (int rank = 0; rank < 2; ++rank) {
+    Caffe::set_solver_rank(rank);
+    SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 0, 0));
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    items.push_back(this->Read(&layer, 5));
+  }
+  // Key order, dealt alternately across epoch ends: 0 2 4 1 3 / 1 3 0 2 4.
+  const int want[2][5] = {{0, 2, 4, 1, 3}, {1, 3, 0, 2, 4}};
+  for (int rank = 0; rank < 2; ++rank) {
+    for (int j = 0; j < 5; ++j) {
+      EXPECT_EQ(want[rank][j], items[rank][j].id) << rank << ", " << j;
+    }
+  }
+  this->ExpectEpochs(this->Interleave(items), num);
+}
+
+TYPED_TEST(SegDataLayerTest, TestSolverRanksDefaultSeedShared) {
+  typedef typename TypeParam::Dtype Dtype;
+  // seed -1: rank 0 draws the permutation seed, rank 1 (set up after it,
+  // as caffe train does) takes it, so the epochs are still shared.
+  const int num = 6;
+  this->Fill(vector<std::pair<int, int> >(num, std::make_pair(3, 4)));
+  Caffe::set_solver_count(2);
+  vector<shared_ptr<SegDataLayer<Dtype> > > layers;
+  for (int rank = 0; rank < 2; ++rank) {
+    Caffe::set_solver_rank(rank);
+    LayerParameter param = this->Param(TRAIN, 3, 0, 0);
+    param.mutable_seg_data_param()->set_shuffle(true);
+    param.mutable_seg_data_param()->set_seed(-1);
+    layers.push_back(shared_ptr<SegDataLayer<Dtype> >(
+        new SegDataLayer<Dtype>(param)));
+    layers.back()->SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  }
+  vector<vector<typename TestFixture::Item> > items;
+  for (int rank = 0; rank < 2; ++rank) {
+    items.push_back(this->Read(layers[rank].get(), 8));
+  }
+  EXPECT_EQ(8, this->ExpectEpochs(this->Interleave(items), num).size());
+}
+
+TYPED_TEST(SegDataLayerTest, TestSolverRankWithoutSeedDeathTest) {
+  typedef typename TypeParam::Dtype Dtype;
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  this->Fill(vector<std::pair<int, int> >(2, std::make_pair(3, 4)));
+  LayerParameter param = this->Param(TRAIN, 1, 0, 0);
+  param.set_name("lonely");
+  param.mutable_seg_data_param()->set_shuffle(true);
+  param.mutable_seg_data_param()->set_seed(-1);
+  Caffe::set_solver_count(2);
+  Caffe::set_solver_rank(1);
+  SegDataLayer<Dtype> layer(param);
   EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "nothing/image_lmdb/data.mdb does not exist");
+               "SegData layer lonely: solver rank 1 of 2 found no "
+               "permutation seed from rank 0 in this process");
+}
+
+TYPED_TEST(SegDataLayerTest, TestTestPhaseReadsEveryRecordOnAnyRank) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int num = 3;
+  this->Fill(vector<std::pair<int, int> >(num, std::make_pair(3, 4)));
+  Caffe::set_solver_count(2);
+  Caffe::set_solver_rank(1);
+  SegDataLayer<Dtype> layer(this->Param(TEST, 1, 0, 0));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  const vector<typename TestFixture::Item> items = this->Read(&layer, 6);
+  for (int i = 0; i < items.size(); ++i) {
+    EXPECT_EQ(i % num, items[i].id);
+  }
 }
 
 TYPED_TEST(SegDataLayerTest, TestSizeMismatchDeathTest) {
