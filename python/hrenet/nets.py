@@ -66,7 +66,8 @@ DATA_SOURCES = {
         "data/coco_voc/lmdb/trainval",
         "python tools/merge_lmdb.py --shuffle --out data/coco_voc/lmdb/trainval"
         " data/coco/lmdb/train2014 data/coco/lmdb/val2014 "
-        "data/voc/lmdb/trainval_aug   (see README: COCO)"),
+        "data/voc/lmdb/trainval_aug (first build the COCO LMDBs with "
+        "tools/build_lmdb.py --format coco, and trainval_aug: README, COCO)"),
 }
 
 
@@ -158,6 +159,14 @@ def _renet_group(n, index, bottom, width, patch=1, unit="LSTM",
                   forget_bias, weight_filler)
 
 
+TRAIN_SEED = 1  # SegData's shuffle seed: one permutation on every GPU
+
+
+def _hint(command):
+    """SegData's ``missing_hint``: what to run when the LMDB is missing."""
+    return "Build it with: " + command
+
+
 def _data(n, mode, data):
     """``data`` (+ ``label``) from SegData (train_val) or Input (deploy)."""
     L = _caffe().layers
@@ -169,8 +178,10 @@ def _data(n, mode, data):
         return n.data
     p = dict(source=data["train_source"][0], batch_size=data["batch_size"],
              crop_h=data["crop"][0], crop_w=data["crop"][1], mirror=True,
-             shuffle=True, mean_value=list(data["mean"]),
+             shuffle=True, seed=TRAIN_SEED, mean_value=list(data["mean"]),
              ignore_label=IGNORE_LABEL)
+    if data["train_source"][1]:
+        p["missing_hint"] = _hint(data["train_source"][1])
     if data["scale"] != 1:
         p["scale"] = data["scale"]
     n.data, n.label = L.SegData(ntop=2, seg_data_param=p)
@@ -226,8 +237,11 @@ def _finish(n, name, mode, data):
     p = test_layer.seg_data_param
     p.source = data["test_source"][0]
     p.batch_size = 1
-    for f in ("crop_h", "crop_w", "mirror", "shuffle"):
+    for f in ("crop_h", "crop_w", "mirror", "shuffle", "seed",
+              "missing_hint"):
         p.ClearField(f)
+    if data["test_source"][1]:
+        p.missing_hint = _hint(data["test_source"][1])
     out = pb2.NetParameter()
     out.name = name
     out.layer.add().CopyFrom(train_layer)

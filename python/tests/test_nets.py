@@ -404,3 +404,27 @@ def test_merge_lmdb(tmp_path, lmdbs):
                                        str(tmp_path / "bad")]))
     assert bad == 1 and not (tmp_path / "bad").exists()
     assert [p for p in os.listdir(tmp_path) if ".tmp-" in p] == []
+
+
+def test_headline_without_lmdbs_fails_at_once():
+    """`caffe train -solver prototxt/hrenet_solver.prototxt` from the root,
+    before the LMDBs exist: one line naming the folder and its build
+    command, exit status 1, no stack trace, no training started."""
+    if os.path.exists(os.path.join(ROOT, "data", "voc", "lmdb",
+                                   "train_aug")):
+        pytest.skip("data/voc/lmdb/train_aug exists here: it would train")
+    caffe_bin = os.path.join(ROOT, ".venv", "bin", "caffe")
+    r = subprocess.run([caffe_bin, "train", "-solver",
+                        "prototxt/hrenet_solver.prototxt"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines()
+             if "does not exist" in line]
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == lines[0]  # the last word
+    want = nets.DATA_SOURCES["voc_train_aug"][1]
+    assert "'data/voc/lmdb/train_aug'" in lines[0] and want in lines[0]
+    assert "stack trace" not in r.stderr and "Check failed" not in r.stderr
+    assert "Starting Optimization" not in r.stderr
+    assert not [p for p in os.listdir(os.path.join(ROOT, "runs"))
+                if p.startswith("hrenet_d")]
