@@ -466,7 +466,7 @@ def matching_irnn_width(in_channels, lstm_width):
 def solver(net_path, max_iter, snapshot_prefix, base_lr=0.001,
            stepsize=None, iter_size=10, test_iter=None, solver_type="SGD",
            momentum=0.9, weight_decay=0.0005, snapshot=2000, display=20,
-           random_seed=None):
+           random_seed=None, clip_gradients=None):
     """SolverParameter: lr ``base_lr`` x0.1 every ``stepsize`` (default
     half of ``max_iter``), momentum 0.9, weight decay 5e-4."""
     pb2 = _pb2()
@@ -495,6 +495,8 @@ def solver(net_path, max_iter, snapshot_prefix, base_lr=0.001,
     s.snapshot_prefix = snapshot_prefix
     if random_seed is not None:
         s.random_seed = random_seed
+    if clip_gradients:
+        s.clip_gradients = clip_gradients
     return s
 
 
@@ -520,6 +522,10 @@ VOC_CROP = (400, 500)
 CROP_STUDY = ((256, 320), (320, 400), (400, 500))
 L2_LAMBDAS = (100, 1000, 10000)
 NUM_FOLDS = 5
+# IRNN's identity recurrence makes its activations and gradients grow
+# with the sequence length; like Le et al. (2015) we clip the gradient's
+# L2 norm (the paper is silent). Without it the first updates overflow.
+IRNN_CLIP = 10.0
 
 
 def voc_data(crop=VOC_CROP, train="voc_train_aug", test="voc_val"):
@@ -594,7 +600,8 @@ def _variants():
         "LSTM's)" % matching_irnn_width(1024, 120), "LSTM vs IRNN",
         dict(miou=67.2), "hrenet",
         dict(norm="bn", unit="IRNN",
-             renet_width=matching_irnn_width(1024, 120)), voc, HRENET_ITERS)
+             renet_width=matching_irnn_width(1024, 120)), voc, HRENET_ITERS,
+        clip_gradients=IRNN_CLIP)
     add("hrenet", "d_coco_pretrain",
         "(d) pretrained on VOC12 + COCO train+val (then d_coco_finetune)",
         "COCO", {}, "hrenet", mlfb,

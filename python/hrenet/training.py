@@ -349,6 +349,11 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
             it = solver.iter
             solver.step(1)
             loss = float(sum(net.blobs[b].data.sum() for b in losses))
+            if not np.isfinite(loss):
+                raise ToolError(
+                    f"the loss is {loss} at iteration {it}: the training "
+                    "diverged; lower base_lr or set clip_gradients in "
+                    "the solver")
             window.append(loss)
             if bar is not None:
                 bar.update(1)

@@ -276,3 +276,23 @@ def test_snapshot_of_another_net(caffe, toolsetup, tmp_path, capsys):
     assert "layer 'conv1' blob 0 has shape 5x3x3x3 but the net expects " \
         "8x3x3x3" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_diverging_training_stops_with_one_line(toolsetup, tmp_path,
+                                                capsys):
+    """A loss that overflows stops the run at once with the fix, instead
+    of training on NaN weights (which Caffe's max pooling turns into
+    writes outside its buffers)."""
+    net = open(toolsetup.solver).read().split('net: "')[1].split('"')[0]
+    irnn = tmp_path / "irnn.prototxt"  # ReLU units: nothing saturates
+    irnn.write_text(open(net).read().replace("direction: VERTICAL",
+                                             "direction: VERTICAL unit: IRNN"))
+    solver = tmp_path / "hot_solver.prototxt"
+    solver.write_text(f'net: "{irnn}"\ntype: "SGD"\nbase_lr: 1e30\n'
+                      'lr_policy: "fixed"\nmax_iter: 20\ndisplay: 1\n'
+                      'snapshot: 0\nsnapshot_prefix: "hot"\n')
+    rc, err = run_tool("train", ["--solver", solver, "--out",
+                                 tmp_path / "run", "--quiet"], capsys)
+    assert rc == 1 and err.count("\n") == 1
+    assert "the training diverged; lower base_lr or set clip_gradients" \
+        in err
