@@ -16,6 +16,16 @@ Beside that speed-up, the "paired" one is the median over rounds of the
 ratio within each round, whose frameworks ran seconds apart: it does not
 depend on which minutes each framework's best round fell in.
 
+With --builds LABEL=BUILD_DIR ..., the script times our layer group from
+several Caffe builds instead (each worker imports pycaffe from
+BUILD_DIR/caffe-src/python), alternately in each round, and for each build
+and case reports the paired ratio of its time to the first build's (the
+median over rounds of the two times measured seconds apart; below 1:
+faster). --layer-threads N ... times every build with HRENET_THREADS=N for
+each N (a build from before HRENET_THREADS ignores it), so that
+"--builds new=build --layer-threads 1 2" reports how the layer scales from
+one thread to two.
+
 For every measurement the script reads the CPU time that the whole machine
 spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
 load, in cores. A ratio measured while other processes used more than
@@ -287,9 +297,48 @@ def paired_speedup(rounds, key, max_load):
             (ratios[mid - 1] + ratios[mid]) / 2)
 
 
-def run_worker(argv, timeout):
+def paired_ratio(rounds, key, max_load, num, den):
+    """Median over rounds of rounds[i][num][key] / rounds[i][den][key],
+    over the rounds where both ran without error and with other load <=
+    max_load; None when there is no such round."""
+    load_key = key.replace("ms", "load")
+
+    def idle(r):
+        return (r is not None and "error" not in r and key in r
+                and r[load_key] <= max_load)
+    ratios = sorted(rnd[num][key] / rnd[den][key] for rnd in rounds
+                    if idle(rnd.get(num)) and idle(rnd.get(den)))
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return (ratios[mid] if len(ratios) % 2 else
+            (ratios[mid - 1] + ratios[mid]) / 2)
+
+
+def build_variants(builds, layer_threads):
+    """The (label, pycaffe directory, HRENET_THREADS or None) of each
+    variant to time: every build (LABEL=BUILD_DIR) with every layer thread
+    count, the first build's first thread count first."""
+    variants = []
+    for spec in builds:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"error: --builds takes LABEL=BUILD_DIR, got "
+                             f"{spec!r}")
+        pydir = os.path.join(os.path.abspath(path), "caffe-src", "python")
+        if not os.path.isfile(os.path.join(pydir, "caffe", "_caffe.so")):
+            raise SystemExit(f"error: {path} has no built pycaffe "
+                             f"({pydir}/caffe/_caffe.so); build it first")
+        for n in layer_threads or [None]:
+            name = label if n is None else f"{label}/{n}t"
+            variants.append((name, pydir, n))
+    return variants
+
+
+def run_worker(argv, timeout, extra_env=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + argv
     env = dict(os.environ)
+    env.update(extra_env or {})
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                        env=env)
     if r.returncode != 0:
@@ -319,6 +368,13 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=600,
                    help="seconds allowed per worker process")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--builds", nargs="+", metavar="LABEL=BUILD_DIR",
+                   help="time our layer from these Caffe builds against "
+                        "each other (the first is the reference) instead "
+                        "of against PyTorch")
+    p.add_argument("--layer-threads", nargs="+", type=int,
+                   help="with --builds: HRENET_THREADS values to time each "
+                        "build with (None: left unset)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -355,6 +411,8 @@ def main(args):
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.builds:
+        return compare_builds(args)
     common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
               "--warmup", str(args.warmup)]
     print(f"# ReNet group benchmark: {args.threads} threads, median of "
@@ -467,6 +525,77 @@ def main(args):
           "peak (the higher of before and after all cases) and, for ours, "
           "of the peak measured in the same worker just before and after "
           "that timing (the higher of the two).")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+def compare_builds(args):
+    """Our layer group from several builds (and layer thread counts),
+    alternately in each round; per case, each variant's best round and its
+    paired ratio to the first variant."""
+    variants = build_variants(args.builds, args.layer_threads)
+    common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
+              "--warmup", str(args.warmup)]
+    print(f"# ReNet group, builds compared: "
+          f"{', '.join(f'{v[0]} ({v[1]})' for v in variants)}; "
+          f"{args.threads} BLAS threads, median of {args.repeats} runs after "
+          f"{args.warmup} warm-up, {args.rounds} alternating rounds",
+          flush=True)
+    results = {"threads": args.threads, "repeats": args.repeats,
+               "rounds": args.rounds, "variants": [v[0] for v in variants],
+               "cases": {}}
+    rows = []
+    for name in args.cases:
+        rounds = []
+        best = {}
+        for rnd in range(args.rounds):
+            rounds.append({})
+            for label, pydir, n in variants:
+                env = {"PYTHONPATH": pydir + os.pathsep +
+                       os.environ.get("PYTHONPATH", "")}
+                if n is not None:
+                    env["HRENET_THREADS"] = str(n)
+                t0 = time.time()
+                r = run_worker(["caffe", name] + common, args.timeout, env)
+                print(f"# {name} {label} round {rnd + 1}: {json.dumps(r)} "
+                      f"({time.time() - t0:.0f} s)", flush=True)
+                rounds[-1][label] = r
+                best[label] = best_round(best.get(label), r,
+                                         args.max_other_load)
+        ref = variants[0][0]
+        case = {"rounds": rounds, "best": best, "paired": {}}
+        for label, _, _ in variants:
+            r = best[label]
+            if "error" in r:
+                rows.append(f"| {name} | {label} | error: {r['error']} | "
+                            "| | | |")
+                continue
+            paired = {key: paired_ratio(rounds, key, args.max_other_load,
+                                        label, ref)
+                      for key in ("fwd_ms", "fwdbwd_ms")}
+            case["paired"][label] = paired
+            loads = [r.get("fwd_load", 0), r.get("fwdbwd_load", 0)]
+            rows.append(
+                f"| {name} | {label} | {_fmt(r.get('fwd_ms'))} | "
+                f"{_fmt(r.get('fwdbwd_ms'))} | "
+                f"{_fmt(paired['fwd_ms'], '{:.3f}')} | "
+                f"{_fmt(paired['fwdbwd_ms'], '{:.3f}')} | "
+                f"{max(loads):.2f} |")
+        results["cases"][name] = case
+    print()
+    print(f"| case | build | fwd ms | fwd+bwd ms | fwd paired ratio to "
+          f"{ref} | fwd+bwd paired ratio to {ref} | other load (cores) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+    print(f"\nms: each build's best round; paired ratio: the median over "
+          f"rounds of its time over {ref}'s in the same round (below 1: "
+          f"faster), over rounds with other load <= {args.max_other_load} "
+          "cores ('-': none).")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
