@@ -115,7 +115,7 @@ def group_gflop(case):
 # --------------------------------------------------------------------------
 # workers (each runs in its own process)
 
-def worker_caffe(case, threads, repeats, warmup):
+def worker_caffe(case, threads, repeats, warmup, peaks=True):
     os.environ.setdefault("GLOG_minloglevel", "2")
     import numpy as np
     import caffe
@@ -143,10 +143,12 @@ layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
     # The SGEMM peak before, between and after the timings: each timing's
     # own reference (the higher of the two around it), taken in the same
     # minute as the timing (the machine's speed drifts over minutes).
-    peaks = [sgemm_gflops(threads)]
+    peak = sgemm_gflops if peaks else (lambda threads: None)
+    peaks = [peak(threads)]
     out["fwd_ms"], out["fwd_load"] = timed(net.forward, repeats, warmup)
-    peaks.append(sgemm_gflops(threads))
-    out["fwd_peak"] = max(peaks[-2:])
+    peaks.append(peak(threads))
+    if peaks[-1] is not None:
+        out["fwd_peak"] = max(peaks[-2:])
     if backward:
         net.forward()
         net.blobs["out"].diff[...] = rng.randn(*net.blobs["out"].shape)
@@ -155,8 +157,9 @@ layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
             net.forward()
             net.backward()
         out["fwdbwd_ms"], out["fwdbwd_load"] = timed(step, repeats, warmup)
-        peaks.append(sgemm_gflops(threads))
-        out["fwdbwd_peak"] = max(peaks[-2:])
+        peaks.append(peak(threads))
+        if peaks[-1] is not None:
+            out["fwdbwd_peak"] = max(peaks[-2:])
     return out
 
 
@@ -401,7 +404,8 @@ def main(args):
             case = CASES[args.worker[1]]
             if kind == "caffe":
                 res = worker_caffe(case, args.threads, args.repeats,
-                                   args.warmup)
+                                   args.warmup, peaks=args.worker[2:] !=
+                                   ["no-peak"])
             else:
                 res = worker_torch(case, args.threads, args.repeats,
                                    args.warmup, kind == "torch-onednn")
@@ -560,7 +564,8 @@ def compare_builds(args):
                 if n is not None:
                     env["HRENET_THREADS"] = str(n)
                 t0 = time.time()
-                r = run_worker(["caffe", name] + common, args.timeout, env)
+                r = run_worker(["caffe", name, "no-peak"] + common,
+                               args.timeout, env)
                 print(f"# {name} {label} round {rnd + 1}: {json.dumps(r)} "
                       f"({time.time() - t0:.0f} s)", flush=True)
                 rounds[-1][label] = r

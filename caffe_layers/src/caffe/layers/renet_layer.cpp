@@ -17,7 +17,9 @@ namespace {
 
 // ---------------------------------------------------------------------------
 // Tuning constants of the CPU path, each with what it trades. None depends
-// on the thread count, so that neither do the results.
+// on the thread count, so that neither do the results. (The packed kernel's
+// panels and the layout copies' tiles are properties of those utilities:
+// caffe/util/step_gemm.hpp, layout_copy.cpp.)
 
 // Work (multiply-adds, or elements for the copies) under which a sweep or a
 // list of jobs runs on one thread: starting threads costs about as much.

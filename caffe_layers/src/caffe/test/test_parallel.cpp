@@ -42,6 +42,13 @@ class ScopedEnv {
   const std::string old_;
 };
 
+// Waits until stage reaches s.
+void WaitFor(const std::atomic<int>& stage, int s) {
+  while (stage < s) {
+    std::this_thread::yield();
+  }
+}
+
 }  // namespace
 
 TEST(ParallelTest, TestJobsRunOnceEach) {
@@ -169,27 +176,23 @@ TEST(ParallelTest, TestBlasSingleThreadedNests) {
     std::atomic<int> stage(0);
     std::atomic<int> seen[4];
     for (int i = 0; i < 4; ++i) seen[i] = -1;
-    // Waits until stage reaches s.
-    auto wait = [&stage](int s) {
-      while (stage < s) std::this_thread::yield();
-    };
     std::thread a([&]() {
       {
         BlasSingleThreaded scope;
         seen[0] = OpenBlasThreads();
         stage = 1;
-        wait(order == 0 ? 2 : 3);  // b entered (and, order 1, left)
+        WaitFor(stage, order == 0 ? 2 : 3);  // b entered (and, order 1, left)
         seen[1] = OpenBlasThreads();
       }
       if (order == 0) stage = 3;  // a left first
     });
     std::thread b([&]() {
-      wait(1);
+      WaitFor(stage, 1);
       {
         BlasSingleThreaded scope;
         seen[2] = OpenBlasThreads();
         stage = 2;
-        if (order == 0) wait(3);  // a has left
+        if (order == 0) WaitFor(stage, 3);  // a has left
         seen[3] = OpenBlasThreads();
       }
       if (order == 1) stage = 3;  // b left first

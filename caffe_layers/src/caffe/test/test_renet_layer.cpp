@@ -787,6 +787,12 @@ TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
     EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
         "renet_test' has 2 tops; it produces exactly 1");
   }
+  {
+    ScopedEnv env("HRENET_PORTABLE", "yes");
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+        "HRENET_PORTABLE is 'yes'; set it to 1");
+  }
   ::testing::FLAGS_gtest_death_test_style = style;
 }
 
