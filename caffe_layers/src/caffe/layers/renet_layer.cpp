@@ -27,9 +27,10 @@ const double kMinThreadedWork = 1 << 20;
 // Elements per part of one image's layout copy: smaller parts cost more in
 // thread starts than they save.
 const double kMinCopyPart = 1 << 16;
-// One image's input-gradient GEMM is split by rows into up to kMaxGemmParts
-// parts (a power of two) of at least kMinGemmPart multiply-adds: more parts
-// let more threads share it, but each packs the weights again.
+// One image's input-gradient GEMM is split by positions into up to
+// kMaxGemmParts parts (a power of two) of at least kMinGemmPart
+// multiply-adds: more parts let more threads share it, but each packs the
+// weights again.
 const int kMaxGemmParts = 8;
 const double kMinGemmPart = 1 << 19;
 // Input features up to which the projection is done step by step (one
@@ -943,13 +944,14 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   }
   if (direct_) {
     // The image's bottom diff (C x H W) = sum over directions of W^T dA^T,
-    // in parts of its rows (input channels: columns of W).
+    // in parts of its columns (positions: rows of dA), so that each part
+    // packs its own rows of dA and all of W (K x G d, less than the H W x
+    // G d of dA in the layers this path serves).
     const int HW = H_ * W_;
-    SplitGemm(num_threads_, K, macs, [=](int k0, int k1) {
+    SplitGemm(num_threads_, HW, macs, [=](int p0, int p1) {
       for (int dir = 0; dir < 2; ++dir) {
-        GemmLd(CblasTrans, CblasTrans, k1 - k0, HW, gd, Dtype(1),
-            W[dir] + k0, K, da + dir * TB * gd, gd, Dtype(dir), din + k0 * HW,
-            HW);
+        GemmLd(CblasTrans, CblasTrans, K, p1 - p0, gd, Dtype(1), W[dir], K,
+            da + (dir * TB + p0) * gd, gd, Dtype(dir), din + p0, HW);
       }
     });
     return;
