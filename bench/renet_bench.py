@@ -16,15 +16,16 @@ Beside that speed-up, the "paired" one is the median over rounds of the
 ratio within each round, whose frameworks ran seconds apart: it does not
 depend on which minutes each framework's best round fell in.
 
-With --builds LABEL=BUILD_DIR ..., the script times our layer group from
+With --builds LABEL=BUILD_DIR[@N] ..., the script times our layer group from
 several Caffe builds instead (each worker imports pycaffe from
 BUILD_DIR/caffe-src/python), alternately in each round, and for each build
 and case reports the paired ratio of its time to the first build's (the
 median over rounds of the two times measured seconds apart; below 1:
-faster). --layer-threads N ... times every build with HRENET_THREADS=N for
-each N (a build from before HRENET_THREADS ignores it), so that
-"--builds new=build --layer-threads 1 2" reports how the layer scales from
-one thread to two.
+faster). "@N" times that build with HRENET_THREADS=N, and --layer-threads
+N ... times every build without "@" with each N (a build from before
+HRENET_THREADS ignores it): "--builds old=OLD new=NEW new1=NEW@1" gives
+the new build's ratio to the old one and, from new1 against new, how the
+layer scales from one thread to the default (all CPUs).
 
 For every measurement the script reads the CPU time that the whole machine
 spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
@@ -320,18 +321,26 @@ def paired_ratio(rounds, key, max_load, num, den):
 
 def build_variants(builds, layer_threads):
     """The (label, pycaffe directory, HRENET_THREADS or None) of each
-    variant to time: every build (LABEL=BUILD_DIR) with every layer thread
-    count, the first build's first thread count first."""
+    variant to time: every build (LABEL=BUILD_DIR, or LABEL=BUILD_DIR@N for
+    HRENET_THREADS=N) with every layer thread count, the first build's
+    first thread count first."""
     variants = []
     for spec in builds:
         label, sep, path = spec.partition("=")
+        own = None
+        head, at, tail = path.rpartition("@")
+        if at and tail.isdigit():
+            path, own = head, int(tail)
         if not sep or not label or not path:
-            raise SystemExit(f"error: --builds takes LABEL=BUILD_DIR, got "
-                             f"{spec!r}")
+            raise SystemExit(f"error: --builds takes LABEL=BUILD_DIR[@N], "
+                             f"got {spec!r}")
         pydir = os.path.join(os.path.abspath(path), "caffe-src", "python")
         if not os.path.isfile(os.path.join(pydir, "caffe", "_caffe.so")):
             raise SystemExit(f"error: {path} has no built pycaffe "
                              f"({pydir}/caffe/_caffe.so); build it first")
+        if own is not None:
+            variants.append((label, pydir, own))
+            continue
         for n in layer_threads or [None]:
             name = label if n is None else f"{label}/{n}t"
             variants.append((name, pydir, n))
@@ -371,10 +380,10 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=600,
                    help="seconds allowed per worker process")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--builds", nargs="+", metavar="LABEL=BUILD_DIR",
+    p.add_argument("--builds", nargs="+", metavar="LABEL=BUILD_DIR[@N]",
                    help="time our layer from these Caffe builds against "
                         "each other (the first is the reference) instead "
-                        "of against PyTorch")
+                        "of against PyTorch; @N: with HRENET_THREADS=N")
     p.add_argument("--layer-threads", nargs="+", type=int,
                    help="with --builds: HRENET_THREADS values to time each "
                         "build with (None: left unset)")

@@ -112,6 +112,8 @@ def test_build_variants(bench, tmp_path):
     assert v[1][2] is None
     v = bench.build_variants([f"new={new}"], [1, 2])
     assert [(x[0], x[2]) for x in v] == [("new/1t", 1), ("new/2t", 2)]
+    v = bench.build_variants([f"new={new}", f"one={new}@1"], [2])
+    assert [(x[0], x[2]) for x in v] == [("new/2t", 2), ("one", 1)]
     with pytest.raises(SystemExit, match="LABEL=BUILD_DIR"):
         bench.build_variants([new], None)
     with pytest.raises(SystemExit, match="no built pycaffe"):
