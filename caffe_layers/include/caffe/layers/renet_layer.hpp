@@ -130,8 +130,9 @@ template <typename Dtype> struct ReNetSweep;
  * threads take in turn: per direction and image the sweep (projection,
  * recurrence, top copy; backward, back-propagation through time), then
  * per direction the parameter gradients (images in order) and per image
- * its bottom diff. Every split is fixed by the shapes, never by the thread
- * count, so the results are the same bits for any number of threads. While
+ * its bottom diff. Every split of arithmetic is fixed by the shapes, never
+ * by the thread count (only the exact layout copies are cut per thread), so
+ * the results are the same bits for any number of threads. While
  * the layer runs, the BLAS runs each call on one thread
  * (BlasSingleThreaded: OpenBLAS's count is restored afterwards, safely
  * when several nets run at once), so that layer threads x BLAS threads
