@@ -16,6 +16,17 @@ Beside that speed-up, the "paired" one is the median over rounds of the
 ratio within each round, whose frameworks ran seconds apart: it does not
 depend on which minutes each framework's best round fell in.
 
+With --builds LABEL=BUILD_DIR[@N] ..., the script times our layer group from
+several Caffe builds instead (each worker imports pycaffe from
+BUILD_DIR/caffe-src/python), alternately in each round, and for each build
+and case reports the paired ratio of its time to the first build's (the
+median over rounds of the two times measured seconds apart; below 1:
+faster). "@N" times that build with HRENET_THREADS=N, and --layer-threads
+N ... times every build without "@" with each N (a build from before
+HRENET_THREADS ignores it): "--builds old=OLD new=NEW new1=NEW@1" gives
+the new build's ratio to the old one and, from new1 against new, how the
+layer scales from one thread to the default (all CPUs).
+
 For every measurement the script reads the CPU time that the whole machine
 spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
 load, in cores. A ratio measured while other processes used more than
@@ -105,7 +116,7 @@ def group_gflop(case):
 # --------------------------------------------------------------------------
 # workers (each runs in its own process)
 
-def worker_caffe(case, threads, repeats, warmup):
+def worker_caffe(case, threads, repeats, warmup, peaks=True):
     os.environ.setdefault("GLOG_minloglevel", "2")
     import numpy as np
     import caffe
@@ -133,10 +144,12 @@ layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
     # The SGEMM peak before, between and after the timings: each timing's
     # own reference (the higher of the two around it), taken in the same
     # minute as the timing (the machine's speed drifts over minutes).
-    peaks = [sgemm_gflops(threads)]
+    peak = sgemm_gflops if peaks else (lambda threads: None)
+    peaks = [peak(threads)]
     out["fwd_ms"], out["fwd_load"] = timed(net.forward, repeats, warmup)
-    peaks.append(sgemm_gflops(threads))
-    out["fwd_peak"] = max(peaks[-2:])
+    peaks.append(peak(threads))
+    if peaks[-1] is not None:
+        out["fwd_peak"] = max(peaks[-2:])
     if backward:
         net.forward()
         net.blobs["out"].diff[...] = rng.randn(*net.blobs["out"].shape)
@@ -145,8 +158,9 @@ layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
             net.forward()
             net.backward()
         out["fwdbwd_ms"], out["fwdbwd_load"] = timed(step, repeats, warmup)
-        peaks.append(sgemm_gflops(threads))
-        out["fwdbwd_peak"] = max(peaks[-2:])
+        peaks.append(peak(threads))
+        if peaks[-1] is not None:
+            out["fwdbwd_peak"] = max(peaks[-2:])
     return out
 
 
@@ -287,9 +301,56 @@ def paired_speedup(rounds, key, max_load):
             (ratios[mid - 1] + ratios[mid]) / 2)
 
 
-def run_worker(argv, timeout):
+def paired_ratio(rounds, key, max_load, num, den):
+    """Median over rounds of rounds[i][num][key] / rounds[i][den][key],
+    over the rounds where both ran without error and with other load <=
+    max_load; None when there is no such round."""
+    load_key = key.replace("ms", "load")
+
+    def idle(r):
+        return (r is not None and "error" not in r and key in r
+                and r[load_key] <= max_load)
+    ratios = sorted(rnd[num][key] / rnd[den][key] for rnd in rounds
+                    if idle(rnd.get(num)) and idle(rnd.get(den)))
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return (ratios[mid] if len(ratios) % 2 else
+            (ratios[mid - 1] + ratios[mid]) / 2)
+
+
+def build_variants(builds, layer_threads):
+    """The (label, pycaffe directory, HRENET_THREADS or None) of each
+    variant to time: every build (LABEL=BUILD_DIR, or LABEL=BUILD_DIR@N for
+    HRENET_THREADS=N) with every layer thread count, the first build's
+    first thread count first."""
+    variants = []
+    for spec in builds:
+        label, sep, path = spec.partition("=")
+        own = None
+        head, at, tail = path.rpartition("@")
+        if at and tail.isdigit():
+            path, own = head, int(tail)
+        if not sep or not label or not path:
+            raise SystemExit(f"error: --builds takes LABEL=BUILD_DIR[@N], "
+                             f"got {spec!r}")
+        pydir = os.path.join(os.path.abspath(path), "caffe-src", "python")
+        if not os.path.isfile(os.path.join(pydir, "caffe", "_caffe.so")):
+            raise SystemExit(f"error: {path} has no built pycaffe "
+                             f"({pydir}/caffe/_caffe.so); build it first")
+        if own is not None:
+            variants.append((label, pydir, own))
+            continue
+        for n in layer_threads or [None]:
+            name = label if n is None else f"{label}/{n}t"
+            variants.append((name, pydir, n))
+    return variants
+
+
+def run_worker(argv, timeout, extra_env=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"] + argv
     env = dict(os.environ)
+    env.update(extra_env or {})
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                        env=env)
     if r.returncode != 0:
@@ -319,6 +380,13 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=600,
                    help="seconds allowed per worker process")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--builds", nargs="+", metavar="LABEL=BUILD_DIR[@N]",
+                   help="time our layer from these Caffe builds against "
+                        "each other (the first is the reference) instead "
+                        "of against PyTorch; @N: with HRENET_THREADS=N")
+    p.add_argument("--layer-threads", nargs="+", type=int,
+                   help="with --builds: HRENET_THREADS values to time each "
+                        "build with (None: left unset)")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -345,7 +413,8 @@ def main(args):
             case = CASES[args.worker[1]]
             if kind == "caffe":
                 res = worker_caffe(case, args.threads, args.repeats,
-                                   args.warmup)
+                                   args.warmup, peaks=args.worker[2:] !=
+                                   ["no-peak"])
             else:
                 res = worker_torch(case, args.threads, args.repeats,
                                    args.warmup, kind == "torch-onednn")
@@ -355,6 +424,8 @@ def main(args):
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.builds:
+        return compare_builds(args)
     common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
               "--warmup", str(args.warmup)]
     print(f"# ReNet group benchmark: {args.threads} threads, median of "
@@ -467,6 +538,78 @@ def main(args):
           "peak (the higher of before and after all cases) and, for ours, "
           "of the peak measured in the same worker just before and after "
           "that timing (the higher of the two).")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+def compare_builds(args):
+    """Our layer group from several builds (and layer thread counts),
+    alternately in each round; per case, each variant's best round and its
+    paired ratio to the first variant."""
+    variants = build_variants(args.builds, args.layer_threads)
+    common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
+              "--warmup", str(args.warmup)]
+    print(f"# ReNet group, builds compared: "
+          f"{', '.join(f'{v[0]} ({v[1]})' for v in variants)}; "
+          f"{args.threads} BLAS threads, median of {args.repeats} runs after "
+          f"{args.warmup} warm-up, {args.rounds} alternating rounds",
+          flush=True)
+    results = {"threads": args.threads, "repeats": args.repeats,
+               "rounds": args.rounds, "variants": [v[0] for v in variants],
+               "cases": {}}
+    rows = []
+    for name in args.cases:
+        rounds = []
+        best = {}
+        for rnd in range(args.rounds):
+            rounds.append({})
+            for label, pydir, n in variants:
+                env = {"PYTHONPATH": pydir + os.pathsep +
+                       os.environ.get("PYTHONPATH", "")}
+                if n is not None:
+                    env["HRENET_THREADS"] = str(n)
+                t0 = time.time()
+                r = run_worker(["caffe", name, "no-peak"] + common,
+                               args.timeout, env)
+                print(f"# {name} {label} round {rnd + 1}: {json.dumps(r)} "
+                      f"({time.time() - t0:.0f} s)", flush=True)
+                rounds[-1][label] = r
+                best[label] = best_round(best.get(label), r,
+                                         args.max_other_load)
+        ref = variants[0][0]
+        case = {"rounds": rounds, "best": best, "paired": {}}
+        for label, _, _ in variants:
+            r = best[label]
+            if "error" in r:
+                rows.append(f"| {name} | {label} | error: {r['error']} | "
+                            "| | | |")
+                continue
+            paired = {key: paired_ratio(rounds, key, args.max_other_load,
+                                        label, ref)
+                      for key in ("fwd_ms", "fwdbwd_ms")}
+            case["paired"][label] = paired
+            loads = [r.get("fwd_load", 0), r.get("fwdbwd_load", 0)]
+            rows.append(
+                f"| {name} | {label} | {_fmt(r.get('fwd_ms'))} | "
+                f"{_fmt(r.get('fwdbwd_ms'))} | "
+                f"{_fmt(paired['fwd_ms'], '{:.3f}')} | "
+                f"{_fmt(paired['fwdbwd_ms'], '{:.3f}')} | "
+                f"{max(loads):.2f} |")
+        results["cases"][name] = case
+    print()
+    print(f"| case | build | fwd ms | fwd+bwd ms | fwd paired ratio to "
+          f"{ref} | fwd+bwd paired ratio to {ref} | other load (cores) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+    print(f"\nms: each build's best round; paired ratio: the median over "
+          f"rounds of its time over {ref}'s in the same round (below 1: "
+          f"faster), over rounds with other load <= {args.max_other_load} "
+          "cores ('-': none).")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

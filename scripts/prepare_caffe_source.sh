@@ -8,7 +8,10 @@
 # comes from CAFFE_SOURCE_DIR (an existing checkout at 99bd997) when set, else
 # from the pinned, checksummed tarball (scripts/fetch_caffe_source.sh). The
 # patch queue LAYERS_DIR/patches/*.patch is applied in order, then every other
-# file below LAYERS_DIR is copied to the same relative path. A stamp of the
+# file below LAYERS_DIR is copied to the same relative path (overlay files are
+# new files: upstream files change through patches only). The overlay's file
+# list is kept in SRC_DIR/.hrenet-overlay, so that a file deleted from
+# LAYERS_DIR is deleted from SRC_DIR too and stops compiling. A stamp of the
 # source and the patches' content makes a re-run with nothing changed a no-op;
 # a changed queue re-unpacks into a temporary directory and swaps it in, so a
 # failed patch never leaves a half-patched tree behind.
@@ -25,11 +28,16 @@ src=$1
 layers=$(cd "$2" && pwd)
 
 # Copy LAYERS_DIR/** (except patches/) over DEST, touching only files whose
-# content differs. Prints the number of files that did not exist before.
+# content differs, and delete the files of the previous overlay that
+# LAYERS_DIR no longer has. Prints the number of files added or deleted.
 overlay() {
   local dest=$1 new=0 rel
+  local list="$dest/.hrenet-overlay"
+  local current
+  current=$(mktemp)
   while IFS= read -r -d '' f; do
     rel=${f#"$layers"/}
+    printf '%s\n' "$rel" >> "$current"
     if [ ! -e "$dest/$rel" ]; then
       new=$((new + 1))
     elif cmp -s "$f" "$dest/$rel"; then
@@ -38,6 +46,16 @@ overlay() {
     mkdir -p "$(dirname "$dest/$rel")"
     cp "$f" "$dest/$rel.tmp.$$" && mv "$dest/$rel.tmp.$$" "$dest/$rel"
   done < <(find "$layers" -path "$layers/patches" -prune -o -type f -print0)
+  if [ -f "$list" ]; then
+    while IFS= read -r rel; do
+      if [ -n "$rel" ] && ! grep -qxF -- "$rel" "$current" && [ -e "$dest/$rel" ]; then
+        rm -f "$dest/$rel"
+        new=$((new + 1))
+      fi
+    done < "$list"
+  fi
+  sort "$current" > "$list.tmp.$$" && mv "$list.tmp.$$" "$list"
+  rm -f "$current"
   echo "$new"
 }
 
@@ -47,7 +65,7 @@ if [ "$overlay_only" = 1 ]; then
   if [ "$new" -gt 0 ]; then
     # Upstream's CMake globs sources at configure time: make it glob again.
     touch "$src/CMakeLists.txt"
-    echo "overlay: $new new file(s); Caffe will re-configure"
+    echo "overlay: $new file(s) added or deleted; Caffe will re-configure"
   fi
   exit 0
 fi

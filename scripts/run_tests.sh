@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The test command: sets up and builds if needed (scripts/setup.sh), then runs
 #   1. Caffe's gtest binary: upstream's whole suite plus our layers' tests,
+#      and the ReNet tests again on the portable path (HRENET_PORTABLE=1:
+#      the BLAS does every product, as on a CPU without AVX-512),
 #   2. upstream's pycaffe unit tests,
-#   3. our pytest suite (python/tests).
+#   3. our pytest suite (python/tests),
+#   4. the Caffe source's cpp_lint.py over our C++ files (scripts/lint.sh).
 # Extra arguments go to pytest. GTEST_FILTER narrows the C++ run.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +38,13 @@ if ! (cd "$src" && "$testbin" --gtest_shuffle ${filter:+--gtest_filter="$filter"
   failed+=(gtest)
 fi
 
+echo "== C++ ReNet tests, portable path (HRENET_PORTABLE=1) =="
+if ! (cd "$src" && HRENET_PORTABLE=1 "$testbin" --gtest_shuffle \
+      --gtest_filter="${GTEST_FILTER:-*ReNet*}" 2>&1 \
+      | tee "$logs/gtest_portable" | grep -vE '^(\[ +(RUN|OK) +\]|\[-+\]|\s*$)'); then
+  failed+=(gtest-portable)
+fi
+
 echo "== upstream pycaffe tests =="
 if ! (cd "$src/python" && "$py" -m unittest discover -s caffe/test > "$logs/pycaffe" 2>&1); then
   failed+=(pycaffe)
@@ -48,7 +58,12 @@ rc=${PIPESTATUS[0]}
 set -e
 [ $rc -eq 0 ] || failed+=(pytest)
 
-# One closing line over the three suites.
+echo "== lint (cpp_lint.py) =="
+if ! PYTHON="$py" "$root/scripts/lint.sh" "$src" 2>&1 | tee "$logs/lint"; then
+  failed+=(lint)
+fi
+
+# One closing line over the suites (lint counts as one test).
 "$py" - "$logs" <<'PY'
 import re, sys, os
 d = sys.argv[1]
@@ -59,8 +74,14 @@ def read(n):
         return ""
 g, u, p = read("gtest"), read("pycaffe"), read("pytest")
 passed = failed = skipped = 0
-m = re.search(r"\[  PASSED  \] (\d+) test", g); passed += int(m.group(1)) if m else 0
-m = re.search(r"\[  FAILED  \] (\d+) test", g); failed += int(m.group(1)) if m else 0
+for g in (read("gtest"), read("gtest_portable")):
+    m = re.search(r"\[  PASSED  \] (\d+) test", g); passed += int(m.group(1)) if m else 0
+    m = re.search(r"\[  FAILED  \] (\d+) test", g); failed += int(m.group(1)) if m else 0
+m = re.search(r"Total errors found: (\d+)", read("lint"))
+if m and m.group(1) == "0":
+    passed += 1
+else:
+    failed += 1
 m = re.search(r"^Ran (\d+) test", u, re.M)
 if m:
     bad = sum(int(x) for x in re.findall(r"(?:failures|errors)=(\d+)", u))

@@ -20,7 +20,7 @@ Array conventions:
 
 The net runs in whatever mode pycaffe is set to (``caffe.set_mode_cpu()`` or
 ``set_mode_gpu()``). ``num_threads`` bounds the CPU threads (environment
-variable HRENET_CRF_THREADS, read when a net is built); results do not
+variable HRENET_THREADS, read when a net is built); results do not
 depend on it. Nothing runs at import: ``caffe`` is imported on first use.
 """
 import os
@@ -92,20 +92,20 @@ class DenseCRF(object):
         import caffe
         text = crf_prototxt(*shape, **self.params)
         fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="dense_crf_")
-        old = os.environ.get("HRENET_CRF_THREADS")
+        old = os.environ.get("HRENET_THREADS")
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
             if self.num_threads is not None:
-                os.environ["HRENET_CRF_THREADS"] = str(int(self.num_threads))
+                os.environ["HRENET_THREADS"] = str(int(self.num_threads))
             net = caffe.Net(path, caffe.TEST)
         finally:
             os.remove(path)
             if self.num_threads is not None:
                 if old is None:
-                    os.environ.pop("HRENET_CRF_THREADS", None)
+                    os.environ.pop("HRENET_THREADS", None)
                 else:
-                    os.environ["HRENET_CRF_THREADS"] = old
+                    os.environ["HRENET_THREADS"] = old
         self._nets[shape] = net
         return net
 

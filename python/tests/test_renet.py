@@ -351,7 +351,7 @@ def test_many_sequences(net_from_string, direction, shape, c):
 def test_image_jobs_match_single_images(net_from_string, unit, direction,
                                         shape, patch, d):
     """With several images the CPU stores each image's sequences as a block
-    and runs the work as jobs that two threads take in turn (all sweeps and
+    and runs the work as jobs that the threads take in turn (all sweeps and
     products here over 2^20 multiply-adds): each direction and image's
     sweep, then each direction's parameter gradients and each image's
     bottom diff (the layout copies, too small here to take two threads, are
@@ -411,8 +411,8 @@ def test_two_by_two_patch_copies(net_from_string, direction, width):
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("shape", [(1, 256, 64, 64), (4, 64, 64, 64)])
 def test_large_input_split_copies(net_from_string, direction, shape):
-    """N C H W >= 2^17 elements: the layout copies run on two threads, one
-    image's split in halves, several images as one job each."""
+    """N C H W >= 2^17 elements: the layout copies run on the threads, one
+    image's split in parts, several images as one job each."""
     check_forward_and_gradients(net_from_string, np.random.RandomState(13),
                                 shape, "LSTM", direction, 4,
                                 scale=0.1, samples=8)

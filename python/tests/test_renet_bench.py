@@ -18,12 +18,6 @@ def bench():
     return module
 
 
-def test_case_a_is_the_issues_group(bench):
-    # N=1, 3 x 240 x 320, 2x2 patches in both layers, d=100.
-    assert bench.CASES["A"] == (1, 3, 240, 320, (2, 2), 100, True)
-    assert "A" in bench.DEFAULT_CASES and "A21" not in bench.DEFAULT_CASES
-
-
 def test_group_gflop_counts_both_layers(bench):
     d = 100
     # Layer 1: 120 x 160 patches of 12 features; layer 2: 60 x 80 patches
@@ -88,3 +82,39 @@ def test_paired_speedup_is_the_median_of_each_rounds_ratio(bench):
         1.75)
     assert bench.paired_speedup(rounds[:2], "fwd_ms", 0.25) is None
     assert bench.paired_speedup(rounds, "fwdbwd_ms", 0.25) is None
+
+
+def test_paired_ratio_compares_two_builds_round_by_round(bench):
+    def rnd(old, new, new_load=0.0):
+        return {"old": {"fwd_ms": old, "fwd_load": 0.0},
+                "new": {"fwd_ms": new, "fwd_load": new_load}}
+    rounds = [rnd(100.0, 98.0), rnd(50.0, 55.0), rnd(80.0, 76.0),
+              rnd(10.0, 1.0, new_load=0.9)]   # loaded: left out
+    # Ratios 0.98, 1.1, 0.95: the median.
+    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "new", "old") == \
+        pytest.approx(0.98)
+    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "old", "old") == 1.0
+    assert bench.paired_ratio(rounds, "fwdbwd_ms", 0.25, "new", "old") is None
+    rounds[0]["new"] = {"error": "failed"}
+    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "new", "old") == \
+        pytest.approx((0.95 + 1.1) / 2)
+
+
+def test_build_variants(bench, tmp_path):
+    for label in ("old", "new"):
+        d = tmp_path / label / "caffe-src" / "python" / "caffe"
+        d.mkdir(parents=True)
+        (d / "_caffe.so").write_bytes(b"")
+    old, new = str(tmp_path / "old"), str(tmp_path / "new")
+    v = bench.build_variants([f"main={old}", f"new={new}"], None)
+    assert [x[0] for x in v] == ["main", "new"]
+    assert v[1][1] == os.path.join(new, "caffe-src", "python")
+    assert v[1][2] is None
+    v = bench.build_variants([f"new={new}"], [1, 2])
+    assert [(x[0], x[2]) for x in v] == [("new/1t", 1), ("new/2t", 2)]
+    v = bench.build_variants([f"new={new}", f"one={new}@1"], [2])
+    assert [(x[0], x[2]) for x in v] == [("new/2t", 2), ("one", 1)]
+    with pytest.raises(SystemExit, match="LABEL=BUILD_DIR"):
+        bench.build_variants([new], None)
+    with pytest.raises(SystemExit, match="no built pycaffe"):
+        bench.build_variants([f"x={tmp_path}"], None)

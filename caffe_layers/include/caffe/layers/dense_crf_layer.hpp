@@ -20,7 +20,7 @@ const double kDenseCRFProbFloor = 1e-20;
  *        for PROB (so that the unary is -log p).
  */
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline Dtype DenseCRFNegUnary(Dtype score, bool prob) {
+HRENET_HD inline Dtype DenseCRFNegUnary(Dtype score, bool prob) {
   if (!prob) {
     return score;
   }
@@ -28,40 +28,9 @@ CAFFE_HOST_DEVICE inline Dtype DenseCRFNegUnary(Dtype score, bool prob) {
                                                 : Dtype(kDenseCRFProbFloor));
 }
 
-/**
- * @brief exp(x) for float x <= 0 without a library call, so that the
- *        compiler vectorises the softmax loop: x clamped to [-87, 0] on its
- *        bit pattern, x = n ln2 + r with |r| <= ln2 / 2, Cephes' degree-6
- *        polynomial for exp(r), 2^n built in the exponent bits. Relative
- *        error below 1e-7 on [-87, 0] (1 ulp).
- */
-CAFFE_HOST_DEVICE inline float DenseCRFExp(float x) {
-  unsigned int u;
-  memcpy(&u, &x, sizeof(u));  // NOLINT(caffe/alt_fn): a bit cast
-  u = u > 0xc2ae0000u ? 0xc2ae0000u : u;  // -87.0f; +0 and -0 pass.
-  memcpy(&x, &u, sizeof(u));  // NOLINT(caffe/alt_fn): a bit cast
-  const float t = x * 1.44269504088896341f;
-  const int n = static_cast<int>(t - 0.5f);
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int bits = (n + 127) << 23;
-  float scale;
-  memcpy(&scale, &bits, sizeof(scale));  // NOLINT(caffe/alt_fn)
-  return p * scale;
-}
-
-/// exp(x) for double x <= 0 (the library's).
-CAFFE_HOST_DEVICE inline double DenseCRFExp(double x) { return exp(x); }
-
 /// In-place softmax of one pixel's L contiguous label values.
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
+HRENET_HD inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
   // Four independent lanes for the max and the sum (short dependency
   // chains; the compiler may pack them into one vector).
   Dtype m[4] = {x[0], x[0], x[0], x[0]};
@@ -78,7 +47,7 @@ CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
   const Dtype mx23 = m[2] > m[3] ? m[2] : m[3];
   const Dtype mx = mx01 > mx23 ? mx01 : mx23;
   for (l = 0; l < num_labels; ++l) {
-    x[l] = DenseCRFExp(x[l] - mx);
+    x[l] = FastExp(x[l] - mx);
   }
   Dtype s[4] = {0, 0, 0, 0};
   for (l = 0; l + 4 <= num_labels; l += 4) {
@@ -97,7 +66,7 @@ CAFFE_HOST_DEVICE inline void DenseCRFSoftmax(Dtype* x, int num_labels) {
 
 /// Symmetric normalisation factor 1 / sqrt(filter(1)) of one pixel.
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline Dtype DenseCRFNorm(Dtype filtered_ones) {
+HRENET_HD inline Dtype DenseCRFNorm(Dtype filtered_ones) {
   return Dtype(1) / sqrt(filtered_ones + Dtype(1e-20));
 }
 
@@ -113,7 +82,7 @@ CAFFE_HOST_DEVICE inline Dtype DenseCRFNorm(Dtype filtered_ones) {
  * @param mean B, G, R means
  */
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void DenseCRFFeatures(const Dtype* bgr, int hw,
+HRENET_HD inline void DenseCRFFeatures(const Dtype* bgr, int hw,
     int index, int width, const Dtype* mean, Dtype inv_scale,
     Dtype inv_pos_std, Dtype inv_bi_xy_std, Dtype inv_bi_rgb_std,
     Dtype* pos_feature, Dtype* bi_feature) {
@@ -171,9 +140,9 @@ CAFFE_HOST_DEVICE inline void DenseCRFFeatures(const Dtype* bgr, int hw,
  * the unary is -log(max(p, 1e-20))), mean_value (0, 1 or 3 BGR values) and
  * scale: pixel colours are recovered as bottom[1] / scale + mean.
  *
- * CPU threads: the environment variable HRENET_CRF_THREADS (default: the
- * number of hardware threads) bounds the std::threads the CPU path uses;
- * results do not depend on it.
+ * CPU threads: HrenetThreads() (the environment variable HRENET_THREADS,
+ * default: the CPUs the process may run on), read at set-up, bounds the
+ * threads the CPU path uses; results do not depend on it.
  *
  * @param bottom input Blob vector (length 2)
  *   -# @f$ (N \times L \times H \times W) @f$ class scores (L >= 2)

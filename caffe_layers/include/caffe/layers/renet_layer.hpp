@@ -8,19 +8,11 @@
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"
 #include "caffe/proto/caffe.pb.h"
-
-// The element-wise maths below is shared by the CUDA kernels and the CPU
-// row loops; on the CPU it must inline into those loops for them to
-// vectorise, whatever GCC's size heuristics decide.
-#ifdef __CUDACC__
-#define RENET_HD __host__ __device__
-#elif defined(__GNUC__)
-#define RENET_HD __attribute__((always_inline))
-#else
-#define RENET_HD
-#endif
+#include "caffe/util/fast_math.hpp"
 
 namespace caffe {
+
+template <typename Dtype> struct ReNetSweep;
 
 /**
  * @brief A spatially recurrent ("ReNet") layer: two 1-D RNNs with independent
@@ -86,44 +78,65 @@ namespace caffe {
  * (when propagate_down[0]); the six parameter diffs are accumulated (+=),
  * so `iter_size > 1` works.
  *
- * Implementation: the input is rearranged into a matrix X (T x B x K) of
- * T steps of B = independent sequences of the whole batch: on the GPU
- * time-major (step after step, each step's B rows contiguous); on the CPU
- * image-major (image after image, each image's steps in turn, each step's
- * rows of that image contiguous; time-major for N = 1), as are the gates
- * and hidden states. For VERTICAL sweeps of 1 x 1 patches each image of
- * the bottom already is X transposed for its own sequences and is used as
- * it is: with N = 1 on both devices, and on the CPU for any N.
- * The input projections of all positions are one GEMM per direction (per
- * image when image-major; on the CPU, with at most 32 features per patch,
- * one product per step instead, so that each step's gates stay in cache),
- * the recurrence is one GEMM per step and direction over all B sequences
- * (on the GPU; on the CPU one per step and image), the gate maths
- * is one fused element-wise pass per step (functions below, shared by CPU
- * and CUDA), and the weight gradients are one GEMM over all steps (of an
- * image, when image-major). No memory is allocated per step or per pass
- * once the shapes are set. On a CPU with AVX-512, in float, the per-step
- * products are done by a kernel of the layer's own with U (and, for the
- * LSTM with a per-step projection, W) packed once per sweep, the LSTM's
- * projection and recurrence in one pass; the BLAS would pack U again at
- * every step. The CPU's LSTM rows run in two passes, the activations of
- * all 4 d gates (renet_gate_act) and then the cell (renet_lstm_cell), which
- * keeps each vector's chain of dependent operations short.
- * On the CPU, for one image, the two directions sweep concurrently on two
- * threads with no barrier between their steps (sweeps under 2^20
- * recurrent multiply-adds run in turn), and the layout copies and the
- * input-gradient GEMMs are split over the same two threads. With N > 1
- * images the work is split in jobs instead, which the two threads take in
- * turn as each finishes its last, so that the faster core takes more (a
- * VM's vCPUs slow down independently): each image's layout copy; each
- * direction and image's projection, recurrence and top copy; backward,
- * each direction and image's back-propagation through time, then each
- * direction's parameter gradients (images in order, so that the sums do
- * not depend on which thread took what) and each image's bottom diff.
- * With OpenBLAS, its own threading is switched to one thread for the whole
- * call (its idle worker, which would spin on a core the layer needs, is
- * stopped) and restored afterwards. The GPU runs both directions' gate
- * maths in one kernel per step.
+ * @param bottom input Blob vector (length 1)
+ *   -# @f$ (N \times C \times H \times W) @f$
+ * @param top output Blob vector (length 1)
+ *   -# @f$ (N \times 2d \times h \times w) @f$
+ *
+ * Algorithm, shared by the CPU and CUDA paths. The patches are rows of a
+ * matrix X (T x B x K): T steps of B = N x (sequences per image)
+ * independent sequences. Per direction:
+ *   -# the input projections of all positions, @f$ A = X W^T @f$, in one
+ *      GEMM;
+ *   -# per step t, in the sweep's order, @f$ A_t \mathrel{+}= h_{t-1} U^T
+ *      @f$ in one GEMM over the step's sequences, then one element-wise pass
+ *      of the gate maths below (bias, activations, cell and hidden state);
+ *   -# backward, steps in reverse order: the element-wise backward of the
+ *      step gives @f$ dA_t @f$, then @f$ dh_{t-1} \mathrel{+}= dA_t U @f$ in
+ *      one GEMM; the parameter gradients are one GEMM each over all steps
+ *      (@f$ dW \mathrel{+}= dA^T X @f$, @f$ dU \mathrel{+}= dA_t^T
+ *      h_{t-1} @f$ summed over t, @f$ db \mathrel{+}= \sum dA @f$), the
+ *      input gradient @f$ dX = \sum_{dir} dA W @f$, copied back to the
+ *      bottom's layout.
+ * No memory is allocated per step or per pass once the shapes are set. The
+ * element-wise maths is the inline functions below, which the CPU loops and
+ * the CUDA kernels both call, so the CPU tests cover the GPU's maths.
+ *
+ * Where the paths differ, and why:
+ * - Layout of X, the gates and the hidden states. GPU: time-major, one
+ *   block (a step's B rows contiguous), so that each step is one GEMM over
+ *   the whole batch. CPU: one block per image, each image's rows step after
+ *   step (time-major for N = 1), so that images are independent jobs for
+ *   threads and a step's rows stay in cache.
+ * - VERTICAL 1 x 1 patches: each image of the bottom already is X^T of its
+ *   own sequences; the CPU reads it in place for any N, the GPU for N = 1.
+ * - CPU, LSTM, at most 32 features per patch: the projection is done per
+ *   step with the recurrence (its gates stay in cache).
+ * - CPU, float, AVX-512F: the step products run on a kernel of the
+ *   layer's own (caffe/util/step_gemm.hpp) with U (and a per-step W)
+ *   packed once per sweep; a BLAS packs U again at every step. The
+ *   environment variable HRENET_PORTABLE=1 turns the kernel off (the BLAS
+ *   does every product, as on any other CPU or in double).
+ * - CPU, LSTM: the element-wise pass runs as two loops per row, all 4 d
+ *   activations (renet_gate_act) and then the cell (renet_lstm_cell), so
+ *   that each vector's chain of dependent operations stays short.
+ * - GPU: one kernel per step does both directions' gate maths.
+ *
+ * CPU threads: HrenetThreads() (the environment variable HRENET_THREADS,
+ * default: the CPUs this process may run on; caffe/util/parallel.hpp), read
+ * at set-up. With one image the two directions sweep concurrently, with no
+ * barrier between their steps; the layout copies and the input-gradient
+ * GEMM are split in parts. With several images the work is jobs that the
+ * threads take in turn: per direction and image the sweep (projection,
+ * recurrence, top copy; backward, back-propagation through time), then
+ * per direction the parameter gradients (images in order) and per image
+ * its bottom diff. Every split of arithmetic is fixed by the shapes, never
+ * by the thread count (only the exact layout copies are cut per thread), so
+ * the results are the same bits for any number of threads. While
+ * the layer runs, the BLAS runs each call on one thread
+ * (BlasSingleThreaded: OpenBLAS's count is restored afterwards, safely
+ * when several nets run at once), so that layer threads x BLAS threads
+ * never exceed the cores.
  */
 template <typename Dtype>
 class ReNetLayer : public Layer<Dtype> {
@@ -153,6 +166,13 @@ class ReNetLayer : public Layer<Dtype> {
   virtual void Backward_gpu(const vector<Blob<Dtype>*>& top,
       const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
 
+  /// CPU: both directions' sweeps (pointers into the blobs); with
+  /// backward, their diffs too.
+  void SetUpSweeps(const vector<Blob<Dtype>*>& bottom, bool backward,
+      ReNetSweep<Dtype>* w);
+
+  int num_threads_;  ///< CPU threads (HrenetThreads() at set-up)
+  bool step_kernel_;  ///< CPU: the packed kernel may do the step products
   int unit_;        ///< ReNetParameter::Unit
   bool vertical_;   ///< direction == VERTICAL
   int d_;           ///< hidden units per direction
@@ -204,59 +224,34 @@ class ReNetLayer : public Layer<Dtype> {
 // sequence's G d gate values, `d` is the number of hidden units.
 
 /// Gates per hidden unit: G = 4 (LSTM: i, f, o, g), 3 (GRU: r, z, n), 1 (IRNN).
-RENET_HD inline int renet_num_gates(int unit) {
+HRENET_HD inline int renet_num_gates(int unit) {
   return unit == ReNetParameter_Unit_LSTM ? 4 :
       (unit == ReNetParameter_Unit_GRU ? 3 : 1);
 }
 
-/// exp for float: Cephes' polynomial (about 1 ulp for |x| <= 87; |x| is
-/// clamped to 87). Integer-only clamping and rounding keep the CPU loops
-/// free of branches so that the compiler vectorises them; the CUDA kernels
-/// run the same code.
-RENET_HD inline float renet_exp(float x) {
-  union { float f; int i; } v;
-  v.f = x;
-  const int sign = v.i & static_cast<int>(0x80000000u);
-  const int mag = v.i & 0x7fffffff;
-  v.i = sign | (mag < 0x42ae0000 ? mag : 0x42ae0000);  // 0x42ae0000 = 87.f
-  const float fx = v.f * 1.44269504088896341f;
-  const float kf = (fx + 12582912.0f) - 12582912.0f;  // round to nearest
-  const int k = static_cast<int>(kf);
-  const float r = v.f - kf * 0.693359375f + kf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  v.i = (k + 127) << 23;  // 2^k
-  return p * v.f;
+/// tanh for float through FastExp (absolute error about 1e-7).
+HRENET_HD inline float renet_tanh(float x) {
+  return 2.0f / (1.0f + FastExp(-2.0f * x)) - 1.0f;
 }
-RENET_HD inline double renet_exp(double x) { return exp(x); }
-/// tanh for float through renet_exp (absolute error about 1e-7).
-RENET_HD inline float renet_tanh(float x) {
-  return 2.0f / (1.0f + renet_exp(-2.0f * x)) - 1.0f;
-}
-RENET_HD inline double renet_tanh(double x) { return tanh(x); }
+HRENET_HD inline double renet_tanh(double x) { return tanh(x); }
 
 template <typename Dtype>
-RENET_HD inline Dtype renet_sigmoid(Dtype x) {
-  return Dtype(1) / (Dtype(1) + renet_exp(-x));
+HRENET_HD inline Dtype renet_sigmoid(Dtype x) {
+  return Dtype(1) / (Dtype(1) + FastExp(-x));
 }
 
 /// A gate's activation with s = 1 (sigmoid) or s = 2 (tanh, as
 /// 2 sigmoid(2 x) - 1: the same bits as renet_tanh for float), so that a
 /// loop over all G d gates of a row runs one function (a per-gate s).
 template <typename Dtype>
-RENET_HD inline Dtype renet_gate_act(Dtype x, Dtype s) {
+HRENET_HD inline Dtype renet_gate_act(Dtype x, Dtype s) {
   return s * renet_sigmoid(s * x) - (s - Dtype(1));
 }
 
 /// LSTM cell update from the gate activations: c_t = f c_{t-1} + i g,
 /// h_t = o tanh(c_t).
 template <typename Dtype>
-RENET_HD inline void renet_lstm_cell(Dtype i, Dtype f, Dtype o, Dtype g,
+HRENET_HD inline void renet_lstm_cell(Dtype i, Dtype f, Dtype o, Dtype g,
     Dtype cp, Dtype* ct, Dtype* ht) {
   const Dtype c = f * cp + i * g;
   *ct = c;
@@ -268,7 +263,7 @@ RENET_HD inline void renet_lstm_cell(Dtype i, Dtype f, Dtype o, Dtype g,
 /// activations, c_t and h_t.
 /// (The CPU's rows run the same two functions in two passes.)
 template <typename Dtype>
-RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
+HRENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
     const Dtype* b, Dtype cp, Dtype* c, Dtype* h) {
   const Dtype i = renet_gate_act(a[j] + b[j], Dtype(1));
   const Dtype f = renet_gate_act(a[d + j] + b[d + j], Dtype(1));
@@ -287,7 +282,7 @@ RENET_HD inline void renet_lstm_forward(int j, int d, Dtype* a,
 /// may hold dcn: the CUDA kernels carry it in place, the CPU rows in two
 /// alternating blocks).
 template <typename Dtype>
-RENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
+HRENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
     Dtype cp, const Dtype* c, Dtype dh, Dtype dcn, Dtype* dcp, Dtype* da) {
   const Dtype i = a[j], f = a[d + j], o = a[2 * d + j], g = a[3 * d + j];
   const Dtype tc = renet_tanh(c[j]);
@@ -301,7 +296,7 @@ RENET_HD inline void renet_lstm_backward(int j, int d, const Dtype* a,
 
 /// IRNN step: h = max(0, a + b); a is overwritten with h.
 template <typename Dtype>
-RENET_HD inline void renet_irnn_forward(int j, Dtype* a, const Dtype* b,
+HRENET_HD inline void renet_irnn_forward(int j, Dtype* a, const Dtype* b,
     Dtype* h) {
   const Dtype v = a[j] + b[j];
   const Dtype ht = v > Dtype(0) ? v : Dtype(0);
@@ -311,7 +306,7 @@ RENET_HD inline void renet_irnn_forward(int j, Dtype* a, const Dtype* b,
 
 /// IRNN step backward: da = dh where h > 0.
 template <typename Dtype>
-RENET_HD inline void renet_irnn_backward(int j, const Dtype* a, Dtype dh,
+HRENET_HD inline void renet_irnn_backward(int j, const Dtype* a, Dtype dh,
     Dtype* da) {
   da[j] = a[j] > Dtype(0) ? dh : Dtype(0);
 }
@@ -320,7 +315,7 @@ RENET_HD inline void renet_irnn_backward(int j, const Dtype* a, Dtype dh,
 /// zeros at the first step), hp = h_{t-1} (0 at the first step). Out: a
 /// overwritten with the activations r, z, n; h_t.
 template <typename Dtype>
-RENET_HD inline void renet_gru_forward(int j, int d, Dtype* a, const Dtype* b,
+HRENET_HD inline void renet_gru_forward(int j, int d, Dtype* a, const Dtype* b,
     const Dtype* u, Dtype hp, Dtype* h) {
   const Dtype r = renet_sigmoid(a[j] + b[j] + u[j]);
   const Dtype z = renet_sigmoid(a[d + j] + b[d + j] + u[d + j]);
@@ -336,7 +331,7 @@ RENET_HD inline void renet_gru_forward(int j, int d, Dtype* a, const Dtype* b,
 /// du (gradient of U h_{t-1}; differs from da in the n block). Returns the
 /// direct-path gradient dh * z for h_{t-1}.
 template <typename Dtype>
-RENET_HD inline Dtype renet_gru_backward(int j, int d, const Dtype* a,
+HRENET_HD inline Dtype renet_gru_backward(int j, int d, const Dtype* a,
     const Dtype* u, Dtype hp, Dtype dh, Dtype* da, Dtype* du) {
   const Dtype r = a[j], z = a[d + j], n = a[2 * d + j];
   const Dtype dn = dh * (Dtype(1) - z) * (Dtype(1) - n * n);

@@ -3,17 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 #include <vector>
 
+#include "caffe/blob.hpp"
 #include "caffe/common.hpp"
-#include "caffe/syncedmem.hpp"
-
-#ifdef __CUDACC__
-#define CAFFE_HOST_DEVICE __host__ __device__
-#else
-#define CAFFE_HOST_DEVICE
-#endif
+#include "caffe/util/fast_math.hpp"
+#include "caffe/util/parallel.hpp"
 
 namespace caffe {
 
@@ -45,7 +40,7 @@ const int kPermutohedralMaxDim = 8;
  * @param weight out: d + 1 barycentric weights (non-negative, sum 1)
  */
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
+HRENET_HD inline void PermutohedralSimplex(const Dtype* f, int d,
     const Dtype* scale, int* keys, Dtype* weight) {
   Dtype elevated[kPermutohedralMaxDim + 1];
   int rem0[kPermutohedralMaxDim + 1];
@@ -122,7 +117,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralSimplex(const Dtype* f, int d,
 
 /// Axis scales of the embedding: sqrt(2/3) (d + 1) / sqrt((i + 1)(i + 2)).
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void PermutohedralScales(int d, Dtype* scale) {
+HRENET_HD inline void PermutohedralScales(int d, Dtype* scale) {
   const Dtype inv_std = sqrt(Dtype(2) / Dtype(3)) * (d + 1);
   for (int i = 0; i < d; ++i) {
     scale[i] = inv_std / sqrt(Dtype(i + 1) * Dtype(i + 2));
@@ -130,7 +125,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralScales(int d, Dtype* scale) {
 }
 
 /// Whether two d-integer lattice keys are equal.
-CAFFE_HOST_DEVICE inline bool PermutohedralKeysEqual(const int* a,
+HRENET_HD inline bool PermutohedralKeysEqual(const int* a,
     const int* b, int d) {
   for (int i = 0; i < d; ++i) {
     if (a[i] != b[i]) {
@@ -141,7 +136,7 @@ CAFFE_HOST_DEVICE inline bool PermutohedralKeysEqual(const int* a,
 }
 
 /// Hash of a d-integer lattice key (FNV-1a over the words, then a final mix).
-CAFFE_HOST_DEVICE inline unsigned int PermutohedralHash(const int* key,
+HRENET_HD inline unsigned int PermutohedralHash(const int* key,
     int d) {
   unsigned int h = 2166136261u;
   for (int i = 0; i < d; ++i) {
@@ -155,7 +150,7 @@ CAFFE_HOST_DEVICE inline unsigned int PermutohedralHash(const int* key,
 
 /// The two neighbours of lattice key @p key along lattice direction
 /// @p j (0 <= j <= d): key - 1 + (d + 1) e_j and key + 1 - (d + 1) e_j.
-CAFFE_HOST_DEVICE inline void PermutohedralNeighbors(const int* key, int d,
+HRENET_HD inline void PermutohedralNeighbors(const int* key, int d,
     int j, int* n1, int* n2) {
   for (int i = 0; i < d; ++i) {
     n1[i] = key[i] - 1;
@@ -169,7 +164,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralNeighbors(const int* key, int d,
 
 /// One vertex of one blur pass: dst = self + (a + b) / 2 over c values.
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void PermutohedralBlurRow(const Dtype* self,
+HRENET_HD inline void PermutohedralBlurRow(const Dtype* self,
     const Dtype* a, const Dtype* b, int c, Dtype* dst) {
   for (int l = 0; l < c; ++l) {
     dst[l] = self[l] + Dtype(0.5) * (a[l] + b[l]);
@@ -182,7 +177,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralBlurRow(const Dtype* self,
  *        (accumulating when @p accumulate, else overwriting).
  */
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline void PermutohedralSliceRow(const Dtype* values,
+HRENET_HD inline void PermutohedralSliceRow(const Dtype* values,
     const int* offset, const Dtype* weight, int d1, int c, Dtype scale,
     bool accumulate, Dtype* out) {
   Dtype w[kPermutohedralMaxDim + 1];
@@ -209,7 +204,7 @@ CAFFE_HOST_DEVICE inline void PermutohedralSliceRow(const Dtype* values,
  *        row is read once and out written once.
  */
 template <typename Dtype, int D1>
-CAFFE_HOST_DEVICE inline void PermutohedralSliceRowFixed(const Dtype* values,
+HRENET_HD inline void PermutohedralSliceRowFixed(const Dtype* values,
     const int* offset, const Dtype* weight, int c, Dtype scale, Dtype* out) {
   const Dtype* src[D1];
   Dtype w[D1];
@@ -239,35 +234,8 @@ inline void PermutohedralPrefetchRow(const Dtype* row, int c) {
 /// Normalisation of the slice so that a lone point gets weight ~1 back
 /// (the blur's self weight is 1 per axis plus its neighbours' echo).
 template <typename Dtype>
-CAFFE_HOST_DEVICE inline Dtype PermutohedralAlpha(int d) {
+HRENET_HD inline Dtype PermutohedralAlpha(int d) {
   return Dtype(1) / (Dtype(1) + pow(Dtype(2), Dtype(-d)));
-}
-
-/**
- * @brief Runs f(begin, end) over [0, n) split into contiguous chunks on
- *        up to @p num_threads std::threads (the caller's thread takes one).
- *        Small ranges run inline.
- */
-template <typename F>
-void ParallelFor(int n, int num_threads, const F& f, int min_chunk = 2048) {
-  const int chunks = std::max(1, std::min(num_threads, n / min_chunk));
-  if (chunks <= 1) {
-    f(0, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  const int step = (n + chunks - 1) / chunks;
-  for (int t = 1; t < chunks; ++t) {
-    const int begin = t * step;
-    const int end = std::min(n, begin + step);
-    if (begin < end) {
-      workers.push_back(std::thread([&f, begin, end]() { f(begin, end); }));
-    }
-  }
-  f(0, std::min(n, step));
-  for (size_t t = 0; t < workers.size(); ++t) {
-    workers[t].join();
-  }
 }
 
 /**
@@ -390,23 +358,24 @@ class PermutohedralLatticeGPU {
   void SplatBlur(const Dtype* in, int c, const Dtype* in_scale = NULL);
   /// Device arrays for slicing after SplatBlur(): corners' vertices (n (d+1)),
   /// barycentric weights (n (d+1)) and blurred values ((m+1) c).
-  const int* offset() const {
-    return static_cast<const int*>(offset_->gpu_data());
-  }
-  const Dtype* weight() const {
-    return static_cast<const Dtype*>(weight_->gpu_data());
-  }
+  const int* offset() const { return offset_.gpu_data(); }
+  const Dtype* weight() const { return weight_.gpu_data(); }
   const Dtype* blurred() const { return blurred_; }
   Dtype alpha() const { return PermutohedralAlpha<Dtype>(d_); }
 
  private:
   int d_, n_, m_;
   const Dtype* blurred_;
-  shared_ptr<SyncedMemory> offset_;   // n (d+1) int
-  shared_ptr<SyncedMemory> weight_;   // n (d+1) Dtype
-  shared_ptr<SyncedMemory> blur_nbr_;  // (d+1) m 2 int
-  shared_ptr<SyncedMemory> values_;   // (m+1) c Dtype
-  shared_ptr<SyncedMemory> scratch_;  // (m+1) c Dtype
+  // Device memory, kept between calls and grown only when a larger image
+  // needs it (a Blob reallocates only beyond its capacity).
+  Blob<int> offset_;        // n (d+1)
+  Blob<Dtype> weight_;      // n (d+1)
+  Blob<int> blur_nbr_;      // (d+1) m 2
+  Blob<Dtype> values_;      // (m+1) c
+  Blob<Dtype> scratch_;     // (m+1) c
+  // Init()'s scratch: corner keys, hash table, owners, their scan, the
+  // owner entry of each vertex.
+  Blob<int> keys_, table_, owner_, scan_, vertex_entry_;
 
   DISABLE_COPY_AND_ASSIGN(PermutohedralLatticeGPU);
 };

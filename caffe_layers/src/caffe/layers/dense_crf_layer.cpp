@@ -1,24 +1,17 @@
 #include <algorithm>
-#include <cstdlib>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "caffe/layers/dense_crf_layer.hpp"
+#include "caffe/util/parallel.hpp"
 
 namespace caffe {
 
 namespace {
 
-// GCC on x86-64 Linux compiles the per-pixel mean-field step twice, for
-// AVX2 and for the baseline, and picks one when the library loads (the
-// softmax's exp runs 8 wide instead of 4).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define DENSE_CRF_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DENSE_CRF_CLONES
-#endif
+// The per-pixel mean-field step and softmax are compiled for AVX2 and for
+// the baseline (HRENET_TARGET_CLONES; the softmax's exp runs 8 wide instead
+// of 4).
 
 // q_i = softmax(-unary_i + sum_k scale_k[i] * slice_k(i)) for i in
 // [begin, end); lattice[k] is NULL for a kernel of weight 0.
@@ -42,13 +35,15 @@ inline void MeanFieldRows(int begin, int end, int num_labels,
   }
 }
 
-DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+HRENET_TARGET_CLONES("avx2", "default")
+void MeanFieldRowsCloned(int begin, int end, int num_labels,
     const float* neg_unary, const PermutohedralLattice<float>* const* lattice,
     const float* const* scale, float* q) {
   MeanFieldRows(begin, end, num_labels, neg_unary, lattice, scale, q);
 }
 
-DENSE_CRF_CLONES void MeanFieldRowsCloned(int begin, int end, int num_labels,
+HRENET_TARGET_CLONES("avx2", "default")
+void MeanFieldRowsCloned(int begin, int end, int num_labels,
     const double* neg_unary,
     const PermutohedralLattice<double>* const* lattice,
     const double* const* scale, double* q) {
@@ -66,12 +61,14 @@ inline void SoftmaxRows(int begin, int end, int num_labels,
   }
 }
 
-DENSE_CRF_CLONES void SoftmaxRowsCloned(int begin, int end, int num_labels,
+HRENET_TARGET_CLONES("avx2", "default")
+void SoftmaxRowsCloned(int begin, int end, int num_labels,
     const float* neg_unary, float* q) {
   SoftmaxRows(begin, end, num_labels, neg_unary, q);
 }
 
-DENSE_CRF_CLONES void SoftmaxRowsCloned(int begin, int end, int num_labels,
+HRENET_TARGET_CLONES("avx2", "default")
+void SoftmaxRowsCloned(int begin, int end, int num_labels,
     const double* neg_unary, double* q) {
   SoftmaxRows(begin, end, num_labels, neg_unary, q);
 }
@@ -116,11 +113,7 @@ void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   for (int c = 0; c < 3; ++c) {
     mean[c] = num_mean == 0 ? Dtype(0) : p.mean_value(num_mean == 1 ? 0 : c);
   }
-  num_threads_ = std::max(1u, std::thread::hardware_concurrency());
-  const char* env = std::getenv("HRENET_CRF_THREADS");
-  if (env != NULL && std::atoi(env) > 0) {
-    num_threads_ = std::atoi(env);
-  }
+  num_threads_ = HrenetThreads();
 }
 
 template <typename Dtype>

@@ -411,6 +411,7 @@ TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreement) {
 // Bad inputs die with a message naming the problem.
 TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
   typedef typename TypeParam::Dtype Dtype;
+  const std::string style = ::testing::FLAGS_gtest_death_test_style;
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   std::vector<double> rgb, scores;
   std::vector<int> truth;
@@ -439,6 +440,7 @@ TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
   layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
   EXPECT_DEATH(layer.Backward(this->blob_top_vec_, vector<bool>(2, true),
                               this->blob_bottom_vec_), "forward only");
+  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 // The CPU thread count does not change the result.
@@ -452,10 +454,10 @@ TYPED_TEST(DenseCRFLayerTest, TestThreadCountInvariance) {
   this->SetImage(rgb, 1, height, width);
   this->SetScores(scores, 1, num_labels, height, width);
   std::vector<Dtype> out[2];
-  const char* old = std::getenv("HRENET_CRF_THREADS");
+  const char* old = std::getenv("HRENET_THREADS");
   const std::string saved = old ? old : "";
   for (int t = 0; t < 2; ++t) {
-    setenv("HRENET_CRF_THREADS", t == 0 ? "1" : "2", 1);
+    setenv("HRENET_THREADS", t == 0 ? "1" : "2", 1);
     DenseCRFLayer<Dtype> layer(this->MakeParam(kSmallParams));
     layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
     layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
@@ -463,9 +465,9 @@ TYPED_TEST(DenseCRFLayerTest, TestThreadCountInvariance) {
                   this->blob_top_->cpu_data() + count);
   }
   if (old) {
-    setenv("HRENET_CRF_THREADS", saved.c_str(), 1);
+    setenv("HRENET_THREADS", saved.c_str(), 1);
   } else {
-    unsetenv("HRENET_CRF_THREADS");
+    unsetenv("HRENET_THREADS");
   }
   for (int k = 0; k < count; ++k) {
     ASSERT_EQ(out[0][k], out[1][k]);

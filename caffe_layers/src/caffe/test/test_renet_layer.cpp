@@ -1,7 +1,11 @@
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cmath>
-#include <string>
+#include <cstring>
 #include <sstream>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -10,6 +14,7 @@
 #include "caffe/common.hpp"
 #include "caffe/filler.hpp"
 #include "caffe/layers/renet_layer.hpp"
+#include "caffe/util/parallel.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
@@ -19,6 +24,70 @@ namespace caffe {
 namespace {
 
 double RefSigmoid(double x) { return 1. / (1. + std::exp(-x)); }
+
+// Sets an environment variable for its lifetime, then restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value)
+      : name_(name), had_(getenv(name) != NULL),
+        old_(had_ ? getenv(name) : "") {
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  const std::string name_;
+  const bool had_;
+  const std::string old_;
+};
+
+// Everything a forward and backward pass produce: the top, the bottom diff
+// and the six parameter diffs, one after the other.
+template <typename Dtype>
+struct PassResult {
+  vector<Dtype> values;
+  bool operator==(const PassResult& o) const {
+    return values.size() == o.values.size() && (values.empty() ||
+        memcmp(&values[0], &o.values[0], values.size() * sizeof(Dtype)) == 0);
+  }
+};
+
+// One forward and backward pass of a layer set up for `lp` with the given
+// weights, bottom and top diff (its own blobs, so that several can run at
+// once): top, bottom diff, parameter diffs.
+template <typename Dtype>
+PassResult<Dtype> RunPass(const LayerParameter& lp,
+    const vector<shared_ptr<Blob<Dtype> > >& weights,
+    const Blob<Dtype>& bottom_in, const Blob<Dtype>& top_diff) {
+  Blob<Dtype> bottom, top;
+  bottom.CopyFrom(bottom_in, false, true);
+  vector<Blob<Dtype>*> bottom_vec(1, &bottom), top_vec(1, &top);
+  ReNetLayer<Dtype> layer(lp);
+  layer.SetUp(bottom_vec, top_vec);
+  for (int i = 0; i < 6; ++i) {
+    layer.blobs()[i]->CopyFrom(*weights[i]);
+    caffe_set(layer.blobs()[i]->count(), Dtype(0),
+        layer.blobs()[i]->mutable_cpu_diff());
+  }
+  layer.Forward(bottom_vec, top_vec);
+  caffe_copy(top.count(), top_diff.cpu_data(), top.mutable_cpu_diff());
+  layer.Backward(top_vec, vector<bool>(1, true), bottom_vec);
+  PassResult<Dtype> r;
+  r.values.assign(top.cpu_data(), top.cpu_data() + top.count());
+  r.values.insert(r.values.end(), bottom.cpu_diff(),
+                  bottom.cpu_diff() + bottom.count());
+  for (int i = 0; i < 6; ++i) {
+    const Blob<Dtype>& b = *layer.blobs()[i];
+    r.values.insert(r.values.end(), b.cpu_diff(), b.cpu_diff() + b.count());
+  }
+  return r;
+}
 
 // A plain per-position reference of the ReNet forward pass, written from the
 // equations in renet_layer.hpp without the layer's layout tricks.
@@ -251,6 +320,34 @@ class ReNetLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // Checks the layer on a bottom of the given shape with HRENET_THREADS =
+  // threads: forward against the reference, backward against finite
+  // differences on sampled elements, for LSTM and GRU, both directions,
+  // 1 x 1 patches; and that the CPU path started threads.
+  void CheckThreadedSweeps(int N, int H, int W, const char* threads) {
+    const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
+        ReNetParameter_Unit_GRU};
+    const ReNetParameter_Direction dirs[] = {
+        ReNetParameter_Direction_VERTICAL,
+        ReNetParameter_Direction_HORIZONTAL};
+    ScopedEnv env("HRENET_THREADS", threads);
+    for (int ui = 0; ui < 2; ++ui) {
+      for (int di = 0; di < 2; ++di) {
+        blob_bottom_->Reshape(N, 2, H, W);
+        FillBottom();
+        LayerParameter lp = MakeParam(units[ui], dirs[di], 32, 1, 1);
+        const int64_t runs = ThreadedRuns();
+        CheckForward(lp);
+        if (Caffe::mode() == Caffe::CPU) {
+          EXPECT_GT(ThreadedRuns(), runs) << "the forward ran on one thread";
+        }
+        std::ostringstream what;
+        what << "unit " << ui << " direction " << di;
+        CheckSampledGradients(lp, vector<int>(), what.str());
+      }
+    }
+  }
+
   Blob<Dtype>* const blob_bottom_;
   Blob<Dtype>* const blob_top_;
   vector<Blob<Dtype>*> blob_bottom_vec_;
@@ -353,26 +450,133 @@ TYPED_TEST(ReNetLayerTest, TestGradientGRU) {
   this->CheckGradients(ReNetParameter_Unit_GRU);
 }
 
-// Sweeps of at least 2^20 multiply-adds run the two directions on two
-// threads; check that path's forward against the reference and its backward
-// against finite differences on sampled elements.
+// One image (batch-1 inference): the two directions sweep on two threads
+// when a sweep has at least 2^20 recurrent multiply-adds:
+// T B G d d >= 24 * 25 * 96 * 32 > 2^20 (GRU, the smaller G).
 TYPED_TEST(ReNetLayerTest, TestLargeTwoThreadSweeps) {
-  const ReNetParameter_Unit units[] = {ReNetParameter_Unit_LSTM,
-      ReNetParameter_Unit_GRU};
-  const ReNetParameter_Direction dirs[] = {
-      ReNetParameter_Direction_VERTICAL, ReNetParameter_Direction_HORIZONTAL};
-  for (int ui = 0; ui < 2; ++ui) {
-    for (int di = 0; di < 2; ++di) {
-      this->blob_bottom_->Reshape(2, 2, 16, 17);
-      this->FillBottom();
-      // T B G d d >= 16 * 32 * 96 * 32 > 2^20
-      LayerParameter lp = this->MakeParam(units[ui], dirs[di], 32, 1, 1);
-      this->CheckForward(lp);
-      std::ostringstream what;
-      what << "unit " << ui << " direction " << di;
-      this->CheckSampledGradients(lp, vector<int>(), what.str());
+  this->CheckThreadedSweeps(1, 24, 25, "2");
+}
+
+// Several images: the work runs as jobs (per direction and image, then
+// parameter gradients and bottom diffs) that three threads take in turn;
+// all sweeps together over 2^20 multiply-adds (3 * 16 * 17 * 96 * 32).
+TYPED_TEST(ReNetLayerTest, TestLargeImageJobs) {
+  this->CheckThreadedSweeps(3, 16, 17, "3");
+}
+
+// The same forward and backward pass with 1, 2, 3 and 5 threads gives the
+// same bits: top, bottom diff and parameter diffs. The shapes take every
+// threaded path of the CPU: one image (directions on two threads, the
+// input gradient's GEMM split by rows, the layout copies split) read in
+// place (vertical 1 x 1) or copied (2 x 2 patches, with the LSTM's step
+// projection for 8 channels), and several images as jobs.
+TYPED_TEST(ReNetLayerTest, TestThreadCountBitIdentical) {
+  typedef typename TypeParam::Dtype Dtype;
+  if (Caffe::mode() != Caffe::CPU) {
+    return;
+  }
+  struct Case { int unit, dir, N, C, H, W, patch, d; };
+  const Case cases[] = {
+    // Direct: din GEMM T B K G d = 32 * 40 * 64 * 128 > 8 * 2^19.
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+     1, 64, 32, 40, 1, 32},
+    // Copies of 32 * 64 * 64 = 2^17 elements (two parts or more), dX GEMM
+    // 32 * 32 * 128 * 96 > 8 * 2^19.
+    {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
+     1, 32, 64, 64, 2, 32},
+    // The LSTM's step projection (K = 32), zero padding (33 x 47).
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+     1, 8, 65, 47, 2, 32},
+    // Jobs, per image and direction.
+    {ReNetParameter_Unit_IRNN, ReNetParameter_Direction_HORIZONTAL,
+     3, 16, 20, 24, 1, 64},
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+     3, 8, 33, 31, 2, 32},
+  };
+  const char* threads[] = {"1", "2", "3", "5"};
+  for (int ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ++ci) {
+    const Case& k = cases[ci];
+    this->blob_bottom_->Reshape(k.N, k.C, k.H, k.W);
+    this->FillBottom();
+    LayerParameter lp = this->MakeParam(
+        static_cast<ReNetParameter_Unit>(k.unit),
+        static_cast<ReNetParameter_Direction>(k.dir), k.d, k.patch, k.patch);
+    ReNetLayer<Dtype> init(lp);
+    init.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    Blob<Dtype> top_diff(this->blob_top_->shape());
+    FillerParameter fp;
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(&top_diff);
+    PassResult<Dtype> first;
+    for (int ti = 0; ti < 4; ++ti) {
+      ScopedEnv env("HRENET_THREADS", threads[ti]);
+      const int64_t runs = ThreadedRuns();
+      const PassResult<Dtype> r = RunPass(lp, init.blobs(),
+          *this->blob_bottom_, top_diff);
+      if (ti == 0) {
+        EXPECT_EQ(ThreadedRuns(), runs) << "one thread started others";
+        first = r;
+        continue;
+      }
+      EXPECT_GT(ThreadedRuns(), runs) << "case " << ci << " ran on one "
+          << "thread with HRENET_THREADS=" << threads[ti];
+      EXPECT_TRUE(r == first) << "case " << ci << ": " << threads[ti]
+          << " threads give other bits than 1";
     }
   }
+}
+
+// Two nets running at once in two threads, each on two threads of its own,
+// give what each gives alone, and leave the BLAS's thread count as it was.
+TYPED_TEST(ReNetLayerTest, TestConcurrentNets) {
+  typedef typename TypeParam::Dtype Dtype;
+  if (Caffe::mode() != Caffe::CPU) {
+    return;
+  }
+  ScopedEnv env("HRENET_THREADS", "2");
+  const int blas_threads = OpenBlasThreads();
+  LayerParameter lp[2] = {
+      this->MakeParam(ReNetParameter_Unit_LSTM,
+                      ReNetParameter_Direction_VERTICAL, 32, 1, 1),
+      this->MakeParam(ReNetParameter_Unit_GRU,
+                      ReNetParameter_Direction_HORIZONTAL, 32, 2, 2)};
+  const int shapes[2][4] = {{1, 16, 24, 25}, {2, 8, 30, 34}};
+  Blob<Dtype> bottom[2], top_diff[2];
+  vector<shared_ptr<Blob<Dtype> > > weights[2];
+  PassResult<Dtype> alone[2];
+  for (int i = 0; i < 2; ++i) {
+    this->blob_bottom_->Reshape(shapes[i][0], shapes[i][1], shapes[i][2],
+                                shapes[i][3]);
+    this->FillBottom();
+    bottom[i].CopyFrom(*this->blob_bottom_, false, true);
+    ReNetLayer<Dtype> init(lp[i]);
+    init.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    weights[i] = init.blobs();
+    top_diff[i].Reshape(this->blob_top_->shape());
+    FillerParameter fp;
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(&top_diff[i]);
+    alone[i] = RunPass(lp[i], weights[i], bottom[i], top_diff[i]);
+  }
+  const int kRepeats = 4;
+  vector<PassResult<Dtype> > together[2];
+  std::thread second([&]() {
+    for (int r = 0; r < kRepeats; ++r) {
+      together[1].push_back(RunPass(lp[1], weights[1], bottom[1],
+                                    top_diff[1]));
+    }
+  });
+  for (int r = 0; r < kRepeats; ++r) {
+    together[0].push_back(RunPass(lp[0], weights[0], bottom[0], top_diff[0]));
+  }
+  second.join();
+  for (int i = 0; i < 2; ++i) {
+    for (int r = 0; r < kRepeats; ++r) {
+      EXPECT_TRUE(together[i][r] == alone[i]) << "net " << i << " pass "
+          << r << " differs when run beside the other";
+    }
+  }
+  EXPECT_EQ(OpenBlasThreads(), blas_threads);
 }
 
 // Rows of d hidden units that are no whole number of 16-unit vectors: the
@@ -582,6 +786,12 @@ TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
     ReNetLayer<Dtype> layer(lp);
     EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
         "renet_test' has 2 tops; it produces exactly 1");
+  }
+  {
+    ScopedEnv env("HRENET_PORTABLE", "yes");
+    ReNetLayer<Dtype> layer(lp);
+    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
+        "HRENET_PORTABLE is 'yes'; set it to 1");
   }
   ::testing::FLAGS_gtest_death_test_style = style;
 }

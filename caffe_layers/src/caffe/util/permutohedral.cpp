@@ -137,17 +137,12 @@ class LatticeHashTable {
 // The splat and blur loops, compiled for AVX2 and for the baseline by GCC
 // on x86-64 Linux and picked when the library loads (a row of c = 21 labels
 // is three 8-wide operations instead of six 4-wide ones).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define PERMUTOHEDRAL_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define PERMUTOHEDRAL_CLONES
-#endif
 
 // Splat of the points [0, n) (row i of in times in_scale[i], or 1) onto the
 // vertices in [lo, hi), each vertex summing its points in point order.
 template <typename Dtype>
-PERMUTOHEDRAL_CLONES void SplatRange(int n, int d1, int c, const int* offset,
+HRENET_TARGET_CLONES("avx2", "default")
+void SplatRange(int n, int d1, int c, const int* offset,
     const Dtype* weight, const Dtype* __restrict__ in, const Dtype* in_scale,
     int lo, int hi, Dtype* __restrict__ values) {
   for (int i = 0; i < n; ++i) {
@@ -170,7 +165,8 @@ PERMUTOHEDRAL_CLONES void SplatRange(int n, int d1, int c, const int* offset,
 // One blur pass over the vertices [begin, end): out_v = v + (n1 + n2) / 2,
 // the neighbours' rows prefetched a few vertices ahead.
 template <typename Dtype>
-PERMUTOHEDRAL_CLONES void BlurRange(int begin, int end, int c, const int* nbr,
+HRENET_TARGET_CLONES("avx2", "default")
+void BlurRange(int begin, int end, int c, const int* nbr,
     const Dtype* values, Dtype* __restrict__ out) {
   const int ahead = 8;
   for (int v = begin; v < end; ++v) {

@@ -142,12 +142,12 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
   n_ = n;
   const int d1 = d + 1;
   const int count = n * d1;
-  SyncedMemory keys(sizeof(int) * count * d);
-  offset_.reset(new SyncedMemory(sizeof(int) * count));
-  weight_.reset(new SyncedMemory(sizeof(Dtype) * count));
-  int* keys_data = static_cast<int*>(keys.mutable_gpu_data());
-  int* offset = static_cast<int*>(offset_->mutable_gpu_data());
-  Dtype* weight = static_cast<Dtype*>(weight_->mutable_gpu_data());
+  keys_.Reshape(vector<int>(1, count * d));
+  offset_.Reshape(vector<int>(1, count));
+  weight_.Reshape(vector<int>(1, count));
+  int* keys_data = keys_.mutable_gpu_data();
+  int* offset = offset_.mutable_gpu_data();
+  Dtype* weight = weight_.mutable_gpu_data();
   // NOLINT_NEXT_LINE(whitespace/operators)
   SimplexKernel<Dtype><<<CAFFE_GET_BLOCKS(n), CAFFE_CUDA_NUM_THREADS>>>(
       n, d, features, keys_data, weight);
@@ -156,12 +156,12 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
   while (capacity < 2u * count) {
     capacity *= 2;
   }
-  SyncedMemory table(sizeof(int) * capacity);
-  SyncedMemory owner(sizeof(int) * count);
-  SyncedMemory scan(sizeof(int) * count);
-  int* table_data = static_cast<int*>(table.mutable_gpu_data());
-  int* owner_data = static_cast<int*>(owner.mutable_gpu_data());
-  int* scan_data = static_cast<int*>(scan.mutable_gpu_data());
+  table_.Reshape(vector<int>(1, static_cast<int>(capacity)));
+  owner_.Reshape(vector<int>(1, count));
+  scan_.Reshape(vector<int>(1, count));
+  int* table_data = table_.mutable_gpu_data();
+  int* owner_data = owner_.mutable_gpu_data();
+  int* scan_data = scan_.mutable_gpu_data();
   caffe_gpu_set(static_cast<int>(capacity), -1, table_data);
   // NOLINT_NEXT_LINE(whitespace/operators)
   InsertKernel<<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
@@ -179,22 +179,20 @@ void PermutohedralLatticeGPU<Dtype>::Init(const Dtype* features, int d,
   int last_scan = 0;
   caffe_gpu_memcpy(sizeof(int), scan_data + count - 1, &last_scan);
   m_ = last_scan + last_mark;
-  SyncedMemory vertex_entry(sizeof(int) * m_);
-  int* vertex_entry_data = static_cast<int*>(vertex_entry.mutable_gpu_data());
+  vertex_entry_.Reshape(vector<int>(1, m_));
+  int* vertex_entry_data = vertex_entry_.mutable_gpu_data();
   // NOLINT_NEXT_LINE(whitespace/operators)
   NumberKernel<<<CAFFE_GET_BLOCKS(count), CAFFE_CUDA_NUM_THREADS>>>(
       count, owner_data, scan_data, offset, vertex_entry_data);
   CUDA_POST_KERNEL_CHECK;
-  blur_nbr_.reset(new SyncedMemory(sizeof(int) * d1 * m_ * 2));
-  int* blur_nbr = static_cast<int*>(blur_nbr_->mutable_gpu_data());
+  blur_nbr_.Reshape(vector<int>(1, d1 * m_ * 2));
+  int* blur_nbr = blur_nbr_.mutable_gpu_data();
   // NOLINT_NEXT_LINE(whitespace/operators)
   NeighborKernel<<<CAFFE_GET_BLOCKS(m_ * d1), CAFFE_CUDA_NUM_THREADS>>>(
       m_, d, keys_data, vertex_entry_data, table_data, capacity - 1,
       scan_data, blur_nbr);
   CUDA_POST_KERNEL_CHECK;
-  values_.reset();
   blurred_ = NULL;
-  scratch_.reset();
 }
 
 template <typename Dtype>
@@ -202,14 +200,11 @@ void PermutohedralLatticeGPU<Dtype>::SplatBlur(const Dtype* in, int c,
     const Dtype* in_scale) {
   CHECK_GT(m_, 0) << "PermutohedralLatticeGPU: SplatBlur() before Init()";
   const int d1 = d_ + 1;
-  const size_t bytes = sizeof(Dtype) * (m_ + 1) * c;
-  if (!values_ || values_->size() != bytes) {
-    values_.reset(new SyncedMemory(bytes));
-    scratch_.reset(new SyncedMemory(bytes));
-  }
-  Dtype* values = static_cast<Dtype*>(values_->mutable_gpu_data());
-  Dtype* scratch = static_cast<Dtype*>(scratch_->mutable_gpu_data());
-  const int* blur_nbr = static_cast<const int*>(blur_nbr_->gpu_data());
+  values_.Reshape(vector<int>(1, (m_ + 1) * c));
+  scratch_.Reshape(vector<int>(1, (m_ + 1) * c));
+  Dtype* values = values_.mutable_gpu_data();
+  Dtype* scratch = scratch_.mutable_gpu_data();
+  const int* blur_nbr = blur_nbr_.gpu_data();
   caffe_gpu_set((m_ + 1) * c, Dtype(0), values);
   caffe_gpu_set((m_ + 1) * c, Dtype(0), scratch);
   // NOLINT_NEXT_LINE(whitespace/operators)

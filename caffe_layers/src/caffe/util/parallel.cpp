@@ -1,0 +1,130 @@
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "caffe/common.hpp"
+#include "caffe/util/parallel.hpp"
+
+// The BLAS's thread controls, when the linked BLAS has them (weak symbols:
+// null with another BLAS).
+extern "C" {
+void openblas_set_num_threads(int num_threads) __attribute__((weak));
+int openblas_get_num_threads(void) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int num_threads) __attribute__((weak));
+}
+
+namespace caffe {
+
+namespace {
+
+// The CPUs this process may run on.
+int AvailableCpus() {
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int count = CPU_COUNT(&set);
+    if (count > 0) {
+      return count;
+    }
+  }
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// OpenBLAS's thread count while no BlasSingleThreaded lives, and how many
+// live; guarded by BlasMutex().
+int blas_holders = 0;
+int blas_saved_threads = 0;
+
+std::atomic<int64_t> threaded_runs(0);
+
+std::mutex& BlasMutex() {
+  static std::mutex* mutex = new std::mutex();
+  return *mutex;
+}
+
+}  // namespace
+
+int HrenetThreads() {
+  const char* env = std::getenv("HRENET_THREADS");
+  if (env == NULL || *env == '\0') {
+    return AvailableCpus();
+  }
+  char* end = NULL;
+  errno = 0;
+  const long value = std::strtol(env, &end, 10);  // NOLINT(runtime/int)
+  CHECK(errno == 0 && *end == '\0' && value >= 1 && value <= (1 << 16))
+      << "HRENET_THREADS is '" << env << "'; set it to a whole number of "
+      << "threads >= 1, or unset it to use the " << AvailableCpus()
+      << " CPUs this process may run on";
+  return static_cast<int>(value);
+}
+
+int WorkParts(double work, double min_part_work, int max_parts) {
+  int parts = 1;
+  while (parts * 2 <= max_parts && work >= 2 * parts * min_part_work) {
+    parts *= 2;
+  }
+  return parts;
+}
+
+void CountThreadedRun() { ++threaded_runs; }
+
+int64_t ThreadedRuns() { return threaded_runs; }
+
+void ParallelWorkerEnter() {
+  if (MKL_Set_Num_Threads_Local) {
+    MKL_Set_Num_Threads_Local(1);
+  }
+}
+
+void ParallelWorkerLeave() {
+  if (MKL_Set_Num_Threads_Local) {
+    MKL_Set_Num_Threads_Local(0);  // back to the global setting
+  }
+}
+
+BlasSingleThreaded::BlasSingleThreaded() : mkl_local_(0) {
+  if (MKL_Set_Num_Threads_Local) {
+    mkl_local_ = MKL_Set_Num_Threads_Local(1);
+  }
+  if (!openblas_get_num_threads || !openblas_set_num_threads) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  if (blas_holders++ == 0) {
+    blas_saved_threads = openblas_get_num_threads();
+    if (blas_saved_threads > 1) {
+      openblas_set_num_threads(1);
+    }
+  }
+}
+
+BlasSingleThreaded::~BlasSingleThreaded() {
+  if (MKL_Set_Num_Threads_Local) {
+    MKL_Set_Num_Threads_Local(mkl_local_);
+  }
+  if (!openblas_get_num_threads || !openblas_set_num_threads) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  if (--blas_holders == 0 && blas_saved_threads > 1) {
+    openblas_set_num_threads(blas_saved_threads);
+  }
+}
+
+int OpenBlasThreads() {
+  if (!openblas_get_num_threads) {
+    return 0;
+  }
+  std::lock_guard<std::mutex> lock(BlasMutex());
+  return openblas_get_num_threads();
+}
+
+}  // namespace caffe
