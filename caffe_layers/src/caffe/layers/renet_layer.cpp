@@ -31,7 +31,7 @@ const double kMinCopyPart = 1 << 16;
 // kMaxGemmParts parts (a power of two) of at least kMinGemmPart
 // multiply-adds: more parts let more threads share it, but each packs the
 // weights again.
-const int kMaxGemmParts = 8;
+const int kMaxGemmParts = 4;
 const double kMinGemmPart = 1 << 19;
 // Input features up to which the projection is done step by step (one
 // small GEMM per step, whose gates stay in cache) instead of in one GEMM

@@ -477,11 +477,11 @@ TYPED_TEST(ReNetLayerTest, TestThreadCountBitIdentical) {
   }
   struct Case { int unit, dir, N, C, H, W, patch, d; };
   const Case cases[] = {
-    // Direct: din GEMM T B K G d = 32 * 40 * 64 * 128 > 8 * 2^19.
+    // Direct: din GEMM T B K G d = 32 * 40 * 64 * 128 > 4 * 2^19 (4 parts).
     {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
      1, 64, 32, 40, 1, 32},
     // Copies of 32 * 64 * 64 = 2^17 elements (two parts or more), dX GEMM
-    // 32 * 32 * 128 * 96 > 8 * 2^19.
+    // 32 * 32 * 128 * 96 > 4 * 2^19.
     {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
      1, 32, 64, 64, 2, 32},
     // The LSTM's step projection (K = 32), zero padding (33 x 47).
