@@ -9,7 +9,7 @@ RUN/report.json ({"models": {"nrenet": {"miou", "pixel_acc", "class_acc"},
 logs, the git commit and the command line.
 
 Examples:
-  main_job.py                              # synthetic, ~10 min on 2 cores
+  main_job.py                              # synthetic, 2-4 min on 2 cores
   main_job.py --quick                      # the one-minute version
   main_job.py --format voc --root VOCdevkit/VOC2012 --iters 2000
 """

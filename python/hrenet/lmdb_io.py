@@ -131,6 +131,22 @@ class BadSample(DataError):
     """A sample the build refused (``--skip-bad`` skips instead)."""
 
 
+def _publish(tmp, out, meta):
+    """Write ``meta`` into the finished ``tmp`` folder and rename it to
+    ``out`` (an existing ``out`` is moved aside first, then removed)."""
+    with open(os.path.join(tmp, META), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    if os.path.exists(out):
+        old = os.path.join(os.path.dirname(out),
+                           f"{os.path.basename(out)}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
 def build_dataset(samples, out, num_classes, class_names=None, fmt="",
                   shuffle=False, seed=0, skip_bad=False, overwrite=False,
                   min_foreground=None, progress=True, extra_meta=None):
@@ -231,17 +247,7 @@ def build_dataset(samples, out, num_classes, class_names=None, fmt="",
         if min_foreground is not None:
             meta["min_foreground"] = int(min_foreground)
         meta.update(extra_meta or {})
-        with open(os.path.join(tmp, META), "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-        if os.path.exists(out):  # overwrite: move the old one aside first
-            old = os.path.join(parent,
-                               f"{os.path.basename(out)}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        _publish(tmp, out, meta)
         return meta
     except BaseException:
         for env in envs:
@@ -353,17 +359,7 @@ def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
             "merged_from": [os.path.abspath(s) for s in sources],
         })
         meta.pop("sizes", None)
-        with open(os.path.join(tmp, META), "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-        if os.path.exists(out):
-            old = os.path.join(parent,
-                               f"{os.path.basename(out)}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        _publish(tmp, out, meta)
         return meta
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
