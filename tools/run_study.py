@@ -21,8 +21,6 @@ Examples:
   run_study.py nrenet_cv --gpu 0 --resume
 """
 import argparse
-import datetime
-import json
 import os
 import shlex
 import sys

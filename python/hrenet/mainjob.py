@@ -24,7 +24,6 @@ for over 1,000 iterations.
 :func:`run` does it all into one run folder; ``tools/main_job.py`` (and
 ``scripts/main_job.sh``) is the command line.
 """
-import json
 import os
 import shutil
 import subprocess

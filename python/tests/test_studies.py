@@ -4,7 +4,6 @@ tiny real run on synthetic images writes a table with every row."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
