@@ -31,6 +31,7 @@ from _common import cli  # noqa: E402 (puts python/ on sys.path)
 
 from hrenet import nets, studies  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
+from hrenet.mainjob import clock, git_commit  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
@@ -61,11 +62,6 @@ def parse_args(argv=None):
                    help="skip the steps whose results exist in the run "
                    "folder (default: off: the folder must be new)")
     return p.parse_args(argv)
-
-
-def _fmt(seconds):
-    m, s = divmod(int(round(seconds)), 60)
-    return "%d:%02d" % (m, s)
 
 
 def prepare_synthetic(run, name, dry):
@@ -170,7 +166,6 @@ def main(args):
     with open(os.path.join(run, "command"), "w") as f:
         f.write(" ".join(shlex.quote(a) for a in
                          ["tools/run_study.py"] + sys.argv[1:]) + "\n")
-    from hrenet.mainjob import git_commit
     with open(os.path.join(run, "commit"), "w") as f:
         f.write(git_commit(ROOT) + "\n")
     for s in solvers:
@@ -190,14 +185,16 @@ def main(args):
                 studies.write_variant_nets(v, studies.model_dir(run, v),
                                            data, num_classes)
     t0 = time.monotonic()
+    ran = 0  # steps run by this call (skipped ones take no time)
     for i, c in enumerate(cmds):
         if args.resume and os.path.exists(c.done):
             print(f"[{name} {i + 1}/{len(cmds)}] {c.what}: done, skipped")
             continue
         elapsed = time.monotonic() - t0
-        eta = "--" if i == 0 else _fmt(elapsed / i * (len(cmds) - i))
+        eta = "--" if ran == 0 else clock(elapsed / ran * (len(cmds) - i))
+        ran += 1
         print(f"[{name} {i + 1}/{len(cmds)}] {c.what} (elapsed "
-              f"{_fmt(elapsed)}, ETA {eta})", flush=True)
+              f"{clock(elapsed)}, ETA {eta})", flush=True)
         out = c.argv[c.argv.index("--out") + 1]
         log = os.path.join(os.path.dirname(out), c.what.split()[0] + ".log")
         os.makedirs(os.path.dirname(log), exist_ok=True)

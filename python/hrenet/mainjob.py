@@ -79,12 +79,12 @@ class Steps(object):
         elapsed = time.monotonic() - self.start
         if self.done > 0:
             eta = elapsed * (self.total - self.done) / self.done
-            eta_s = "ETA %s" % _fmt(eta)
+            eta_s = "ETA %s" % clock(eta)
         else:
             eta_s = "ETA --"
         self.index += 1
         print("[main job %d/%d] %s (elapsed %s, %s)" % (
-            self.index, len(self.weights), name, _fmt(elapsed), eta_s),
+            self.index, len(self.weights), name, clock(elapsed), eta_s),
             file=self.stream, flush=True)
         return weight
 
@@ -92,7 +92,8 @@ class Steps(object):
         self.done += weight
 
 
-def _fmt(seconds):
+def clock(seconds):
+    """M:SS of a duration in seconds."""
     m, s = divmod(int(round(seconds)), 60)
     return "%d:%02d" % (m, s)
 
@@ -309,7 +310,7 @@ def write_report(out, results, details, images):
         "job: %s." % (d["settings"]["iters"], d["settings"]["batch_size"],
                       d["settings"]["solver_type"], d["settings"]["base_lr"],
                       "x".join(str(v) for v in d["crop"]), d["machine"],
-                      d["threads"], _fmt(d["seconds"])),
+                      d["threads"], clock(d["seconds"])),
         "",
         "## Per-class IoU",
         "",
@@ -347,7 +348,7 @@ def write_report(out, results, details, images):
     return report
 
 
-def pictures(out, models, val_source, classes, s):
+def pictures(out, models, val_source, s):
     """Sample predictions, feature maps; returns {key: file name}."""
     from hrenet import lmdb_io, visual
     palette = visual.palette_for("voc")
@@ -466,7 +467,7 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
     steps.finish(w)
 
     w = steps.next()
-    images = pictures(out, models, lmdbs["val"], names, s)
+    images = pictures(out, models, lmdbs["val"], s)
     details = {"dataset": fmt, "root": os.path.abspath(root),
                "classes": list(names), "crop": list(crop),
                "images": {k: metas[k]["count"] for k in SPLITS},

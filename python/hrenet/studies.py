@@ -137,8 +137,6 @@ def schedule(v, iters=None, iter_size=None):
     s = nets.build_solver(v, "prototxt/%s/%s" % (v.family, v.name))
     max_iter = int(iters) if iters else s.max_iter
     stepsize = s.stepsize if not iters else max(1, max_iter // 2)
-    if v.name == "d_coco_pretrain" and iters:
-        stepsize = max(1, int(max_iter * 50000 / 120000))
     return max_iter, stepsize, iter_size or s.iter_size
 
 
@@ -249,13 +247,6 @@ def plan(name, dataset, run, iters=None, gpu=None, weights=None,
 
 def format_command(argv):
     return " ".join(shlex.quote(a) for a in argv)
-
-
-def paper_value(v, metric):
-    p = v.paper
-    if metric in p:
-        return p[metric]
-    return None
 
 
 def results_table(name, run, dataset):

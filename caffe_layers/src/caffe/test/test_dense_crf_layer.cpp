@@ -12,6 +12,7 @@
 #include "caffe/layers/dense_crf_layer.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_scoped_env.hpp"
 
 namespace caffe {
 
@@ -454,20 +455,13 @@ TYPED_TEST(DenseCRFLayerTest, TestThreadCountInvariance) {
   this->SetImage(rgb, 1, height, width);
   this->SetScores(scores, 1, num_labels, height, width);
   std::vector<Dtype> out[2];
-  const char* old = std::getenv("HRENET_THREADS");
-  const std::string saved = old ? old : "";
   for (int t = 0; t < 2; ++t) {
-    setenv("HRENET_THREADS", t == 0 ? "1" : "2", 1);
+    ScopedEnv env("HRENET_THREADS", t == 0 ? "1" : "2");
     DenseCRFLayer<Dtype> layer(this->MakeParam(kSmallParams));
     layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
     layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
     out[t].assign(this->blob_top_->cpu_data(),
                   this->blob_top_->cpu_data() + count);
-  }
-  if (old) {
-    setenv("HRENET_THREADS", saved.c_str(), 1);
-  } else {
-    unsetenv("HRENET_THREADS");
   }
   for (int k = 0; k < count; ++k) {
     ASSERT_EQ(out[0][k], out[1][k]);

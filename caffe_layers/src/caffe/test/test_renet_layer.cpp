@@ -18,34 +18,13 @@
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
+#include "caffe/test/test_scoped_env.hpp"
 
 namespace caffe {
 
 namespace {
 
 double RefSigmoid(double x) { return 1. / (1. + std::exp(-x)); }
-
-// Sets an environment variable for its lifetime, then restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value)
-      : name_(name), had_(getenv(name) != NULL),
-        old_(had_ ? getenv(name) : "") {
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_.c_str(), old_.c_str(), 1);
-    } else {
-      unsetenv(name_.c_str());
-    }
-  }
-
- private:
-  const std::string name_;
-  const bool had_;
-  const std::string old_;
-};
 
 // Everything a forward and backward pass produce: the top, the bottom diff
 // and the six parameter diffs, one after the other.
