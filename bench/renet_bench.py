@@ -18,14 +18,20 @@ depend on which minutes each framework's best round fell in.
 
 With --builds LABEL=BUILD_DIR[@N] ..., the script times our layer group from
 several Caffe builds instead (each worker imports pycaffe from
-BUILD_DIR/caffe-src/python), alternately in each round, and for each build
-and case reports the paired ratio of its time to the first build's (the
-median over rounds of the two times measured seconds apart; below 1:
-faster). "@N" times that build with HRENET_THREADS=N, and --layer-threads
-N ... times every build without "@" with each N (a build from before
-HRENET_THREADS ignores it): "--builds old=OLD new=NEW new1=NEW@1" gives
-the new build's ratio to the old one and, from new1 against new, how the
-layer scales from one thread to the default (all CPUs).
+BUILD_DIR/caffe-src/python). Rounds of whole processes are too coarse on a
+VM whose speed changes within seconds, so here every
+variant gets one persistent, warmed-up worker, and the script times them
+step by step: step i runs one forward (and one forward+backward) in each
+variant in turn, starting with a different variant each time, with
+--gap seconds of rest before each. For each build and case it reports the
+fastest and the median step and the paired ratio of its time to the first
+build's: the median over i of the two i-th steps' ratio, timed within a
+second of each other (below 1: faster), with its quartiles. "@N" times
+that build with HRENET_THREADS=N, and --layer-threads N ... times every
+build without "@" with each N (a build from before HRENET_THREADS ignores
+it): "--builds old=OLD new=NEW new1=NEW@1" gives the new build's ratio to
+the old one and, from new1 against new, how the layer scales from one
+thread to the default (all CPUs).
 
 For every measurement the script reads the CPU time that the whole machine
 spent (/proc/stat) minus its own (the worker's) CPU time: that is the other
@@ -116,7 +122,10 @@ def group_gflop(case):
 # --------------------------------------------------------------------------
 # workers (each runs in its own process)
 
-def worker_caffe(case, threads, repeats, warmup, peaks=True):
+def _caffe_group(case):
+    """Our layer group for `case` as a pycaffe net with random input and,
+    for cases with a backward pass, a random top gradient; returns the net
+    and the steps to time: {"fwd": ..., "fwdbwd": ...}."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     import numpy as np
     import caffe
@@ -140,28 +149,64 @@ layer {{ name: "renet_h" type: "ReNet" bottom: "v" top: "out"
         net = caffe.Net(f.name, caffe.TRAIN)
     rng = np.random.RandomState(0)
     net.blobs["data"].data[...] = rng.randn(n, c, h, w)
+    steps = {"fwd": net.forward}
+    if backward:
+        net.forward()
+        net.blobs["out"].diff[...] = rng.randn(*net.blobs["out"].shape)
+
+        def fwdbwd():
+            net.forward()
+            net.backward()
+        steps["fwdbwd"] = fwdbwd
+    return net, steps
+
+
+def worker_caffe(case, threads, repeats, warmup, peaks=True):
+    net, steps = _caffe_group(case)
     out = {}
     # The SGEMM peak before, between and after the timings: each timing's
     # own reference (the higher of the two around it), taken in the same
     # minute as the timing (the machine's speed drifts over minutes).
     peak = sgemm_gflops if peaks else (lambda threads: None)
     peaks = [peak(threads)]
-    out["fwd_ms"], out["fwd_load"] = timed(net.forward, repeats, warmup)
+    out["fwd_ms"], out["fwd_load"] = timed(steps["fwd"], repeats, warmup)
     peaks.append(peak(threads))
     if peaks[-1] is not None:
         out["fwd_peak"] = max(peaks[-2:])
-    if backward:
-        net.forward()
-        net.blobs["out"].diff[...] = rng.randn(*net.blobs["out"].shape)
-
-        def step():
-            net.forward()
-            net.backward()
-        out["fwdbwd_ms"], out["fwdbwd_load"] = timed(step, repeats, warmup)
+    if "fwdbwd" in steps:
+        out["fwdbwd_ms"], out["fwdbwd_load"] = timed(steps["fwdbwd"],
+                                                     repeats, warmup)
         peaks.append(peak(threads))
         if peaks[-1] is not None:
             out["fwdbwd_peak"] = max(peaks[-2:])
     return out
+
+
+def step_server(case, warmup, stdin=None, stdout=None):
+    """Serve timed steps of our layer group, one per request: after the
+    warm-up it writes {"ready": [step names]} and then, for each line
+    naming a step read from stdin, runs that step once and writes
+    {"ms": wall time, "cpu": this process's CPU seconds during it}; an
+    empty line or end of input stops it. Between requests it waits in a
+    blocking read, using no CPU, so that the parent can time several
+    builds' servers alternately, step by step."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    _, steps = _caffe_group(case)
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    stdout.write(json.dumps({"ready": sorted(steps)}) + "\n")
+    stdout.flush()
+    for line in stdin:
+        name = line.strip()
+        if not name:
+            break
+        c0, t0 = _own_cpu_seconds(), time.perf_counter()
+        steps[name]()
+        ms = 1e3 * (time.perf_counter() - t0)
+        stdout.write(json.dumps({"ms": ms,
+                                 "cpu": _own_cpu_seconds() - c0}) + "\n")
+        stdout.flush()
 
 
 def worker_torch(case, threads, repeats, warmup, onednn):
@@ -301,22 +346,29 @@ def paired_speedup(rounds, key, max_load):
             (ratios[mid - 1] + ratios[mid]) / 2)
 
 
-def paired_ratio(rounds, key, max_load, num, den):
-    """Median over rounds of rounds[i][num][key] / rounds[i][den][key],
-    over the rounds where both ran without error and with other load <=
-    max_load; None when there is no such round."""
-    load_key = key.replace("ms", "load")
-
+def step_ratio(num, den, max_load):
+    """The paired ratio of two variants timed step by step in alternation:
+    num[i] and den[i] are the i-th step of each ({"ms": ..., "load": other
+    processes' cores during it}, or None where it failed), measured within
+    a second of each other. Returns {"median", "q1", "q3", "pairs"} of
+    num[i]["ms"] / den[i]["ms"] over the steps where both ran with load <=
+    max_load (q1, q3: the quartiles, the spread the VM leaves), or None
+    when there is no such step."""
     def idle(r):
-        return (r is not None and "error" not in r and key in r
-                and r[load_key] <= max_load)
-    ratios = sorted(rnd[num][key] / rnd[den][key] for rnd in rounds
-                    if idle(rnd.get(num)) and idle(rnd.get(den)))
+        return r is not None and r["load"] <= max_load
+    ratios = sorted(a["ms"] / b["ms"] for a, b in zip(num, den)
+                    if idle(a) and idle(b))
     if not ratios:
         return None
-    mid = len(ratios) // 2
-    return (ratios[mid] if len(ratios) % 2 else
-            (ratios[mid - 1] + ratios[mid]) / 2)
+
+    def quantile(q):
+        # Linear interpolation between order statistics (numpy's default).
+        x = q * (len(ratios) - 1)
+        lo = int(x)
+        hi = min(lo + 1, len(ratios) - 1)
+        return ratios[lo] + (ratios[hi] - ratios[lo]) * (x - lo)
+    return {"median": quantile(0.5), "q1": quantile(0.25),
+            "q3": quantile(0.75), "pairs": len(ratios)}
 
 
 def build_variants(builds, layer_threads):
@@ -358,6 +410,66 @@ def run_worker(argv, timeout, extra_env=None):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def thread_scaling_pairs(variants):
+    """(label, base label) for each variant timed with its own
+    HRENET_THREADS whose build is also timed with the default thread
+    count: the pairs whose ratio is the layer's thread scaling."""
+    default = {}
+    for label, pydir, n in variants:
+        if n is None:
+            default.setdefault(pydir, label)
+    return [(label, default[pydir]) for label, pydir, n in variants
+            if n is not None and pydir in default]
+
+
+class StepClient:
+    """A step_server worker of one variant, started and warmed up at once;
+    step(name) times one step in it."""
+
+    def __init__(self, case_name, pydir, layer_threads, warmup, timeout):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = pydir + os.pathsep + env.get("PYTHONPATH", "")
+        if layer_threads is not None:
+            env["HRENET_THREADS"] = str(layer_threads)
+        import tempfile
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", "steps",
+             case_name, "--warmup", str(warmup)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.stderr, text=True, env=env)
+        self.ready = self._reply()["ready"]
+
+    def _reply(self):
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            self.stderr.seek(0)
+            lines = self.stderr.read().strip().splitlines()
+            why = lines[-1] if lines else (
+                "no reply in %d s" % self.timeout if not ready else "exited")
+            raise RuntimeError(why)
+        return json.loads(line)
+
+    def step(self, name):
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__,
@@ -387,6 +499,12 @@ def parse_args(argv=None):
     p.add_argument("--layer-threads", nargs="+", type=int,
                    help="with --builds: HRENET_THREADS values to time each "
                         "build with (None: left unset)")
+    p.add_argument("--steps", type=int, default=30,
+                   help="with --builds: alternating steps per case")
+    p.add_argument("--gap", type=float, default=0.2,
+                   help="with --builds: seconds of rest before each step, "
+                        "so that the previous worker's BLAS threads have "
+                        "gone to sleep")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -407,6 +525,9 @@ def _fmt(v, spec="{:.0f}"):
 def main(args):
     if args.worker:
         kind = args.worker[0]
+        if kind == "steps":
+            step_server(CASES[args.worker[1]], args.warmup)
+            return 0
         if kind == "sgemm":
             res = sgemm_gflops(args.threads, 3, full=True)
         else:
@@ -547,69 +668,125 @@ def main(args):
 
 
 def compare_builds(args):
-    """Our layer group from several builds (and layer thread counts),
-    alternately in each round; per case, each variant's best round and its
-    paired ratio to the first variant."""
+    """Our layer group from several builds (and layer thread counts), one
+    persistent worker each, timed step by step in alternation: step i runs
+    a forward (and a forward+backward) in every variant in turn, starting
+    with a different variant each time; per case, each variant's fastest
+    and median step and its paired ratio to the first variant (the median
+    over i of the two i-th steps' ratio)."""
     variants = build_variants(args.builds, args.layer_threads)
-    common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
-              "--warmup", str(args.warmup)]
     print(f"# ReNet group, builds compared: "
           f"{', '.join(f'{v[0]} ({v[1]})' for v in variants)}; "
-          f"{args.threads} BLAS threads, median of {args.repeats} runs after "
-          f"{args.warmup} warm-up, {args.rounds} alternating rounds",
+          f"{args.threads} BLAS threads, {args.steps} alternating steps "
+          f"after {args.warmup} warm-up, {args.gap} s between steps",
           flush=True)
-    results = {"threads": args.threads, "repeats": args.repeats,
-               "rounds": args.rounds, "variants": [v[0] for v in variants],
-               "cases": {}}
+    ref = variants[0][0]
+    thread_pairs = thread_scaling_pairs(variants)
+    thread_rows = []
+    results = {"threads": args.threads, "steps": args.steps,
+               "gap_s": args.gap, "max_other_load": args.max_other_load,
+               "variants": [v[0] for v in variants], "cases": {}}
     rows = []
     for name in args.cases:
-        rounds = []
-        best = {}
-        for rnd in range(args.rounds):
-            rounds.append({})
+        clients = {}
+        times = {label: {} for label, _, _ in variants}
+        t_case = time.time()
+        try:
             for label, pydir, n in variants:
-                env = {"PYTHONPATH": pydir + os.pathsep +
-                       os.environ.get("PYTHONPATH", "")}
-                if n is not None:
-                    env["HRENET_THREADS"] = str(n)
-                t0 = time.time()
-                r = run_worker(["caffe", name, "no-peak"] + common,
-                               args.timeout, env)
-                print(f"# {name} {label} round {rnd + 1}: {json.dumps(r)} "
-                      f"({time.time() - t0:.0f} s)", flush=True)
-                rounds[-1][label] = r
-                best[label] = best_round(best.get(label), r,
-                                         args.max_other_load)
-        ref = variants[0][0]
-        case = {"rounds": rounds, "best": best, "paired": {}}
+                clients[label] = StepClient(name, pydir, n, args.warmup,
+                                            args.timeout)
+            keys = clients[ref].ready
+            for i in range(args.steps):
+                k = i % len(variants)
+                for key in keys:
+                    for label, _, _ in variants[k:] + variants[:k]:
+                        time.sleep(args.gap)
+                        m0, o0 = _machine_cpu_seconds(), _own_cpu_seconds()
+                        w0 = time.perf_counter()
+                        r = clients[label].step(key)
+                        wall = time.perf_counter() - w0
+                        other = ((_machine_cpu_seconds() - m0) - r["cpu"] -
+                                 (_own_cpu_seconds() - o0)) / wall
+                        times[label].setdefault(key, []).append(
+                            {"ms": r["ms"], "load": max(0.0, other)})
+                if (i + 1) % 10 == 0 or i + 1 == args.steps:
+                    print(f"# {name}: step {i + 1}/{args.steps} "
+                          f"({time.time() - t_case:.0f} s)", flush=True)
+        except RuntimeError as e:
+            rows.append(f"| {name} | - | error: {e} | | | | |")
+            results["cases"][name] = {"error": str(e)}
+            continue
+        finally:
+            for c in clients.values():
+                c.close()
+        case = {"steps": times, "summary": {}}
         for label, _, _ in variants:
-            r = best[label]
-            if "error" in r:
-                rows.append(f"| {name} | {label} | error: {r['error']} | "
-                            "| | | |")
-                continue
-            paired = {key: paired_ratio(rounds, key, args.max_other_load,
-                                        label, ref)
-                      for key in ("fwd_ms", "fwdbwd_ms")}
-            case["paired"][label] = paired
-            loads = [r.get("fwd_load", 0), r.get("fwdbwd_load", 0)]
-            rows.append(
-                f"| {name} | {label} | {_fmt(r.get('fwd_ms'))} | "
-                f"{_fmt(r.get('fwdbwd_ms'))} | "
-                f"{_fmt(paired['fwd_ms'], '{:.3f}')} | "
-                f"{_fmt(paired['fwdbwd_ms'], '{:.3f}')} | "
-                f"{max(loads):.2f} |")
+            summary = {}
+            cells = []
+            for key in ("fwd", "fwdbwd"):
+                steps = times[label].get(key)
+                if not steps:
+                    cells += ["-", "-"]
+                    continue
+                idle = sorted(r["ms"] for r in steps
+                              if r["load"] <= args.max_other_load)
+                ratio = step_ratio(steps, times[ref][key],
+                                   args.max_other_load)
+                summary[key] = {"best_ms": idle[0] if idle else None,
+                                "median_ms": (idle[len(idle) // 2]
+                                              if idle else None),
+                                "ratio": ratio}
+                cells.append(f"{_fmt(summary[key]['best_ms'])} / "
+                             f"{_fmt(summary[key]['median_ms'])}")
+                cells.append("-" if ratio is None else
+                             f"{ratio['median']:.3f} [{ratio['q1']:.2f}, "
+                             f"{ratio['q3']:.2f}] ({ratio['pairs']})")
+            loads = [r["load"] for steps in times[label].values()
+                     for r in steps]
+            case["summary"][label] = summary
+            rows.append(f"| {name} | {label} | " + " | ".join(cells) +
+                        f" | {max(loads):.2f} |")
+        for label, base in thread_pairs:
+            scaling = {}
+            cells = []
+            for key in ("fwd", "fwdbwd"):
+                steps = times[label].get(key)
+                ratio = steps and step_ratio(steps, times[base][key],
+                                             args.max_other_load)
+                best = [case["summary"][v].get(key, {}).get("best_ms")
+                        for v in (label, base)]
+                scaling[key] = {"ratio": ratio, "best_ratio": (
+                    best[0] / best[1] if None not in best else None)}
+                cells.append("-" if not ratio else
+                             f"{ratio['median']:.2f} [{ratio['q1']:.2f}, "
+                             f"{ratio['q3']:.2f}]")
+                cells.append(_fmt(scaling[key]["best_ratio"], "{:.2f}"))
+            case.setdefault("threads", {})[f"{label}/{base}"] = scaling
+            thread_rows.append(f"| {name} | {label} over {base} | " +
+                               " | ".join(cells) + " |")
         results["cases"][name] = case
     print()
-    print(f"| case | build | fwd ms | fwd+bwd ms | fwd paired ratio to "
-          f"{ref} | fwd+bwd paired ratio to {ref} | other load (cores) |")
+    print(f"| case | build | fwd ms best / median | fwd ratio to {ref} | "
+          f"fwd+bwd ms best / median | fwd+bwd ratio to {ref} | "
+          "max other load (cores) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
-    print(f"\nms: each build's best round; paired ratio: the median over "
-          f"rounds of its time over {ref}'s in the same round (below 1: "
-          f"faster), over rounds with other load <= {args.max_other_load} "
-          "cores ('-': none).")
+    print(f"\nms: over the steps with other load <= {args.max_other_load} "
+          f"cores. Ratio: the median over steps of the step's time over "
+          f"{ref}'s step of the same index, timed within a second of it "
+          "(below 1: faster); [quartiles]; (steps counted).")
+    if thread_rows:
+        print()
+        print("| case | threads | fwd step ratio | fwd best-step ratio | "
+              "fwd+bwd step ratio | fwd+bwd best-step ratio |")
+        print("|---|---|---|---|---|---|")
+        for row in thread_rows:
+            print(row)
+        print("\nThread scaling: a build timed with HRENET_THREADS=N over "
+              "the same build with the default (all CPUs): the median of "
+              "the paired step ratios [quartiles], and its fastest step "
+              "over the other's.")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:

@@ -1,6 +1,6 @@
-"""bench/renet_bench.py's pure helpers: FLOP count of the cases and the
-choice of the best of interleaved rounds (the timings themselves are the
-script's job, never a test's)."""
+"""bench/renet_bench.py's pure helpers (FLOP count of the cases, the best
+of interleaved rounds, paired ratios) and the step worker's protocol on a
+tiny net; the timings themselves are the script's job, never a test's."""
 import importlib.util
 import os
 
@@ -84,20 +84,53 @@ def test_paired_speedup_is_the_median_of_each_rounds_ratio(bench):
     assert bench.paired_speedup(rounds, "fwdbwd_ms", 0.25) is None
 
 
-def test_paired_ratio_compares_two_builds_round_by_round(bench):
-    def rnd(old, new, new_load=0.0):
-        return {"old": {"fwd_ms": old, "fwd_load": 0.0},
-                "new": {"fwd_ms": new, "fwd_load": new_load}}
-    rounds = [rnd(100.0, 98.0), rnd(50.0, 55.0), rnd(80.0, 76.0),
-              rnd(10.0, 1.0, new_load=0.9)]   # loaded: left out
-    # Ratios 0.98, 1.1, 0.95: the median.
-    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "new", "old") == \
-        pytest.approx(0.98)
-    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "old", "old") == 1.0
-    assert bench.paired_ratio(rounds, "fwdbwd_ms", 0.25, "new", "old") is None
-    rounds[0]["new"] = {"error": "failed"}
-    assert bench.paired_ratio(rounds, "fwd_ms", 0.25, "new", "old") == \
-        pytest.approx((0.95 + 1.1) / 2)
+def test_step_ratio_pairs_steps_of_the_same_index(bench):
+    def steps(*ms, loaded=()):
+        return [{"ms": m, "load": 0.9 if i in loaded else 0.0}
+                for i, m in enumerate(ms)]
+    old = steps(100.0, 50.0, 80.0, 10.0, 40.0)
+    # Ratios 0.98, 1.1, 0.95, (loaded: left out), 1.0.
+    new = steps(98.0, 55.0, 76.0, 1.0, 40.0, loaded=(3,))
+    r = bench.step_ratio(new, old, 0.25)
+    assert r["pairs"] == 4
+    # Sorted 0.95, 0.98, 1.0, 1.1: median between the middle two, quartiles
+    # interpolated as numpy does.
+    assert r["median"] == pytest.approx(0.99)
+    assert r["q1"] == pytest.approx(0.95 + 0.75 * 0.03)
+    assert r["q3"] == pytest.approx(1.0 + 0.25 * 0.1)
+    assert bench.step_ratio(old, old, 0.25) == {
+        "median": 1.0, "q1": 1.0, "q3": 1.0, "pairs": 5}
+    # A failed step (None) drops its pair; no idle pair gives None.
+    new[0] = None
+    assert bench.step_ratio(new, old, 0.25)["pairs"] == 3
+    assert bench.step_ratio(new[3:4], old[3:4], 0.25) is None
+
+
+def test_step_server_times_each_requested_step(bench):
+    import io
+    import json
+    # One small layer group: 1 x 3 x 8 x 10, 2x2 patches, 4 units.
+    case = (1, 3, 8, 10, (2, 2), 4, True)
+    out = io.StringIO()
+    bench.step_server(case, 1, io.StringIO("fwd\nfwdbwd\nfwd\n\nfwd\n"),
+                      out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {"ready": ["fwd", "fwdbwd"]}
+    # Three steps, then the empty line stops the server (the fourth
+    # request is never served).
+    assert len(lines) == 4
+    for r in lines[1:]:
+        assert r["ms"] > 0 and r["cpu"] >= 0
+    out = io.StringIO()
+    bench.step_server(case[:-1] + (False,), 0, io.StringIO(""), out)
+    assert json.loads(out.getvalue()) == {"ready": ["fwd"]}
+
+
+def test_step_client_reports_a_worker_that_fails(bench):
+    # An unknown case makes the worker exit before it is ready: the client
+    # raises with the worker's last line of stderr.
+    with pytest.raises(RuntimeError, match="KeyError"):
+        bench.StepClient("no-such-case", "/nonexistent", None, 0, 60)
 
 
 def test_build_variants(bench, tmp_path):
@@ -118,3 +151,13 @@ def test_build_variants(bench, tmp_path):
         bench.build_variants([new], None)
     with pytest.raises(SystemExit, match="no built pycaffe"):
         bench.build_variants([f"x={tmp_path}"], None)
+
+
+def test_thread_scaling_pairs_match_a_build_with_its_default(bench):
+    variants = [("main", "/old", None), ("new", "/new", None),
+                ("new-1t", "/new", 1), ("new-3t", "/new", 3),
+                ("old-1t", "/other", 1)]
+    # /other has no default-thread variant: nothing to compare it with.
+    assert bench.thread_scaling_pairs(variants) == [("new-1t", "new"),
+                                                    ("new-3t", "new")]
+    assert bench.thread_scaling_pairs(variants[:2]) == []
