@@ -481,11 +481,13 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2,
                    help="BLAS / torch threads")
     p.add_argument("--repeats", type=int, default=10,
-                   help="timed runs per measurement (median reported)")
+                   help="timed runs per measurement (median reported; "
+                        "not with --builds, which times single steps)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds of all implementations in turn per case; "
-                        "each implementation's best round is reported")
+                        "each implementation's best round is reported "
+                        "(not with --builds: see --steps)")
     p.add_argument("--max-other-load", type=float, default=0.25,
                    help="other processes' load (cores) above which no ratio "
                         "is reported")
@@ -751,8 +753,8 @@ def compare_builds(args):
             cells = []
             for key in ("fwd", "fwdbwd"):
                 steps = times[label].get(key)
-                ratio = steps and step_ratio(steps, times[base][key],
-                                             args.max_other_load)
+                ratio = (step_ratio(steps, times[base][key],
+                                    args.max_other_load) if steps else None)
                 best = [case["summary"][v].get(key, {}).get("best_ms")
                         for v in (label, base)]
                 scaling[key] = {"ratio": ratio, "best_ratio": (
