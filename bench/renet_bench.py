@@ -57,6 +57,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "python"))
+from hrenet.files import write_json  # noqa: E402
 
 # name: (N, C, H, W, (patch of the vertical layer, of the horizontal), d,
 #        backward)
@@ -662,10 +664,7 @@ def main(args):
           "of the peak measured in the same worker just before and after "
           "that timing (the higher of the two).")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, results)
     return 0
 
 
@@ -790,10 +789,7 @@ def compare_builds(args):
               "the paired step ratios [quartiles], and its fastest step "
               "over the other's.")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, results)
     return 0
 
 
