@@ -3,7 +3,8 @@
 #   1. detects the GPU and its architecture (nvidia-smi),
 #   2. builds the CUDA variant for that architecture only (build-gpu/),
 #   3. runs the GPU tests of our layers (ReNet, DenseCRF, permutohedral
-#      lattice, SegData) and upstream's GPU tests of the layers our nets use,
+#      lattice, SegData, BilinearResize, patched MAX pooling) and upstream's
+#      GPU tests of the layers our nets use,
 #   4. times N-ReNet, the FCN and H-ReNet (d) without and with DenseCRF (g)
 #      with tools/time_net.py --gpu 0 (nets not in this checkout are skipped),
 #   5. runs scripts/gpu_multi_check.sh when it exists (multi-GPU training),
@@ -155,7 +156,8 @@ src="$root/$build_dir/caffe-src"
 # Typed tests over TestDtypesAndDevices: instances 2 and 3 are GPUDevice<float>
 # and GPUDevice<double>.
 gpu_instances() { local f="" t; for t in "$@"; do f="$f:$t/2.*:$t/3.*"; done; echo "${f#:}"; }
-ours="$(gpu_instances ReNetLayerTest DenseCRFLayerTest SegDataLayerTest):PermutohedralTest/*.TestGPU*"
+ours="$(gpu_instances ReNetLayerTest DenseCRFLayerTest SegDataLayerTest \
+  BilinearResizeLayerTest PoolingNaNTest):PermutohedralTest/*.TestGPU*"
 upstream="$(gpu_instances ConvolutionLayerTest DeconvolutionLayerTest PoolingLayerTest \
   NeuronLayerTest BatchNormLayerTest ScaleLayerTest ConcatLayerTest CropLayerTest \
   SoftmaxLayerTest SoftmaxWithLossLayerTest EltwiseLayerTest InnerProductLayerTest \

@@ -122,9 +122,9 @@ template <typename Dtype> struct ReNetSweep;
  *   that each vector's chain of dependent operations stays short.
  * - GPU: one kernel per step does both directions' gate maths.
  *
- * CPU threads: HrenetThreads() (the environment variable HRENET_THREADS,
- * default: the CPUs this process may run on; caffe/util/parallel.hpp), read
- * at set-up. With one image the two directions sweep concurrently, with no
+ * CPU threads: `renet_param { threads }`, or when it is 0 (the default)
+ * HrenetThreads() (the environment variable HRENET_THREADS, default: the
+ * CPUs this process may run on; caffe/util/parallel.hpp), read at set-up. With one image the two directions sweep concurrently, with no
  * barrier between their steps; the layout copies and the input-gradient
  * GEMM are split in parts. With several images the work is jobs that the
  * threads take in turn: per direction and image the sweep (projection,
@@ -171,7 +171,7 @@ class ReNetLayer : public Layer<Dtype> {
   void SetUpSweeps(const vector<Blob<Dtype>*>& bottom, bool backward,
       ReNetSweep<Dtype>* w);
 
-  int num_threads_;  ///< CPU threads (HrenetThreads() at set-up)
+  int num_threads_;  ///< CPU threads (threads or HrenetThreads() at set-up)
   bool step_kernel_;  ///< CPU: the packed kernel may do the step products
   int unit_;        ///< ReNetParameter::Unit
   bool vertical_;   ///< direction == VERTICAL

@@ -640,7 +640,8 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       << "': renet_param.patch_h is 0; a patch must be at least 1 pixel";
   CHECK_GT(p.patch_w(), 0) << "ReNet layer '" << name
       << "': renet_param.patch_w is 0; a patch must be at least 1 pixel";
-  num_threads_ = HrenetThreads();
+  num_threads_ = p.threads() > 0 ? static_cast<int>(p.threads())
+                                  : HrenetThreads();
   step_kernel_ = !HrenetPortable();
   unit_ = p.unit();
   vertical_ = p.direction() == ReNetParameter_Direction_VERTICAL;

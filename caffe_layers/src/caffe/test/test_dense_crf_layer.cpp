@@ -10,6 +10,7 @@
 #include "caffe/blob.hpp"
 #include "caffe/common.hpp"
 #include "caffe/layers/dense_crf_layer.hpp"
+#include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_scoped_env.hpp"
@@ -21,13 +22,25 @@ struct CRFParams {
   double pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std;
 };
 
+// The layer's options, for the dense reference below.
+struct CRFOptions {
+  CRFOptions() : row(false), logits(false), compat(NULL), init(NULL) {}
+  bool row;                            // ROW normalisation D^-1 K
+  bool logits;                         // return the last pre-softmax scores
+  const std::vector<double>* compat;   // L x L compatibility (NULL: Potts)
+  const std::vector<double>* init;     // L x HW initial scores (NULL: scores)
+};
+
 // Dense mean-field with explicit kernel matrices (double precision, O(n^2)):
 // K_ij = exp(-|f_i - f_j|^2 / 2) with i = j included, as on the lattice,
-// symmetric normalisation D^-1/2 K D^-1/2, Potts messages, softmax.
-// scores: L x HW, rgb: HW x 3 colours in 0-255 (R, G, B); returns L x HW.
+// normalised symmetrically D^-1/2 K D^-1/2 (or by rows D^-1 K), messages
+// m = sum_k w_k K~_k Q, Potts (+m) or a compatibility mu (-mu m), softmax.
+// scores: L x HW; colour: HW x 3 colour features before the division by
+// bi_rgb_std (R, G, B in 0-255, or the data planes as given); returns L x HW.
 static std::vector<double> BruteForceMeanField(
-    const std::vector<double>& scores, const std::vector<double>& rgb,
-    int num_labels, int height, int width, const CRFParams& p) {
+    const std::vector<double>& scores, const std::vector<double>& colour,
+    int num_labels, int height, int width, const CRFParams& p,
+    const CRFOptions& o = CRFOptions()) {
   const int hw = height * width;
   std::vector<double> feature[2];
   feature[0].resize(hw * 2);
@@ -39,7 +52,7 @@ static std::vector<double> BruteForceMeanField(
     feature[1][i * 5] = x / p.bi_xy_std;
     feature[1][i * 5 + 1] = y / p.bi_xy_std;
     for (int c = 0; c < 3; ++c) {
-      feature[1][i * 5 + 2 + c] = rgb[i * 3 + c] / p.bi_rgb_std;
+      feature[1][i * 5 + 2 + c] = colour[i * 3 + c] / p.bi_rgb_std;
     }
   }
   const int dim[2] = {2, 5};
@@ -59,25 +72,46 @@ static std::vector<double> BruteForceMeanField(
         kernel[k][i * hw + j] = std::exp(-dist2 / 2);
         norm[k][i] += kernel[k][i * hw + j];
       }
-      norm[k][i] = 1 / std::sqrt(norm[k][i]);
+      norm[k][i] = o.row ? 1 / norm[k][i] : 1 / std::sqrt(norm[k][i]);
     }
   }
   std::vector<double> q(num_labels * hw), energy(num_labels * hw);
+  std::vector<double> message(num_labels);
   for (int it = 0; it <= p.max_iter; ++it) {
     for (int i = 0; i < hw; ++i) {
       for (int l = 0; l < num_labels; ++l) {
+        message[l] = 0;
         energy[l * hw + i] = scores[l * hw + i];
         if (it == 0) {
+          if (o.init) {
+            energy[l * hw + i] = (*o.init)[l * hw + i];
+          }
           continue;
         }
         for (int k = 0; k < 2; ++k) {
           double msg = 0;
           for (int j = 0; j < hw; ++j) {
-            msg += kernel[k][i * hw + j] * norm[k][j] * q[l * hw + j];
+            msg += kernel[k][i * hw + j] * (o.row ? 1 : norm[k][j]) *
+                q[l * hw + j];
           }
-          energy[l * hw + i] += weight[k] * norm[k][i] * msg;
+          message[l] += weight[k] * norm[k][i] * msg;
         }
       }
+      if (it == 0) {
+        continue;
+      }
+      for (int l = 0; l < num_labels; ++l) {
+        if (!o.compat) {
+          energy[l * hw + i] += message[l];
+          continue;
+        }
+        for (int m = 0; m < num_labels; ++m) {
+          energy[l * hw + i] -= (*o.compat)[l * num_labels + m] * message[m];
+        }
+      }
+    }
+    if (o.logits && it == p.max_iter) {
+      return energy;
     }
     for (int i = 0; i < hw; ++i) {
       double mx = energy[i], sum = 0;
@@ -196,6 +230,43 @@ class DenseCRFLayerTest : public MultiDeviceTest<TypeParam> {
       int height, int width) {
     blob_score_->Reshape(num, num_labels, height, width);
     std::copy(scores.begin(), scores.end(), blob_score_->mutable_cpu_data());
+  }
+
+  // The top against a dense reference (L x HW): >= 99% of the argmax
+  // labels agree, values within max_tol (mean absolute difference below
+  // mean_tol); the lattice's kernel is a slightly narrower truncated
+  // Gaussian, which is where the difference comes from.
+  void ExpectNearReference(const std::vector<double>& exact, int num_labels,
+      int hw, double max_tol, double mean_tol) {
+    const Dtype* q = blob_top_->cpu_data();
+    int agree = 0;
+    double max_diff = 0, sum_diff = 0;
+    for (int i = 0; i < hw; ++i) {
+      int a = 0, b = 0;
+      for (int l = 0; l < num_labels; ++l) {
+        if (q[l * hw + i] > q[a * hw + i]) a = l;
+        if (exact[l * hw + i] > exact[b * hw + i]) b = l;
+        const double diff = std::fabs(q[l * hw + i] - exact[l * hw + i]);
+        max_diff = std::max(max_diff, diff);
+        sum_diff += diff;
+      }
+      agree += a == b;
+    }
+    EXPECT_GE(agree, 0.99 * hw);
+    EXPECT_LT(max_diff, max_tol);
+    EXPECT_LT(sum_diff / (hw * num_labels), mean_tol);
+  }
+
+  // The image blob's planes as the layer's DATA features see them (HW x 3).
+  std::vector<double> DataPlanes() const {
+    const int hw = blob_image_->height() * blob_image_->width();
+    std::vector<double> planes(hw * 3);
+    for (int i = 0; i < hw; ++i) {
+      for (int c = 0; c < 3; ++c) {
+        planes[i * 3 + c] = blob_image_->cpu_data()[c * hw + i];
+      }
+    }
+    return planes;
   }
 
   Blob<Dtype>* const blob_score_;
@@ -384,6 +455,230 @@ TYPED_TEST(DenseCRFLayerTest, TestZeroWeightsGiveSoftmax) {
   }
 }
 
+
+// ROW normalisation (D^-1 K, the authors' layer) against the dense
+// reference.
+TYPED_TEST(DenseCRFLayerTest, TestRowNormalisationAgainstBruteForce) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 16, width = 20, num_labels = 3, hw = height * width;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  LayerParameter param = this->MakeParam(kSmallParams);
+  param.mutable_dense_crf_param()->set_normalization(
+      DenseCRFParameter_Normalization_ROW);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  CRFOptions o;
+  o.row = true;
+  this->ExpectNearReference(BruteForceMeanField(scores, rgb, num_labels,
+      height, width, kSmallParams, o), num_labels, hw, 0.1, 0.02);
+  // Row and symmetric normalisation are different operators.
+  DenseCRFLayer<Dtype> symmetric(this->MakeParam(kSmallParams));
+  Blob<Dtype> sym_top;
+  vector<Blob<Dtype>*> sym_top_vec(1, &sym_top);
+  symmetric.SetUp(this->blob_bottom_vec_, sym_top_vec);
+  symmetric.Forward(this->blob_bottom_vec_, sym_top_vec);
+  double diff = 0;
+  for (int k = 0; k < sym_top.count(); ++k) {
+    diff = std::max(diff, std::fabs(static_cast<double>(
+        sym_top.cpu_data()[k] - this->blob_top_->cpu_data()[k])));
+  }
+  EXPECT_GT(diff, 1e-3);
+}
+
+// feature_source: DATA takes the image blob's planes as given (no mean, no
+// scale, no reordering to R, G, B).
+TYPED_TEST(DenseCRFLayerTest, TestDataFeaturesAgainstBruteForce) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 16, width = 20, num_labels = 3, hw = height * width;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  LayerParameter param = this->MakeParam(kSmallParams);
+  param.mutable_dense_crf_param()->set_feature_source(
+      DenseCRFParameter_FeatureSource_DATA);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  this->ExpectNearReference(BruteForceMeanField(scores, this->DataPlanes(),
+      num_labels, height, width, kSmallParams), num_labels, hw, 0.1, 0.02);
+}
+
+// param_blobs: weights pos_w, bi_w and the Potts compatibility -I as blobs
+// give what the fixed parameters give.
+TYPED_TEST(DenseCRFLayerTest, TestParamBlobsPotts) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 12, width = 14, num_labels = 4;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(2, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 2, height, width);
+  this->SetScores(scores, 2, num_labels, height, width);
+  DenseCRFLayer<Dtype> plain(this->MakeParam(kSmallParams));
+  plain.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  plain.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  const std::vector<Dtype> expected(this->blob_top_->cpu_data(),
+      this->blob_top_->cpu_data() + this->blob_top_->count());
+  LayerParameter param = this->MakeParam(kSmallParams);
+  param.mutable_dense_crf_param()->set_param_blobs(true);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  ASSERT_EQ(layer.blobs().size(), 3);
+  EXPECT_EQ(layer.blobs()[0]->shape_string(), "1 1 1 1 (1)");
+  EXPECT_EQ(layer.blobs()[0]->cpu_data()[0], Dtype(kSmallParams.pos_w));
+  EXPECT_EQ(layer.blobs()[1]->cpu_data()[0], Dtype(kSmallParams.bi_w));
+  EXPECT_EQ(layer.blobs()[2]->shape_string(), "1 1 4 4 (16)");
+  for (int l = 0; l < 16; ++l) {
+    EXPECT_EQ(layer.blobs()[2]->cpu_data()[l], l % 5 == 0 ? -1 : 0);
+  }
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int k = 0; k < this->blob_top_->count(); ++k) {
+    EXPECT_NEAR(this->blob_top_->cpu_data()[k], expected[k], 1e-5);
+  }
+}
+
+// A general compatibility and learned weights, as a caffemodel carries
+// them, against the dense reference.
+TYPED_TEST(DenseCRFLayerTest, TestCompatibilityAgainstBruteForce) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 16, width = 20, num_labels = 3, hw = height * width;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  LayerParameter param = this->MakeParam(kSmallParams);
+  param.mutable_dense_crf_param()->set_param_blobs(true);
+  param.mutable_dense_crf_param()->set_normalization(
+      DenseCRFParameter_Normalization_ROW);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  const double compat[9] = {-1.2, 0.3, 0.1, 0.2, -0.8, 0.4, -0.1, 0.5, -1.5};
+  std::vector<double> mu(compat, compat + 9);
+  for (int k = 0; k < 9; ++k) {
+    layer.blobs()[2]->mutable_cpu_data()[k] = compat[k];
+  }
+  CRFParams p = kSmallParams;
+  p.pos_w = 2.5;
+  p.bi_w = 4;
+  layer.blobs()[0]->mutable_cpu_data()[0] = p.pos_w;
+  layer.blobs()[1]->mutable_cpu_data()[0] = p.bi_w;
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  CRFOptions o;
+  o.row = true;
+  o.compat = &mu;
+  this->ExpectNearReference(BruteForceMeanField(scores, rgb, num_labels,
+      height, width, p, o), num_labels, hw, 0.1, 0.02);
+}
+
+// output: LOGITS gives the last iteration's scores: their softmax is the
+// marginals, and they agree with the dense reference's scores.
+TYPED_TEST(DenseCRFLayerTest, TestLogitsOutput) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 16, width = 20, num_labels = 3, hw = height * width;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  DenseCRFLayer<Dtype> plain(this->MakeParam(kSmallParams));
+  plain.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  plain.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  const std::vector<Dtype> marginals(this->blob_top_->cpu_data(),
+      this->blob_top_->cpu_data() + this->blob_top_->count());
+  LayerParameter param = this->MakeParam(kSmallParams);
+  param.mutable_dense_crf_param()->set_output(
+      DenseCRFParameter_Output_LOGITS);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  const Dtype* logits = this->blob_top_->cpu_data();
+  for (int i = 0; i < hw; ++i) {
+    double mx = logits[i], sum = 0;
+    for (int l = 1; l < num_labels; ++l) {
+      mx = std::max(mx, static_cast<double>(logits[l * hw + i]));
+    }
+    for (int l = 0; l < num_labels; ++l) {
+      sum += std::exp(logits[l * hw + i] - mx);
+    }
+    for (int l = 0; l < num_labels; ++l) {
+      EXPECT_NEAR(std::exp(logits[l * hw + i] - mx) / sum,
+                  marginals[l * hw + i], 1e-5);
+    }
+  }
+  CRFOptions o;
+  o.logits = true;
+  this->ExpectNearReference(BruteForceMeanField(scores, rgb, num_labels,
+      height, width, kSmallParams, o), num_labels, hw, 1.0, 0.1);
+}
+
+// Three bottoms: Q0 from bottom[1]'s softmax, the image from bottom[2].
+TYPED_TEST(DenseCRFLayerTest, TestInitialScoresBottom) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 16, width = 20, num_labels = 3, hw = height * width;
+  std::vector<double> rgb, scores, other;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->MakeScene(1, num_labels, height, width, 0.5, &rgb, &other, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  DenseCRFLayer<Dtype> plain(this->MakeParam(kSmallParams));
+  plain.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  plain.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  const std::vector<Dtype> expected(this->blob_top_->cpu_data(),
+      this->blob_top_->cpu_data() + this->blob_top_->count());
+  Blob<Dtype> init;
+  init.CopyFrom(*this->blob_score_, false, true);
+  vector<Blob<Dtype>*> bottom(3);
+  bottom[0] = this->blob_score_;
+  bottom[1] = &init;
+  bottom[2] = this->blob_image_;
+  DenseCRFLayer<Dtype> layer(this->MakeParam(kSmallParams));
+  layer.SetUp(bottom, this->blob_top_vec_);
+  layer.Forward(bottom, this->blob_top_vec_);
+  for (int k = 0; k < this->blob_top_->count(); ++k) {
+    EXPECT_EQ(this->blob_top_->cpu_data()[k], expected[k]);
+  }
+  std::copy(other.begin(), other.end(), init.mutable_cpu_data());
+  layer.Forward(bottom, this->blob_top_vec_);
+  CRFOptions o;
+  o.init = &other;
+  this->ExpectNearReference(BruteForceMeanField(scores, rgb, num_labels,
+      height, width, kSmallParams, o), num_labels, hw, 0.1, 0.02);
+}
+
+// dense_crf_param { threads } overrides HRENET_THREADS; the result is the
+// same bits.
+TYPED_TEST(DenseCRFLayerTest, TestThreadsParameter) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 40, width = 50, num_labels = 3;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(1, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 1, height, width);
+  this->SetScores(scores, 1, num_labels, height, width);
+  ScopedEnv env("HRENET_THREADS", "1");
+  std::vector<Dtype> out[2];
+  for (int t = 0; t < 2; ++t) {
+    LayerParameter param = this->MakeParam(kSmallParams);
+    param.mutable_dense_crf_param()->set_threads(t + 1);
+    DenseCRFLayer<Dtype> layer(param);
+    layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+    out[t].assign(this->blob_top_->cpu_data(),
+                  this->blob_top_->cpu_data() + this->blob_top_->count());
+  }
+  for (int k = 0; k < out[0].size(); ++k) {
+    ASSERT_EQ(out[0][k], out[1][k]);
+  }
+}
+
 #ifndef CPU_ONLY
 // The CUDA forward agrees with the CPU forward.
 TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreement) {
@@ -405,6 +700,46 @@ TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreement) {
   const Dtype* gpu = this->blob_top_->cpu_data();
   for (int k = 0; k < this->blob_top_->count(); ++k) {
     EXPECT_NEAR(gpu[k], cpu[k], 1e-4);
+  }
+}
+
+// The same with the authors' options: ROW, DATA features, a general
+// compatibility, LOGITS, initial scores from a second bottom.
+TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreementOptions) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int height = 30, width = 40, num_labels = 6;
+  std::vector<double> rgb, scores;
+  std::vector<int> truth;
+  this->MakeScene(2, num_labels, height, width, 0.3, &rgb, &scores, &truth);
+  this->SetImage(rgb, 2, height, width);
+  this->SetScores(scores, 2, num_labels, height, width);
+  Blob<Dtype> init;
+  init.CopyFrom(*this->blob_score_, false, true);
+  caffe_scal(init.count(), Dtype(0.5), init.mutable_cpu_data());
+  vector<Blob<Dtype>*> bottom(3);
+  bottom[0] = this->blob_score_;
+  bottom[1] = &init;
+  bottom[2] = this->blob_image_;
+  LayerParameter param = this->MakeParam(kSmallParams);
+  DenseCRFParameter* p = param.mutable_dense_crf_param();
+  p->set_normalization(DenseCRFParameter_Normalization_ROW);
+  p->set_feature_source(DenseCRFParameter_FeatureSource_DATA);
+  p->set_output(DenseCRFParameter_Output_LOGITS);
+  p->set_param_blobs(true);
+  DenseCRFLayer<Dtype> layer(param);
+  layer.SetUp(bottom, this->blob_top_vec_);
+  for (int k = 0; k < num_labels * num_labels; ++k) {
+    layer.blobs()[2]->mutable_cpu_data()[k] = (k % 7 == 0) ? -1.0 : 0.05 * k;
+  }
+  Caffe::set_mode(Caffe::CPU);
+  layer.Forward(bottom, this->blob_top_vec_);
+  const std::vector<Dtype> cpu(this->blob_top_->cpu_data(),
+      this->blob_top_->cpu_data() + this->blob_top_->count());
+  Caffe::set_mode(Caffe::GPU);
+  layer.Forward(bottom, this->blob_top_vec_);
+  const Dtype* gpu = this->blob_top_->cpu_data();
+  for (int k = 0; k < this->blob_top_->count(); ++k) {
+    EXPECT_NEAR(gpu[k], cpu[k], 1e-4 * std::max(Dtype(1), std::fabs(cpu[k])));
   }
 }
 #endif
@@ -441,6 +776,30 @@ TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
   layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
   EXPECT_DEATH(layer.Backward(this->blob_top_vec_, vector<bool>(2, true),
                               this->blob_bottom_vec_), "forward only");
+  {
+    LayerParameter param = this->MakeParam(kSmallParams);
+    param.mutable_dense_crf_param()->set_param_blobs(true);
+    DenseCRFLayer<Dtype> blobs_layer(param);
+    blobs_layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    blobs_layer.set_param_propagate_down(2, true);
+    EXPECT_DEATH(blobs_layer.Backward(this->blob_top_vec_,
+        vector<bool>(2, false), this->blob_bottom_vec_), "lr_mult: 0");
+    // A model's compatibility for another number of labels.
+    this->blob_score_->Reshape(1, 4, 6, 8);
+    EXPECT_DEATH(blobs_layer.Reshape(this->blob_bottom_vec_,
+        this->blob_top_vec_), "it must be L x L");
+    this->blob_score_->Reshape(1, 3, 6, 8);
+  }
+  {
+    // Blobs from a model, but param_blobs off.
+    LayerParameter param = this->MakeParam(kSmallParams);
+    BlobProto* blob = param.add_blobs();
+    blob->mutable_shape()->add_dim(1);
+    blob->add_data(3);
+    DenseCRFLayer<Dtype> blobs_layer(param);
+    EXPECT_DEATH(blobs_layer.SetUp(this->blob_bottom_vec_,
+        this->blob_top_vec_), "param_blobs is false");
+  }
   ::testing::FLAGS_gtest_death_test_style = style;
 }
 

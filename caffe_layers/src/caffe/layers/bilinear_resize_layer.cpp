@@ -1,0 +1,129 @@
+#include <string>
+#include <vector>
+
+#include "caffe/layers/bilinear_resize_layer.hpp"
+#include "caffe/util/math_functions.hpp"
+
+namespace caffe {
+
+template <typename Dtype>
+void BilinearResizeLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const BilinearResizeParameter& p =
+      this->layer_param_.bilinear_resize_param();
+  const string& name = this->layer_param_.name();
+  zoom_ = p.zoom_factor();
+  fixed_h_ = p.height();
+  fixed_w_ = p.width();
+  CHECK_GT(zoom_, 0) << "BilinearResize layer " << name
+      << ": zoom_factor must be at least 1";
+  CHECK_EQ(fixed_h_ > 0, fixed_w_ > 0) << "BilinearResize layer " << name
+      << ": give both height and width, or neither";
+  if (bottom.size() == 2) {
+    CHECK(fixed_h_ == 0 && zoom_ == 1) << "BilinearResize layer " << name
+        << ": with a second bottom the size is that bottom's; remove "
+        << "height, width and zoom_factor";
+  }
+}
+
+template <typename Dtype>
+void BilinearResizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top) {
+  const string& name = this->layer_param_.name();
+  CHECK_EQ(bottom[0]->num_axes(), 4) << "BilinearResize layer " << name
+      << ": bottom[0] must be N x C x H x W, got "
+      << bottom[0]->shape_string();
+  channels_ = bottom[0]->shape(1);
+  in_h_ = bottom[0]->shape(2);
+  in_w_ = bottom[0]->shape(3);
+  CHECK(in_h_ > 0 && in_w_ > 0) << "BilinearResize layer " << name
+      << ": bottom[0] " << bottom[0]->shape_string() << " is empty";
+  if (bottom.size() == 2) {
+    CHECK_EQ(bottom[1]->num_axes(), 4) << "BilinearResize layer " << name
+        << ": bottom[1] (the size) must be N x C x H x W, got "
+        << bottom[1]->shape_string();
+    out_h_ = bottom[1]->shape(2);
+    out_w_ = bottom[1]->shape(3);
+  } else if (fixed_h_ > 0) {
+    out_h_ = fixed_h_;
+    out_w_ = fixed_w_;
+  } else {
+    out_h_ = in_h_ * zoom_;
+    out_w_ = in_w_ * zoom_;
+  }
+  CHECK(out_h_ > 0 && out_w_ > 0) << "BilinearResize layer " << name
+      << ": output size " << out_h_ << " x " << out_w_ << " is empty";
+  vector<int> shape = bottom[0]->shape();
+  shape[2] = out_h_;
+  shape[3] = out_w_;
+  top[0]->Reshape(shape);
+}
+
+template <typename Dtype>
+void BilinearResizeLayer<Dtype>::Forward_cpu(
+    const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  const int planes = bottom[0]->shape(0) * channels_;
+  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
+  const Dtype* in = bottom[0]->cpu_data();
+  Dtype* out = top[0]->mutable_cpu_data();
+  for (int y = 0; y < out_h_; ++y) {
+    int y0, y1;
+    Dtype a;
+    BilinearResizeCoord(y, in_h_, out_h_, &y0, &y1, &a);
+    for (int x = 0; x < out_w_; ++x) {
+      int x0, x1;
+      Dtype b;
+      BilinearResizeCoord(x, in_w_, out_w_, &x0, &x1, &b);
+      for (int p = 0; p < planes; ++p) {
+        const Dtype* src = in + p * in_hw;
+        out[p * out_hw + y * out_w_ + x] = BilinearResizeMix(
+            src[y0 * in_w_ + x0], src[y0 * in_w_ + x1],
+            src[y1 * in_w_ + x0], src[y1 * in_w_ + x1], a, b);
+      }
+    }
+  }
+}
+
+template <typename Dtype>
+void BilinearResizeLayer<Dtype>::Backward_cpu(
+    const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
+    const vector<Blob<Dtype>*>& bottom) {
+  if (bottom.size() == 2 && propagate_down[1]) {
+    caffe_set(bottom[1]->count(), Dtype(0), bottom[1]->mutable_cpu_diff());
+  }
+  if (!propagate_down[0]) {
+    return;
+  }
+  const int planes = bottom[0]->shape(0) * channels_;
+  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
+  const Dtype* top_diff = top[0]->cpu_diff();
+  Dtype* diff = bottom[0]->mutable_cpu_diff();
+  caffe_set(bottom[0]->count(), Dtype(0), diff);
+  for (int y = 0; y < out_h_; ++y) {
+    int y0, y1;
+    Dtype a;
+    BilinearResizeCoord(y, in_h_, out_h_, &y0, &y1, &a);
+    for (int x = 0; x < out_w_; ++x) {
+      int x0, x1;
+      Dtype b;
+      BilinearResizeCoord(x, in_w_, out_w_, &x0, &x1, &b);
+      for (int p = 0; p < planes; ++p) {
+        const Dtype g = top_diff[p * out_hw + y * out_w_ + x];
+        Dtype* dst = diff + p * in_hw;
+        dst[y0 * in_w_ + x0] += (1 - a) * (1 - b) * g;
+        dst[y0 * in_w_ + x1] += (1 - a) * b * g;
+        dst[y1 * in_w_ + x0] += a * (1 - b) * g;
+        dst[y1 * in_w_ + x1] += a * b * g;
+      }
+    }
+  }
+}
+
+#ifdef CPU_ONLY
+STUB_GPU(BilinearResizeLayer);
+#endif
+
+INSTANTIATE_CLASS(BilinearResizeLayer);
+REGISTER_LAYER_CLASS(BilinearResize);
+
+}  // namespace caffe
