@@ -203,3 +203,173 @@ def make_coco(root, size=(40, 48)):
     two = np.zeros((h, w), np.uint8)
     two[car] = voc[3]
     return image_dir, ann_path, {"000000000001": one, "000000000002": two}
+
+
+# --------------------------------------------------------------------------
+# A caffemodel in the layout of the H-ReNet authors' fork.
+
+def hybridnet_layers(num_classes=21, renet_width=160):
+    """Their trained H-ReNet (d) + DenseCRF as their fork saves it: [(name,
+    type, bottoms, tops, [blob shapes], phase or None)], in their TRAIN
+    net's order (a data layer and the loss included, BatchNorm as its
+    TRAIN-phase copy)."""
+    layers = [("data", "ImageSegData", [], ["data", "label"], [], None)]
+    x, c = "data", 3
+    plan = [(1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)]
+    for block, convs, nout in plan:
+        for i in range(1, convs + 1):
+            conv = "conv%d_%d" % (block, i)
+            layers.append((conv, "Convolution", [x], [conv],
+                           [(nout, c, 3, 3), (nout,)], None))
+            x, c = conv, nout
+            if (block, i) != (5, 3):
+                layers.append(("Relu%d_%d" % (block, i), "ReLU", [x], [x], [],
+                               None))
+        pool = "pool%d" % block
+        layers.append((pool, "Pooling", [x], [pool], [], None))
+        x = pool
+    layers += [
+        ("fc6_new", "Convolution", ["pool5"], ["fc6_new"],
+         [(1024, 512, 3, 3), (1024,)], None),
+        ("Relu6", "ReLU", ["fc6_new"], ["fc6_new"], [], None),
+        ("drop6", "Dropout", ["fc6_new"], ["fc6_new"], [], None),
+        ("fc7_new", "Convolution", ["fc6_new"], ["fc7_new"],
+         [(1024, 1024, 1, 1), (1024,)], None)]
+    for src, ch in (("pool4", 512), ("pool5", 512), ("fc7_new", 1024)):
+        top = src + "_batch_norm"
+        layers.append((top, "BatchNorm", [src], [top], [(ch,), (ch,), (1,)],
+                       "TRAIN"))
+        layers.append(("Relu7", "ReLU", [top], [top], [], None))
+    layers.append(("pool4_pool5_fc7_batch_norm", "Concat",
+                   ["pool4_batch_norm", "pool5_batch_norm",
+                    "fc7_new_batch_norm"], ["pool4_pool5_fc7_batch_norm"], [],
+                   None))
+    d = renet_width
+    x, k = "pool4_pool5_fc7_batch_norm", 2048
+    for suffix in ("vertical", "horizontal"):
+        name = "renet_lstm_6_" + suffix
+        per_dir = [(d, k + d)] * 4 + [(d, d)] * 3 + [(d,)] * 4
+        layers.append((name, "ReNetLSTM", [x], [name], per_dir * 2, None))
+        x, k = name, 2 * d
+    layers += [
+        ("conv6", "Convolution", [x], ["conv6"],
+         [(num_classes, 2 * d, 1, 1), (num_classes,)], None),
+        ("bilinear_interpolation", "BilinearInterpolation",
+         ["conv6", "data"], ["conv6_full_res"], [], None),
+        ("splitting", "Split", ["conv6_full_res"], ["unary", "Q0"], [], None),
+        ("inference1", "DenseCRFMeanfield", ["unary", "Q0", "data"],
+         ["inference1"], [(1, 1, 1, 1), (1, 1, 1, 1),
+                          (1, 1, num_classes, num_classes)], None),
+        ("loss", "SoftmaxWithLoss", ["inference1", "label"], ["loss"], [],
+         None)]
+    return layers
+
+
+def _hybridnet_values(name, ltype, shapes, rng, peephole_scale):
+    """Random parameter values of a plausible trained model."""
+    if ltype == "Convolution":
+        fan_in = int(np.prod(shapes[0][1:]))
+        # He-scaled, conv1_1 also divided by the input's scale (mean-
+        # subtracted 0-255 pixels), so that activations stay near 1
+        # and conv6 (the classifier) strong enough that the CRF keeps
+        # several labels
+        gain = {"conv1_1": 1.0 / 60, "conv6": 4.0}.get(name, 1.0)
+        return [rng.normal(0, gain * np.sqrt(2.0 / fan_in), shapes[0]),
+                rng.normal(0, 0.05, shapes[1])]
+    if ltype == "BatchNorm":
+        factor = 999.98  # their moving-average normaliser after training
+        mean = rng.uniform(0, 1, shapes[0]) * factor
+        var = rng.uniform(0.5, 2, shapes[1]) * factor
+        return [mean, var, np.full(shapes[2], factor)]
+    if ltype == "ReNetLSTM":
+        out = []
+        for i, shape in enumerate(shapes):
+            slot = i % 11
+            if slot < 4:
+                out.append(rng.uniform(-0.1, 0.1, shape))
+            elif slot < 7:
+                out.append(rng.uniform(-1, 1, shape) * peephole_scale)
+            else:
+                out.append(rng.uniform(-0.1, 0.1, shape) +
+                           (2.0 if slot == 10 else 0.0))
+        return out
+    if ltype == "DenseCRFMeanfield":
+        num = shapes[2][-1]
+        compat = -np.eye(num) + rng.normal(0, 0.1, (num, num))
+        return [np.full(shapes[0], 2.7), np.full(shapes[1], 4.2),
+                compat.reshape(shapes[2])]
+    raise ValueError("no values for %s (%s)" % (name, ltype))
+
+
+def write_hybridnet_caffemodel(path, num_classes=21, seed=0,
+                               peephole=False, peephole_scale=0.0,
+                               drop=(), blob_count=None, blob_shape=None,
+                               extra_layer=None):
+    """Write a caffemodel in the authors' fork's exact layout with random
+    values; returns {layer: [arrays]} of the parameters written.
+
+    Their private LayerParameter fields are written with their numbers
+    (renet_lstm_param 143: direction, num_output, patch size, peephole;
+    dense_crf_meanfield_param 145), so that the file decodes wrongly with
+    upstream's caffe_pb2, as theirs do. The damage options make bad
+    models for tests: ``drop`` layer names to leave out, ``blob_count``
+    (name, n) keeps only n blobs, ``blob_shape`` (name, index, shape)
+    replaces one blob's shape, ``extra_layer`` (name, type, shape) adds a
+    layer with one blob; ``peephole`` sets their peephole flag and
+    ``peephole_scale`` fills the peephole matrices.
+    """
+    from caffe.proto import caffe_pb2
+    from hrenet.hybridnet import encode_field, encode_varint
+    rng = np.random.default_rng(seed)
+    layers = hybridnet_layers(num_classes)
+    if extra_layer:
+        layers.append((extra_layer[0], extra_layer[1], [], [extra_layer[0]],
+                       [extra_layer[2]], None))
+    values = {}
+    data = bytearray()
+    for name, ltype, bottoms, tops, shapes, phase in layers:
+        if name in drop:
+            continue
+        layer = caffe_pb2.LayerParameter()
+        layer.name, layer.type = name, ltype
+        layer.bottom.extend(bottoms)
+        layer.top.extend(tops)
+        layer.phase = caffe_pb2.TRAIN
+        if phase:
+            layer.include.add().phase = caffe_pb2.TRAIN
+        raw = layer.SerializeToString()
+        if shapes:
+            if extra_layer and name == extra_layer[0]:
+                arrays = [rng.normal(0, 1, shapes[0])]
+            else:
+                arrays = _hybridnet_values(name, ltype, shapes, rng,
+                                           peephole_scale)
+            if blob_count and blob_count[0] == name:
+                arrays = arrays[:blob_count[1]]
+            if blob_shape and blob_shape[0] == name:
+                arrays[blob_shape[1]] = rng.normal(0, 1, blob_shape[2])
+            values[name] = [np.asarray(a, np.float32) for a in arrays]
+            for a in values[name]:
+                # BlobProto: shape (7; BlobShape dim 1, packed), data (5,
+                # packed floats), written directly: much faster than
+                # filling the repeated field from Python.
+                dims = b"".join(encode_varint(int(n)) for n in a.shape)
+                blob = encode_field(7, 2, encode_field(1, 2, dims))
+                blob += encode_field(5, 2, a.astype("<f4").tobytes())
+                raw += encode_field(7, 2, blob)
+        if ltype == "ReNetLSTM":
+            p = encode_field(1, 0, 1 if name.endswith("vertical") else 0)
+            p += encode_field(2, 0, shapes[-1][0])
+            p += encode_field(3, 0, 1) + encode_field(4, 0, 1)
+            p += encode_field(10, 0, 1 if peephole else 0)
+            raw += encode_field(143, 2, p)
+        elif ltype == "DenseCRFMeanfield":
+            # num_iterations 5, theta_alpha 80, theta_beta 3, theta_gamma 3
+            p = encode_field(6, 0, 5)
+            for field, value in ((3, 80.0), (4, 3.0), (5, 3.0)):
+                p += encode_field(field, 5, value)
+            raw += encode_field(145, 2, p)
+        data += encode_field(100, 2, raw)
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return values

@@ -6,10 +6,10 @@ arguments to its family's builder, never a hand-edited copy:
 ``nrenet``  N-ReNet (Section 4.1, Figure 1/2): three ReNet layer groups, each
             a VERTICAL then a HORIZONTAL ``ReNet`` layer; group 1 on 2x2
             patches (resolution /4), groups 2-3 on single pixels; a 1x1
-            convolution to the classes; bilinear x4 upsampling.
+            convolution to the classes; bilinear upsampling (x4).
 ``fcn``     the baseline FCN of Table 2 (VGG-16 conv1-conv5, pool4/pool5 with
             stride 1, conv5 dilated 2, conv6 dilated 12, conv7, conv8;
-            bilinear x8 upsampling).
+            bilinear upsampling (x8)).
 ``hrenet``  H-ReNet (Table 3): the baseline with one ReNet layer group
             ``renet1`` between its features (conv7, or pool4/pool5/conv7
             normalised and concatenated, Figure 3) and conv8.
@@ -22,9 +22,10 @@ Conventions shared by every net (the tools rely on them):
 * deploy nets start with an ``Input`` layer ``data`` whose
   ``transform_param`` records the data layer's BGR mean and scale (``Input``
   itself ignores it), and end with ``score``: N x K x H x W logits at exactly
-  the input size (a bilinear ``Deconvolution`` of the stride-s score map,
-  ``Crop``-ped to the input). CRF variants add ``crf`` (``DenseCRF`` on
-  ``score`` and ``data``) whose top ``crf_prob`` holds the marginals.
+  the input size (``BilinearResize``: align-corners bilinear interpolation
+  of the stride-s score map to the data's size). CRF variants add ``crf``
+  (``DenseCRF`` on ``score`` and ``data``) whose top ``crf_prob`` holds the
+  marginals.
 * layer names follow VGG-16's (``conv1_1`` ... ``conv5_3``), so
   ``caffe train -weights VGG_ILSVRC_16_layers.caffemodel`` copies conv1-conv5
   by name and nothing else (VGG's fc6/fc7/fc8 match no layer here).
@@ -188,7 +189,7 @@ def _data(n, mode, data):
     return n.data
 
 
-def _head(n, mode, bottom, num_classes, stride, weight_filler, bias_filler,
+def _head(n, mode, bottom, num_classes, weight_filler, bias_filler,
           classifier, crf=None, data=None):
     """Classifier, bilinear upsampling to the input size, loss or CRF."""
     L = _caffe().layers
@@ -196,16 +197,11 @@ def _head(n, mode, bottom, num_classes, stride, weight_filler, bias_filler,
         bottom, param=LEARNED, convolution_param=dict(
             num_output=num_classes, kernel_size=1,
             weight_filler=weight_filler, bias_filler=bias_filler)))
-    # Kernel 2s, stride s, pad s/2: score pixel i lands on input pixel
-    # s*i + (s-1)/2, the centre of the s x s block it was pooled from, and
-    # the output (s * ceil(H/s)) is cropped to exactly H x W.
-    n.upsample = L.Deconvolution(
-        getattr(n, classifier), param=[dict(lr_mult=0, decay_mult=0)],
-        convolution_param=dict(num_output=num_classes, group=num_classes,
-                               kernel_size=2 * stride, stride=stride,
-                               pad=stride // 2, bias_term=False,
-                               weight_filler=dict(type="bilinear")))
-    n.score = L.Crop(n.upsample, n.data, crop_param=dict(axis=2, offset=0))
+    # Bilinear interpolation with aligned corners to exactly the input size
+    # (the paper's upsampling, as the authors' released layer computes it):
+    # the first and last score pixels land on the first and last input
+    # pixels, so the border is not attenuated. No parameters.
+    n.score = L.BilinearResize(getattr(n, classifier), n.data)
     if mode == "deploy":
         if crf:
             p = dict(crf)
@@ -284,7 +280,7 @@ def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
                          unit=unit, forget_bias=forget_bias,
                          weight_filler=renet_filler)
     filler = classifier_filler or gaussian(0.1)
-    _head(n, mode, x, num_classes, 4, filler, filler, "classifier",
+    _head(n, mode, x, num_classes, filler, filler, "classifier",
           data=data)
     return _finish(n, name, mode, data)
 
@@ -314,29 +310,31 @@ def _vgg16(n, bottom, upto, conv_filler=None):
     return blobs
 
 
-def _fc_convs(n, x, conv7_kernel, filler, bias_filler, dropout):
-    """conv6 (3x3, dilation 12, 1024) and conv7 (1024), each with ReLU."""
-    L = _caffe().layers
+PAPER_CONV_FILLER = dict(type="gaussian", std=0.1)  # Section 4: N(0, 0.1)
+
+
+def _fc_convs(n, x, filler, bias_filler):
+    """conv6 (3x3, dilation 12, 1024) and conv7 (3x3, 1024), each + ReLU."""
     x = _conv(n, "conv6", x, 1024, ks=3, dilation=12, weight_filler=filler,
               bias_filler=bias_filler)
-    if dropout:
-        n.drop6 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
-    x = _conv(n, "conv7", x, 1024, ks=conv7_kernel, weight_filler=filler,
-              bias_filler=bias_filler)
-    if dropout:
-        n.drop7 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
-    return x
+    return _conv(n, "conv7", x, 1024, ks=3, weight_filler=filler,
+                 bias_filler=bias_filler)
 
 
-def fcn(mode, data, num_classes=21, crf=None, conv_filler_std=0.1,
-        name="fcn"):
-    """The baseline FCN of Table 2: VGG-16 conv1-conv5, conv6-conv8, x8."""
+def fcn(mode, data, num_classes=21, crf=None, conv_filler=None,
+        conv_bias_filler=None, name="fcn"):
+    """The baseline FCN of Table 2: VGG-16 conv1-conv5, conv6-conv8, x8.
+
+    New convolutions (conv6-conv8) draw weights from ``conv_filler`` and
+    biases from ``conv_bias_filler`` (default both the paper's N(0, 0.1)).
+    """
     n = _caffe().NetSpec()
     x = _data(n, mode, data)
     x = _vgg16(n, x, "pool5")["pool5"]
-    filler = gaussian(conv_filler_std)
-    x = _fc_convs(n, x, 3, filler, filler, dropout=False)
-    _head(n, mode, x, num_classes, 8, filler, filler, "conv8", crf=crf,
+    filler = conv_filler or PAPER_CONV_FILLER
+    bias_filler = conv_bias_filler or filler
+    x = _fc_convs(n, x, filler, bias_filler)
+    _head(n, mode, x, num_classes, filler, bias_filler, "conv8", crf=crf,
           data=data)
     return _finish(n, name, mode, data)
 
@@ -344,8 +342,7 @@ def fcn(mode, data, num_classes=21, crf=None, conv_filler_std=0.1,
 def _normalise(n, blob_name, x, norm, l2_lambda=None):
     """Figure 3's per-input normalisation of ``x`` (a top named blob_name).
 
-    ``bn``: BatchNorm + Scale (learned affine); ``bn_relu``: BatchNorm then
-    ReLU, no Scale (the authors' released deploy file); ``l2``: every
+    ``bn``: BatchNorm + Scale (learned affine); ``l2``: every
     sample's C x H x W map scaled to unit L2 norm times ``l2_lambda``,
     composed from upstream layers (Reduction SUMSQ -> Power -> Scale with
     the per-sample factor as second bottom); None: unchanged.
@@ -354,17 +351,13 @@ def _normalise(n, blob_name, x, norm, l2_lambda=None):
     P = _caffe().params
     if norm is None:
         return x
-    if norm in ("bn", "bn_relu"):
+    if norm == "bn":
         top = blob_name + "_bn"
         setattr(n, top, L.BatchNorm(x, batch_norm_param=dict(
             moving_average_fraction=0.999, eps=1e-5)))
         y = getattr(n, top)
-        if norm == "bn":
-            setattr(n, blob_name + "_scale",
-                    L.Scale(y, in_place=True, scale_param=dict(
-                        bias_term=True)))
-        else:
-            setattr(n, blob_name + "_bn_relu", L.ReLU(y, in_place=True))
+        setattr(n, blob_name + "_scale",
+                L.Scale(y, in_place=True, scale_param=dict(bias_term=True)))
         return y
     if norm == "l2":
         sumsq = blob_name + "_sumsq"
@@ -379,7 +372,7 @@ def _normalise(n, blob_name, x, norm, l2_lambda=None):
         setattr(n, top, L.Scale(x, getattr(n, inv),
                                 scale_param=dict(axis=0, bias_term=False)))
         return getattr(n, top)
-    raise ValueError("unknown normalisation %r (bn, bn_relu, l2 or None)"
+    raise ValueError("unknown normalisation %r (bn, l2 or None)"
                      % norm)
 
 
@@ -387,8 +380,7 @@ FEATURE_LAYERS = ("pool4", "pool5", "conv7")
 
 
 def hrenet(mode, data, num_classes=21, inputs=("conv7",), norm=None,
-           l2_lambda=None, renet_width=120, unit="LSTM", forget_bias=0.0,
-           conv7_kernel=3, dropout=False, conv_filler_std=0.1,
+           l2_lambda=None, renet_width=120, unit="LSTM", conv_filler=None,
            conv_bias_filler=None, crf=None, name="hrenet"):
     """H-ReNet (Table 3): the baseline FCN with ``renet1`` before conv8.
 
@@ -397,10 +389,9 @@ def hrenet(mode, data, num_classes=21, inputs=("conv7",), norm=None,
     normalised and concatenated in that order, Figure 3). ``norm`` is
     applied to each input (see :func:`_normalise`). ``renet_width`` hidden
     units per direction (Table 3: 120, so renet1's top has 240 channels).
-    ``unit`` LSTM or IRNN. New convolutions (conv6-conv8) draw weights and
-    biases from N(0, ``conv_filler_std``) unless ``conv_bias_filler`` is
-    given. ``conv7_kernel``, ``dropout``, ``forget_bias`` and the fillers'
-    arguments exist for the authors' released flavour.
+    ``unit`` LSTM or IRNN. New convolutions (conv6-conv8) draw weights
+    from ``conv_filler`` and biases from ``conv_bias_filler`` (default both
+    the paper's N(0, 0.1)). The authors' released net is :func:`released`.
     """
     unknown = set(inputs) - set(FEATURE_LAYERS)
     if unknown or not inputs:
@@ -411,21 +402,125 @@ def hrenet(mode, data, num_classes=21, inputs=("conv7",), norm=None,
     x = _data(n, mode, data)
     deepest = inputs[-1]
     blobs = _vgg16(n, x, "pool5" if deepest == "conv7" else deepest)
-    filler = gaussian(conv_filler_std)
+    filler = conv_filler or PAPER_CONV_FILLER
     bias_filler = conv_bias_filler or filler
     if deepest == "conv7":
-        blobs["conv7"] = _fc_convs(n, blobs["pool5"], conv7_kernel, filler,
-                                   bias_filler, dropout)
+        blobs["conv7"] = _fc_convs(n, blobs["pool5"], filler, bias_filler)
     feats = [_normalise(n, f, blobs[f], norm, l2_lambda) for f in inputs]
     if len(feats) > 1:
         n.concat = _caffe().layers.Concat(*feats, concat_param=dict(axis=1))
         x = n.concat
     else:
         x = feats[0]
-    x = _renet_group(n, 1, x, renet_width, unit=unit,
-                     forget_bias=forget_bias)
-    _head(n, mode, x, num_classes, 8, filler, bias_filler, "conv8", crf=crf,
+    x = _renet_group(n, 1, x, renet_width, unit=unit)
+    _head(n, mode, x, num_classes, filler, bias_filler, "conv8", crf=crf,
           data=data)
+    return _finish(n, name, mode, data)
+
+
+# The authors' released H-ReNet (d) + DenseCRF, layer for layer.
+#
+# Their deploy file (stephenyan1231/caffe-hybridnet, branch hybridnet,
+# examples/voc12_SBD/H_ReNet_densecrf_deploy.prototxt) in our layer types,
+# with their layer and top names so that a converted caffemodel
+# (tools/import_hybridnet.py) loads by name and outputs compare blob by
+# blob. Their ReNetLSTM is our ReNet (LSTM, no peepholes; their deploy
+# turns peepholes off), their BilinearInterpolation our BilinearResize,
+# their DenseCRFMeanfield our DenseCRF with the options that reproduce it.
+
+RELEASED_MEAN_BGR = (104.0, 117.0, 123.0)  # their demo's mean pixel
+RELEASED_RENET_WIDTH = 160
+RELEASED_FC_WIDTH = 1024
+# Their DenseCRFMeanfield settings, in dense_crf_param's terms.
+CRF_AUTHORS = dict(max_iter=5, pos_w=3.0, pos_xy_std=3.0, bi_w=5.0,
+                   bi_xy_std=80.0, bi_rgb_std=3.0, normalization=1,
+                   feature_source=1, output=1, param_blobs=True)
+
+
+def released_data(crop=None, train="voc_train_aug", test="voc_val"):
+    """VOC data with their preprocessing: mean 104/117/123 (BGR), scale 1,
+    their deploy's 400 x 500 input."""
+    return data_config(DATA_SOURCES[train],
+                       DATA_SOURCES[test] if test else None, crop or VOC_CROP,
+                       batch_size=1, mean=RELEASED_MEAN_BGR, scale=1.0,
+                       deploy_size=(400, 500))
+
+
+def released(mode, data, num_classes=21, name="hrenet_released"):
+    """The authors' released H-ReNet (d) + DenseCRF (their deploy file).
+
+    VGG-16 conv1_1-conv5_3 (in-place ReLUs ``ReluX_Y``, none after
+    conv5_3), pool4/pool5 3x3 stride 1, conv5 dilated 2; ``fc6_new`` (3x3,
+    dilation 12, 1024) + ``Relu6`` + ``drop6``; ``fc7_new`` (1x1, 1024, no
+    ReLU, no dropout); BatchNorm (no Scale) then an in-place ReLU (all three
+    named ``Relu7``, as theirs) on pool4, pool5 and fc7_new, concatenated
+    into ``pool4_pool5_fc7_batch_norm``; ``renet_lstm_6_vertical`` /
+    ``renet_lstm_6_horizontal`` (160 units per direction, 1x1 patches,
+    weights U[-0.2, 0.2], biases 0, forget-gate bias 2); ``conv6`` (1x1 to
+    the classes, N(0, 0.1)); ``bilinear_interpolation`` to the data size
+    (top ``conv6_full_res``). Deploy: ``splitting`` (tops ``unary``,
+    ``Q0``), ``inference1`` (the CRF: row-normalised kernels, bilateral
+    features from the data planes as fed, learned weights and
+    compatibility, logits out) and ``prob`` (Softmax). Train/val: the loss
+    on ``conv6_full_res``.
+    """
+    L = _caffe().layers
+    n = _caffe().NetSpec()
+    x = _data(n, mode, data)
+    plan = [(1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512)]
+    for block, convs, nout in plan:
+        for i in range(1, convs + 1):
+            conv = "conv%d_%d" % (block, i)
+            x = _conv(n, conv, x, nout, dilation=2 if block == 5 else 1,
+                      learn=block > 2, relu=False)
+            if (block, i) != (5, 3):
+                setattr(n, "Relu%d_%d" % (block, i),
+                        L.ReLU(x, in_place=True))
+        if block <= 3:
+            x = _max_pool(n, "pool%d" % block, x, 2, 2)
+        else:
+            x = _max_pool(n, "pool%d" % block, x, 3, 1, pad=1)
+    pool4, pool5 = n.pool4, n.pool5
+    fc_filler = gaussian(0.01)
+    zero = dict(type="constant", value=0)
+    x = _conv(n, "fc6_new", pool5, RELEASED_FC_WIDTH, ks=3, dilation=12,
+              weight_filler=fc_filler, bias_filler=zero, relu=False)
+    n.Relu6 = L.ReLU(x, in_place=True)
+    n.drop6 = L.Dropout(x, dropout_ratio=0.5, in_place=True)
+    fc7 = _conv(n, "fc7_new", x, RELEASED_FC_WIDTH, ks=1,
+                weight_filler=fc_filler, bias_filler=zero, relu=False)
+    feats = []
+    for src, blob in (("pool4", pool4), ("pool5", pool5), ("fc7_new", fc7)):
+        top = src + "_batch_norm"
+        setattr(n, top, L.BatchNorm(blob, batch_norm_param=dict(
+            moving_average_fraction=0.999, eps=1e-5)))
+        y = getattr(n, top)
+        setattr(n, top + "_relu", L.ReLU(y, in_place=True, name="Relu7"))
+        feats.append(y)
+    n.pool4_pool5_fc7_batch_norm = L.Concat(*feats, concat_param=dict(axis=1))
+    x = n.pool4_pool5_fc7_batch_norm
+    for suffix, direction in (("vertical", "VERTICAL"),
+                              ("horizontal", "HORIZONTAL")):
+        x = _renet(n, "renet_lstm_6_" + suffix, x, RELEASED_RENET_WIDTH,
+                   direction, forget_bias=2.0,
+                   weight_filler=dict(type="uniform", min=-0.2, max=0.2))
+    n.conv6 = L.Convolution(x, param=LEARNED, convolution_param=dict(
+        num_output=num_classes, kernel_size=1, weight_filler=gaussian(0.1),
+        bias_filler=zero))
+    n.conv6_full_res = L.BilinearResize(n.conv6, n.data,
+                                        name="bilinear_interpolation")
+    if mode == "deploy":
+        n.unary, n.Q0 = L.Split(n.conv6_full_res, ntop=2, name="splitting")
+        n.inference1 = L.DenseCRF(n.unary, n.Q0, n.data,
+                                  param=[dict(lr_mult=0, decay_mult=0)] * 3,
+                                  dense_crf_param=dict(CRF_AUTHORS))
+        n.prob = L.Softmax(n.inference1)
+    else:
+        n.loss = L.SoftmaxWithLoss(n.conv6_full_res, n.label, loss_param=dict(
+            ignore_label=IGNORE_LABEL))
+        n.accuracy = L.Accuracy(n.conv6_full_res, n.label,
+                                accuracy_param=dict(ignore_label=IGNORE_LABEL),
+                                include=dict(phase=_caffe().TEST))
     return _finish(n, name, mode, data)
 
 
@@ -513,7 +608,6 @@ Variant = collections.namedtuple("Variant", [
 # prints no kernel parameters: we use the released deploy file's kernels.
 CRF_PAPER = dict(max_iter=2, pos_w=3.0, pos_xy_std=3.0, bi_w=5.0,
                  bi_xy_std=80.0, bi_rgb_std=3.0)
-CRF_RELEASED = dict(CRF_PAPER, max_iter=5)
 
 VOC_TEST_ITER = 1449  # VOC12 val
 SBG_TEST_ITER = 143   # one Stanford Background fold
@@ -612,19 +706,15 @@ def _variants():
         "COCO", dict(miou_test=76.8), "hrenet", mlfb,
         voc_data(train="voc_trainval_aug", test=None), 30000)
     add("hrenet", "released",
-        "the authors' released deploy settings for (d) + DenseCRF",
-        "released", {}, "hrenet",
-        dict(inputs=FEATURE_LAYERS, norm="bn_relu", renet_width=160,
-             forget_bias=2.0, conv7_kernel=1, dropout=True,
-             conv_filler_std=0.01,
-             conv_bias_filler=dict(type="constant", value=0),
-             crf=CRF_RELEASED), voc, MLFB_ITERS)
+        "the authors' released H-ReNet (d) + DenseCRF, layer for layer",
+        "released", {}, "released", {}, released_data(), MLFB_ITERS)
     return v
 
 
 VARIANTS = collections.OrderedDict(
     ((x.family, x.name), x) for x in _variants())
 FAMILIES = {"nrenet": nrenet, "fcn": fcn, "hrenet": hrenet}
+BUILDERS = dict(FAMILIES, released=released)
 
 
 def variant(family, name):
@@ -648,7 +738,7 @@ def build(v, mode, data=None):
     net = dict(v.net)
     if mode == "train_val":
         net.pop("crf", None)
-    return FAMILIES[v.builder](mode, data or v.data,
+    return BUILDERS[v.builder](mode, data or v.data,
                                name="%s_%s" % (v.family, v.name), **net)
 
 
@@ -770,7 +860,7 @@ def local_fcn(mode, data, num_classes, widths=(32, 48, 64), name="local"):
     x = _conv(n, "conv3_1", x, widths[2])
     x = _conv(n, "conv3_2", x, widths[2])
     filler = dict(type="msra")
-    _head(n, mode, x, num_classes, 4, filler,
+    _head(n, mode, x, num_classes, filler,
           dict(type="constant", value=0), "classifier", data=data)
     return _finish(n, name, mode, data)
 

@@ -87,6 +87,17 @@ STUDY_DATASET = {"nrenet_cv": "stanford-bg"}  # the real data of each study
 # The synthetic stand-in: image size, classes, crops scaled to it.
 SYN = dict(num_images=60, height=96, width=128, classes=4)
 SYN_CROP_SCALE = 0.25
+# Without VGG-16's weights the trunk is random (MSRA): the paper's N(0, 0.1)
+# for conv6-conv8 (fan-in 4608 and 9216) then gives logits of about 1e3-1e4
+# and the first SGD steps overflow to NaN. The stand-in starts those layers
+# from MSRA weights and zero biases instead (the paper's setting, with VGG
+# weights, is unchanged in the committed prototxts).
+SYN_CONV_FILLERS = dict(conv_filler=dict(type="msra"),
+                        conv_bias_filler=dict(type="constant", value=0))
+# ... and, with no trunk trained on 0-255 inputs, the pixels are scaled to
+# about [-1, 1] (as the paper does for Stanford Background) so that the
+# random trunk's activations start near 1 rather than near 100.
+SYN_SCALE = 1.0 / 128
 
 
 def study(name):
@@ -145,7 +156,7 @@ def synthetic_data(v, lmdbs):
     crop = tuple(max(8, int(round(c * SYN_CROP_SCALE / 8.0)) * 8)
                  for c in v.data["crop"])
     return nets.data_config((lmdbs["train"], ""), (lmdbs["val"], ""), crop,
-                            1, v.data["mean"], v.data["scale"],
+                            1, v.data["mean"], SYN_SCALE,
                             (SYN["height"], SYN["width"]))
 
 
@@ -158,7 +169,9 @@ def write_variant_nets(v, folder, data, num_classes):
         kw = dict(v.net)
         if mode == "train_val":
             kw.pop("crf", None)
-        proto = nets.FAMILIES[v.builder](mode, data, num_classes=num_classes,
+        if v.builder in ("fcn", "hrenet"):
+            kw.update(SYN_CONV_FILLERS)
+        proto = nets.BUILDERS[v.builder](mode, data, num_classes=num_classes,
                                          name="%s_%s" % (v.family, v.name),
                                          **kw)
         with open(os.path.join(folder, mode + ".prototxt"), "w") as f:

@@ -87,7 +87,13 @@ def write_net(tmp_path, v, mode, data, name=None):
 
 
 def classifier_of(v):
+    if v.builder == "released":
+        return "conv6"
     return "classifier" if v.family == "nrenet" else "conv8"
+
+
+def score_of(v):
+    return "conv6_full_res" if v.builder == "released" else "score"
 
 
 def stride_of(v):
@@ -115,7 +121,7 @@ def test_train_val_forward_backward(caffe, tmp_path, lmdbs, v):
         n, _, h, w = shape
         assert net.blobs[classifier_of(v)].data.shape == \
             (n, k, math.ceil(h / s), math.ceil(w / s))
-        assert net.blobs["score"].data.shape == (n, k, h, w)
+        assert net.blobs[score_of(v)].data.shape == (n, k, h, w)
         loss = float(net.blobs["loss"].data)
         assert np.isfinite(loss) and loss > 0
         if phase == caffe.TRAIN:  # gradients reach the classifier
@@ -134,10 +140,12 @@ def test_deploy_on_odd_size(caffe, tmp_path, v):
     net.blobs["data"].data[...] = rng.uniform(-100, 100, (1, 3, h, w))
     out = net.forward()
     k = 8 if v.family == "nrenet" else 21
-    assert list(out) == ["crf_prob" if "crf" in v.net else "score"]
-    assert net.blobs["score"].data.shape == (1, k, h, w)
-    if "crf" in v.net:
-        prob = out["crf_prob"]
+    crf = "crf" in v.net or v.builder == "released"
+    final = "prob" if v.builder == "released" else "crf_prob"
+    assert list(out) == [final if crf else "score"]
+    assert net.blobs[score_of(v)].data.shape == (1, k, h, w)
+    if crf:
+        prob = out[final]
         assert prob.shape == (1, k, h, w)
         np.testing.assert_allclose(prob.sum(axis=1), 1, atol=1e-4)
     # The data layer's preprocessing travels with the deploy net.
@@ -167,7 +175,10 @@ def test_parameter_counts_by_hand(caffe, tmp_path):
     assert _params(net, "conv6") == 512 * 1024 * 9 + 1024
     assert _params(net, "conv7") == 1024 * 1024 * 9 + 1024
     assert _params(net, "conv8") == 240 * 21 + 21
-    assert "conv8" in net.params and "upsample" in net.params
+    # The upsampling (BilinearResize) has no parameters.
+    assert "conv8" in net.params and "score" not in net.params
+    assert net.layers[list(net._layer_names).index("score")].type == \
+        "BilinearResize"
     # The baseline FCN: conv8 reads conv7's 1024 channels.
     fcn = caffe.Net(write_net(tmp_path, nets.variant("fcn", "a"), "deploy",
                               None), caffe.TEST)
@@ -274,7 +285,7 @@ def test_frozen_conv1_conv2_and_one_step(caffe, tmp_path, lmdbs):
     for name in before:
         changed = [not np.array_equal(a, b)
                    for a, b in zip(before[name], after[name])]
-        if name in frozen or name == "upsample":
+        if name in frozen:
             assert not any(changed), name
         else:
             assert changed[0], name  # weights (BN: the running mean)
@@ -428,3 +439,120 @@ def test_headline_without_lmdbs_fails_at_once():
     assert "Starting Optimization" not in r.stderr
     assert not [p for p in os.listdir(os.path.join(ROOT, "runs"))
                 if p.startswith("hrenet_d")]
+
+
+def test_weights_of_the_deconvolution_upsampling_still_load(caffe, tmp_path):
+    """Nets used to upsample with a fixed bilinear Deconvolution
+    (``upsample``, lr_mult 0) + Crop: a caffemodel saved from such a net
+    loads into today's nets (the old layer's fixed kernel is ignored by
+    name; nothing learned is lost)."""
+    v = nets.variant("fcn", "a")
+    new = nets.build(v, "deploy")
+    old = type(new)()
+    old.CopyFrom(new)
+    score = [layer for layer in old.layer if layer.name == "score"][0]
+    up = old.layer.add()
+    up.CopyFrom(score)
+    score.Clear()
+    score.name, score.type = "score", "Crop"
+    score.bottom.extend(["upsample", "data"])
+    score.top.append("score")
+    score.crop_param.axis = 2
+    score.crop_param.offset.append(0)
+    up.name, up.type = "upsample", "Deconvolution"
+    del up.bottom[1:]
+    del up.top[:]
+    up.top.append("upsample")
+    up.param.add(lr_mult=0, decay_mult=0)
+    c = up.convolution_param
+    c.num_output, c.group, c.bias_term = 21, 21, False
+    c.kernel_size.append(16)
+    c.stride.append(8)
+    c.pad.append(4)
+    c.weight_filler.type = "bilinear"
+    # Caffe needs the Deconvolution before the Crop that reads it.
+    layers = list(old.layer)
+    i, j = layers.index(score), layers.index(up)
+    layers[i], layers[j] = layers[j], layers[i]
+    del old.layer[:]
+    old.layer.extend(layers)
+    for name, proto in (("old", old), ("new", new)):
+        (tmp_path / f"{name}.prototxt").write_text(str(proto))
+    old_net = caffe.Net(str(tmp_path / "old.prototxt"), caffe.TEST)
+    assert "upsample" in old_net.params
+    old_net.save(str(tmp_path / "old.caffemodel"))
+    net = caffe.Net(str(tmp_path / "new.prototxt"),
+                    str(tmp_path / "old.caffemodel"), caffe.TEST)
+    for name in net.params:
+        for a, b in zip(net.params[name], old_net.params[name]):
+            assert np.array_equal(a.data, b.data), name
+
+
+# The authors' deploy file (their H_ReNet_densecrf_deploy.prototxt), layer
+# by layer: (name, their type); ours must have the same names in the same
+# order, their types mapped to ours.
+def _their_deploy():
+    out = [("conv1_1", "Convolution"), ("Relu1_1", "ReLU"),
+           ("conv1_2", "Convolution"), ("Relu1_2", "ReLU"),
+           ("pool1", "Pooling"), ("conv2_1", "Convolution"),
+           ("Relu2_1", "ReLU"), ("conv2_2", "Convolution"),
+           ("Relu2_2", "ReLU"), ("pool2", "Pooling")]
+    for b in (3, 4, 5):
+        for i in (1, 2, 3):
+            out.append((f"conv{b}_{i}", "Convolution"))
+            if (b, i) != (5, 3):  # no ReLU after conv5_3
+                out.append((f"Relu{b}_{i}", "ReLU"))
+        out.append((f"pool{b}", "Pooling"))
+    out += [("fc6_new", "Convolution"), ("Relu6", "ReLU"),
+            ("drop6", "Dropout"), ("fc7_new", "Convolution"),
+            ("pool4_batch_norm", "BatchNorm"), ("Relu7", "ReLU"),
+            ("pool5_batch_norm", "BatchNorm"), ("Relu7", "ReLU"),
+            ("fc7_new_batch_norm", "BatchNorm"), ("Relu7", "ReLU"),
+            ("pool4_pool5_fc7_batch_norm", "Concat"),
+            ("renet_lstm_6_vertical", "ReNetLSTM"),
+            ("renet_lstm_6_horizontal", "ReNetLSTM"),
+            ("conv6", "Convolution"),
+            ("bilinear_interpolation", "BilinearInterpolation"),
+            ("splitting", "Split"), ("inference1", "DenseCRFMeanfield"),
+            ("prob", "Softmax")]
+    return out
+
+
+def test_released_mirrors_their_deploy_file():
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from hrenet.hybridnet import TYPE_MAP
+    path = os.path.join(ROOT, "prototxt", "hrenet", "released",
+                        "deploy.prototxt")
+    net = text_format.Parse(open(path).read(), caffe_pb2.NetParameter())
+    ours = [(layer.name, layer.type) for layer in net.layer[1:]]
+    assert ours == [(n, TYPE_MAP.get(t, t)) for n, t in _their_deploy()]
+    layers = {layer.name: layer for layer in net.layer}
+    assert list(net.layer[0].transform_param.mean_value) == [104, 117, 123]
+    assert list(net.layer[0].input_param.shape[0].dim) == [1, 3, 400, 500]
+    for name, direction in (("renet_lstm_6_vertical", 0),
+                            ("renet_lstm_6_horizontal", 1)):
+        p = layers[name].renet_param
+        assert (p.num_output, p.direction, p.patch_h, p.patch_w,
+                p.forget_bias) == (160, direction, 1, 1, 2.0)
+        assert p.bias_filler.value == 0
+        assert p.weight_filler.max == pytest.approx(0.2)
+    fc6 = layers["fc6_new"].convolution_param
+    assert (fc6.num_output, fc6.dilation[0], fc6.pad[0]) == (1024, 12, 12)
+    assert fc6.weight_filler.std == pytest.approx(0.01)
+    assert layers["conv6"].convolution_param.weight_filler.std == \
+        pytest.approx(0.1)
+    assert list(layers["bilinear_interpolation"].bottom) == ["conv6", "data"]
+    assert list(layers["splitting"].top) == ["unary", "Q0"]
+    crf = layers["inference1"]
+    assert list(crf.bottom) == ["unary", "Q0", "data"]
+    p = crf.dense_crf_param
+    assert (p.max_iter, p.bi_xy_std, p.bi_rgb_std, p.pos_xy_std, p.bi_w,
+            p.pos_w) == (5, 80, 3, 3, 5, 3)
+    assert p.normalization == p.ROW and p.feature_source == p.DATA
+    assert p.output == p.LOGITS and p.param_blobs
+    for pool in ("pool4", "pool5"):
+        q = layers[pool].pooling_param
+        assert (q.kernel_size, q.stride, q.pad) == (3, 1, 1)
+    for conv in ("conv5_1", "conv5_2", "conv5_3"):
+        assert layers[conv].convolution_param.dilation[0] == 2
