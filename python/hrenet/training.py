@@ -23,8 +23,13 @@ the deploy net and scores the validation split with
 
 A stop request (``should_stop()`` true, e.g. after SIGINT/SIGTERM) takes a
 snapshot after the running iteration and returns; passing its
-``.solverstate`` as ``snapshot`` resumes, and the log continues (records
-after the snapshot's iteration are dropped).
+``.solverstate`` (or any periodic one, from the solver's ``snapshot``
+setting: the log records them too) as ``snapshot`` resumes, and the log
+continues (records after the snapshot's iteration are dropped). Resuming is
+exact: Caffe writes the data layers' state (``X.datastate``, the SegData
+stream's position and generators) beside each ``X.solverstate`` and reads it
+back, so the resumed run trains on the batches the uninterrupted run would
+have, and its losses and weights are the same to the last bit (CPU).
 
 :func:`parse_caffe_log` turns a ``caffe train`` log into the same records.
 """
@@ -355,6 +360,14 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
                     "diverged; lower base_lr or set clip_gradients in "
                     "the solver")
             window.append(loss)
+            if sp.snapshot and solver.iter % sp.snapshot == 0 and \
+                    solver.iter < max_iter:
+                # Caffe wrote a periodic snapshot inside step(): record it
+                model, state = snapshot_files(run.snapshot_prefix,
+                                              solver.iter)
+                emit({"type": "snapshot", "iter": int(solver.iter),
+                      "caffemodel": model, "solverstate": state,
+                      "wall": wall()})
             if bar is not None:
                 bar.update(1)
             if it % display == 0 or solver.iter >= max_iter:

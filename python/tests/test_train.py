@@ -296,3 +296,53 @@ def test_diverging_training_stops_with_one_line(toolsetup, tmp_path,
     assert rc == 1 and err.count("\n") == 1
     assert "the training diverged; lower base_lr or set clip_gradients" \
         in err
+
+
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(toolsetup,
+                                                              tmp_path):
+    """kill -9 after a periodic snapshot, resume from it: the loss curve
+    and the final weights equal the uninterrupted run's to the last bit
+    (the data layer's stream position and generators are in the
+    snapshot's .datastate)."""
+    s = toolsetup
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(open(s.solver).read().replace("snapshot: 0",
+                                                    "snapshot: 5"))
+    env = dict(os.environ, GLOG_minloglevel="2",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    base = [sys.executable, os.path.join(TOOLS, "train.py"), "--solver",
+            str(solver), "--display", "1", "--quiet"]
+    whole = tmp_path / "whole"
+    rc = subprocess.run(base + ["--out", str(whole), "--iters", "14"],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    part = tmp_path / "part"
+    proc = subprocess.Popen(base + ["--out", str(part), "--iters", "100000"],
+                            env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if len(records(part, "train")) >= 8:  # past the snapshot at 5
+                break
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no chance to clean up
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    snaps = records(part, "snapshot")
+    assert [r["iter"] for r in snaps][:1] == [5]  # periodic, logged
+    state = snaps[0]["solverstate"]
+    assert os.path.isfile(state.replace(".solverstate", ".datastate"))
+    rc = subprocess.run(base + ["--out", str(part), "--iters", "14",
+                                "--snapshot", state],
+                        env=env, capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    a = [r["loss"] for r in records(whole, "train")]
+    b = [r["loss"] for r in records(part, "train")]
+    assert len(a) == len(b) == 14
+    assert a == b  # bit for bit
+    last = "tiny_iter_14.caffemodel"
+    assert (whole / "snapshots" / last).read_bytes() == \
+        (part / "snapshots" / last).read_bytes()

@@ -1,15 +1,18 @@
 #ifndef CAFFE_SEG_DATA_LAYER_HPP_
 #define CAFFE_SEG_DATA_LAYER_HPP_
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "boost/thread/mutex.hpp"
 #include "caffe/blob.hpp"
 #include "caffe/common.hpp"
 #include "caffe/layer.hpp"
 #include "caffe/layers/base_data_layer.hpp"
 #include "caffe/proto/caffe.pb.h"
+#include "caffe/util/layer_state.hpp"
 
 namespace caffe {
 
@@ -28,18 +31,24 @@ class SegDataLMDB;
  *     JPEG/PNG bytes (`encoded` true, `channels` 3, `height`, `width`);
  *   - `source/label_lmdb`: the same keys -> Datum with a lossless PNG of the
  *     single-channel uint8 class-index map (255 = ignore).
- * A `source` that does not exist, is not a folder, or lacks
- * `image_lmdb/data.mdb` or `label_lmdb/data.mdb` stops the program at
- * set-up with one line on stderr (and in the log) and exit status 1, no
- * stack trace: "SegData layer 'data': LMDB folder 'S' does not exist (cwd:
- * C). <missing_hint>" (`seg_data_param.missing_hint`, e.g. the
- * build_lmdb.py command that writes S; a generic hint when empty).
- * At set-up both LMDBs are scanned in lockstep through caffe::db; every key
- * must match (a CHECK names the first that does not) and every image and
- * label Datum must agree on height and width. Upstream's db::Cursor can only
- * walk forward, so per-epoch shuffling reads pairs by key through a
- * read-only LMDB handle (`MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK`: the
- * transaction is opened at set-up and used by the prefetch thread only).
+ * Errors a user can cause throw UserError (caffe/util/user_error.hpp) with
+ * one sentence naming the layer, the file or key and the fix: the `caffe`
+ * tool prints it as one line and exits with status 1, pycaffe raises it as
+ * a Python RuntimeError. A `source` that does not exist, is not a folder,
+ * or lacks `image_lmdb/data.mdb` or `label_lmdb/data.mdb`: "SegData layer
+ * 'data': LMDB folder 'S' does not exist (cwd: C). <missing_hint>"
+ * (`seg_data_param.missing_hint`, e.g. the build_lmdb.py command that
+ * writes S; a generic hint when empty). A data.mdb shorter than the pages
+ * its meta page names (a truncated copy) is refused before it is mapped
+ * (reading it would raise SIGBUS).
+ * At set-up both LMDBs are scanned in lockstep with read-only LMDB handles
+ * (`MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK`); every key must match (the error
+ * names the first that does not: a missing record) and every image and
+ * label Datum must agree on height and width. Per-epoch shuffling then
+ * reads pairs by key through the same handles (the read transaction is
+ * opened at set-up and used by the prefetch thread only). An error in the
+ * prefetch thread (a record that does not decode) is kept with its batch
+ * and raised by Forward on the net's thread when that batch is reached.
  *
  * Loading runs in the prefetch thread of BasePrefetchingDataLayer
  * (`seg_data_param.prefetch` batches ahead). Per pair, with
@@ -98,6 +107,15 @@ class SegDataLMDB;
  * the layer keeps its own copy), and with N = 1 the layer reads and draws
  * exactly what it did before it knew about ranks.
  *
+ * Exact resume (StatefulLayer): SaveState() gives the generators' seeds and
+ * the number of items Forward has delivered; Solver::Snapshot writes it
+ * beside the .solverstate (patch 0015) and Restore gives it back:
+ * RestoreState() stops the prefetch thread, reseeds, replays the
+ * permutations and the crop/flip draws of that many items (from the sizes
+ * recorded at set-up, without decoding) and restarts the thread, so the
+ * resumed run reads exactly the batches the uninterrupted run would have
+ * (one solver; with several, each rank resumes from its own seeds only
+ * when `seed` >= 0).
  * There is no .cu file: Forward_gpu is BasePrefetchingDataLayer's, which
  * copies the prefetched batch; the layer has no GPU maths of its own.
  *
@@ -108,7 +126,8 @@ class SegDataLMDB;
  *   (the tops are reshaped every batch). No bottoms, no gradients.
  */
 template <typename Dtype>
-class SegDataLayer : public BasePrefetchingDataLayer<Dtype> {
+class SegDataLayer : public BasePrefetchingDataLayer<Dtype>,
+                     public StatefulLayer {
  public:
   explicit SegDataLayer(const LayerParameter& param);
   virtual ~SegDataLayer();
@@ -122,21 +141,49 @@ class SegDataLayer : public BasePrefetchingDataLayer<Dtype> {
   /// The key of every pair, in the order of the LMDBs.
   const vector<string>& keys() const { return keys_; }
 
+  /// "segdata1 <permutation seed> <crop seed> <items delivered>".
+  virtual string SaveState() const;
+  virtual void RestoreState(const string& state);
+
+  /// BasePrefetchingDataLayer's, then raises the batch's error if it has one.
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
  protected:
+  /// The random choices for one pair: crop offsets and the flip.
+  struct Draws {
+    int h_off, w_off;
+    bool mirror;
+  };
+
   virtual void load_batch(Batch<Dtype>* batch);
   /// Index (into keys_) of this rank's next pair; reshuffles at an epoch's
   /// end and skips the items of the other ranks.
   int NextIndex();
   /// A uniform integer in [0, n) from the crop generator.
   int Rand(int n);
-  /// Stops the program (exit status 1, no stack trace) with one message if
-  /// `source` is not a folder holding image_lmdb/ and label_lmdb/.
+  /// Throws UserError (one sentence with the fix) if `source` is not a
+  /// folder holding image_lmdb/ and label_lmdb/.
   void CheckSourceExists(const string& source);
+  /// Opens both LMDBs and records every key and size (see the class
+  /// comment); throws UserError on a damaged or mismatched pair of LMDBs.
   void ScanSource(const string& source);
-  /// Seeds perm_rng_ and crop_rng_ for this rank (see the class comment).
+  /// Chooses perm_seed_ and crop_seed_ for this rank (see the class
+  /// comment) and seeds the generators with them (ApplySeeds).
   void SeedGenerators();
+  void ApplySeeds();
+  /// The first epoch's order, from the start.
+  void ResetStream();
+  /// The crop offsets and flip of pair `index` (draws from crop_rng_).
+  Draws Draw(int index);
   /// Decodes, pads, crops and mirrors pair `index` into `item` of `batch`.
-  void LoadPair(int index, int item, Batch<Dtype>* batch);
+  void LoadPair(int index, const Draws& draws, int item,
+                Batch<Dtype>* batch);
+  /// After the base Forward: raises the current batch's error, else counts
+  /// its items as delivered.
+  void CheckBatch();
 
   vector<string> keys_;
   vector<std::pair<int, int> > sizes_;  // (height, width) of every pair
@@ -146,7 +193,13 @@ class SegDataLayer : public BasePrefetchingDataLayer<Dtype> {
   int turn_;  // rank whose turn the item at order_[position_] is
   // Permutations; crops and flips. The same generator when N = 1.
   shared_ptr<Caffe::RNG> perm_rng_, crop_rng_;
+  unsigned int perm_seed_, crop_seed_;
+  int64_t consumed_items_;  // items Forward has delivered (net's thread)
   shared_ptr<SegDataLMDB> image_db_, label_db_;
+  // Errors of the prefetch thread, by batch; the first one.
+  boost::mutex error_mutex_;
+  std::map<Batch<Dtype>*, string> errors_;
+  string first_error_;
   vector<Dtype> mean_;
   int crop_h_, crop_w_;
 };

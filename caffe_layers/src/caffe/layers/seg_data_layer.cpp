@@ -4,9 +4,9 @@
 #include <opencv2/imgcodecs/imgcodecs.hpp>
 #include <opencv2/imgproc/imgproc.hpp>
 
+#include <sys/stat.h>
+
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <string>
@@ -14,11 +14,10 @@
 #include <vector>
 
 #include "boost/filesystem.hpp"
-#include "boost/scoped_ptr.hpp"
 #include "boost/thread/mutex.hpp"
 #include "caffe/layers/seg_data_layer.hpp"
-#include "caffe/util/db.hpp"
 #include "caffe/util/rng.hpp"
+#include "caffe/util/user_error.hpp"
 
 namespace caffe {
 
@@ -45,49 +44,137 @@ bool SharePermutationSeed(const string& key, int rank, unsigned int* seed) {
 
 }  // namespace
 
-// Read-only keyed access to one LMDB. The read transaction is begun here
-// and then used by the prefetch thread only (MDB_NOTLS allows that).
+// Read-only access to one LMDB: by key, and in key order with a cursor.
+// The read transaction is begun here and then used by one thread at a time
+// (MDB_NOTLS allows that): ScanSource's cursor at set-up, then the prefetch
+// thread's Get. Every failure is a UserError naming the file.
 class SegDataLMDB {
  public:
-  explicit SegDataLMDB(const string& path) : path_(path) {
-    CHECK_EQ(mdb_env_create(&env_), MDB_SUCCESS);
+  SegDataLMDB(const string& path, const string& layer)
+      : path_(path), layer_(layer), env_(NULL), txn_(NULL), cursor_(NULL) {
+    CheckComplete();
+    HRENET_USER_CHECK(mdb_env_create(&env_) == MDB_SUCCESS, Where()
+        << "cannot create an LMDB environment");
     int rc = mdb_env_open(env_, path.c_str(),
                           MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK, 0664);
-    CHECK_EQ(rc, MDB_SUCCESS) << "SegData: cannot open LMDB " << path << ": "
-                              << mdb_strerror(rc);
-    CHECK_EQ(mdb_txn_begin(env_, NULL, MDB_RDONLY, &txn_), MDB_SUCCESS);
-    CHECK_EQ(mdb_dbi_open(txn_, NULL, 0, &dbi_), MDB_SUCCESS);
+    if (rc != MDB_SUCCESS) {
+      mdb_env_close(env_);
+      HRENET_USER_CHECK(false, Where() << "cannot open it: "
+          << mdb_strerror(rc) << "; rebuild it with tools/build_lmdb.py");
+    }
+    rc = mdb_txn_begin(env_, NULL, MDB_RDONLY, &txn_);
+    if (rc == MDB_SUCCESS) {
+      rc = mdb_dbi_open(txn_, NULL, 0, &dbi_);
+    }
+    if (rc != MDB_SUCCESS) {
+      Close();
+      HRENET_USER_CHECK(false, Where() << "cannot read it: "
+          << mdb_strerror(rc) << "; rebuild it with tools/build_lmdb.py");
+    }
   }
-  ~SegDataLMDB() {
-    mdb_txn_abort(txn_);
-    mdb_env_close(env_);
-  }
+  ~SegDataLMDB() { Close(); }
+
   string Get(const string& key) const {
     MDB_val k, v;
     k.mv_size = key.size();
     k.mv_data = const_cast<char*>(key.data());
     const int rc = mdb_get(txn_, dbi_, &k, &v);
-    CHECK_EQ(rc, MDB_SUCCESS) << "SegData: key " << key << " cannot be read "
-                              << "from " << path_ << ": " << mdb_strerror(rc);
+    HRENET_USER_CHECK(rc == MDB_SUCCESS, Where() << "key " << key
+        << " cannot be read: " << mdb_strerror(rc)
+        << "; rebuild the LMDBs with tools/build_lmdb.py");
     return string(static_cast<const char*>(v.mv_data), v.mv_size);
   }
 
+  /// The next (key, value) in key order; false after the last.
+  bool Next(string* key, string* value) {
+    if (!cursor_) {
+      HRENET_USER_CHECK(mdb_cursor_open(txn_, dbi_, &cursor_) == MDB_SUCCESS,
+          Where() << "cannot open a cursor");
+    }
+    MDB_val k, v;
+    const int rc = mdb_cursor_get(cursor_, &k, &v, MDB_NEXT);
+    if (rc == MDB_NOTFOUND) {
+      return false;
+    }
+    HRENET_USER_CHECK(rc == MDB_SUCCESS, Where() << "reading it failed: "
+        << mdb_strerror(rc) << "; rebuild it with tools/build_lmdb.py");
+    key->assign(static_cast<const char*>(k.mv_data), k.mv_size);
+    value->assign(static_cast<const char*>(v.mv_data), v.mv_size);
+    return true;
+  }
+
+  /// Closes the set-up cursor (the prefetch thread reads by key only).
+  void EndScan() {
+    if (cursor_) {
+      mdb_cursor_close(cursor_);
+      cursor_ = NULL;
+    }
+  }
+
  private:
-  string path_;
+  string Where() const {
+    return "SegData layer '" + layer_ + "': LMDB " + path_ + ": ";
+  }
+
+  // LMDB maps data.mdb and would read a page past the end of a truncated
+  // file (SIGBUS): compare the file's size with the last page its meta
+  // page names before anything is mapped.
+  void CheckComplete() const {
+    const string data = path_ + "/data.mdb";
+    struct stat st;
+    HRENET_USER_CHECK(stat(data.c_str(), &st) == 0, Where() << data
+        << " is missing; rebuild it with tools/build_lmdb.py");
+    MDB_env* env = NULL;
+    HRENET_USER_CHECK(mdb_env_create(&env) == MDB_SUCCESS, Where()
+        << "cannot create an LMDB environment");
+    // Opening reads the meta pages with read(), not through the map.
+    const int rc = mdb_env_open(env, path_.c_str(),
+                                MDB_RDONLY | MDB_NOTLS | MDB_NOLOCK, 0664);
+    MDB_envinfo info;
+    MDB_stat stat_info;
+    const bool ok = rc == MDB_SUCCESS &&
+        mdb_env_info(env, &info) == MDB_SUCCESS &&
+        mdb_env_stat(env, &stat_info) == MDB_SUCCESS;
+    mdb_env_close(env);
+    HRENET_USER_CHECK(ok, Where() << data << " is not a readable LMDB ("
+        << mdb_strerror(rc) << "); rebuild it with tools/build_lmdb.py");
+    const double needed = (static_cast<double>(info.me_last_pgno) + 1) *
+        stat_info.ms_psize;
+    HRENET_USER_CHECK(st.st_size >= needed, Where() << data << " is "
+        << "truncated (" << st.st_size << " bytes, its pages need "
+        << static_cast<int64_t>(needed) << "); rebuild it with "
+        << "tools/build_lmdb.py");
+  }
+
+  void Close() {
+    EndScan();
+    if (txn_) {
+      mdb_txn_abort(txn_);
+      txn_ = NULL;
+    }
+    if (env_) {
+      mdb_env_close(env_);
+      env_ = NULL;
+    }
+  }
+
+  string path_, layer_;
   MDB_env* env_;
   MDB_txn* txn_;
   MDB_dbi dbi_;
+  MDB_cursor* cursor_;
   DISABLE_COPY_AND_ASSIGN(SegDataLMDB);
 };
 
 template <typename Dtype>
 SegDataLayer<Dtype>::SegDataLayer(const LayerParameter& param)
     : BasePrefetchingDataLayer<Dtype>(param), position_(0),
-      solver_count_(1), solver_rank_(0), turn_(0), crop_h_(0), crop_w_(0) {
+      solver_count_(1), solver_rank_(0), turn_(0), perm_seed_(0),
+      crop_seed_(0), consumed_items_(0), crop_h_(0), crop_w_(0) {
   // The base class sized the prefetch queue from data_param; use ours.
   const int prefetch = param.seg_data_param().prefetch();
-  CHECK_GT(prefetch, 0) << "SegData layer " << param.name()
-                        << ": prefetch must be at least 1";
+  HRENET_USER_CHECK(prefetch > 0, "SegData layer '" << param.name()
+                    << "': prefetch must be at least 1");
   Batch<Dtype>* batch;
   while (this->prefetch_free_.try_pop(&batch)) {}
   this->prefetch_.clear();
@@ -124,32 +211,14 @@ void SegDataLayer<Dtype>::CheckSourceExists(const string& source) {
     return;
   }
   const string& hint = this->layer_param_.seg_data_param().missing_hint();
-  std::ostringstream message;
-  message << "SegData layer '" << this->layer_param_.name()
-          << "': LMDB folder '" << source << "' " << problem << " (cwd: "
-          << fs::current_path(error).string() << "). "
-          << (hint.empty() ? "Build it with tools/build_lmdb.py --out " +
-              source + " (see docs/DATA.md)." : hint);
-  // A missing LMDB is the first error most users meet (a path typed wrong,
-  // a data set not built yet), so it gets one line with the fix and exit
-  // status 1. Not CHECK/LOG(FATAL): they add "Check failure stack trace"
-  // and abort() (SIGABRT, perhaps a core dump), which buries the line. Not
-  // std::exit: layers set up earlier may already run prefetch threads (the
-  // train net's while a test net sets up), and static destructors must not
-  // run under them; so flush the logs and stdio, then std::_Exit. The line
-  // goes through glog (stderr and the log file) when glog shows errors on
-  // stderr, else straight to stderr: exactly once there either way.
-  const bool glog_to_stderr = FLAGS_minloglevel <= google::GLOG_ERROR &&
-      (FLAGS_logtostderr || FLAGS_alsologtostderr ||
-       FLAGS_stderrthreshold <= google::GLOG_ERROR);
-  if (glog_to_stderr) {
-    LOG(ERROR) << message.str();
-    google::FlushLogFiles(google::GLOG_INFO);
-  } else {
-    fprintf(stderr, "%s\n", message.str().c_str());
-  }
-  fflush(NULL);
-  std::_Exit(1);
+  // The first error most users meet (a path typed wrong, a data set not
+  // built yet): a UserError, so `caffe` prints this one line and exits 1
+  // and pycaffe raises it as a Python exception.
+  HRENET_USER_CHECK(false, "SegData layer '" << this->layer_param_.name()
+      << "': LMDB folder '" << source << "' " << problem << " (cwd: "
+      << fs::current_path(error).string() << "). "
+      << (hint.empty() ? "Build it with tools/build_lmdb.py --out " +
+          source + " (see docs/DATA.md)." : hint));
 }
 
 template <typename Dtype>
@@ -157,40 +226,51 @@ void SegDataLayer<Dtype>::ScanSource(const string& source) {
   const string& name = this->layer_param_.name();
   const string image_path = source + "/image_lmdb";
   const string label_path = source + "/label_lmdb";
-  boost::scoped_ptr<db::DB> image_db(db::GetDB("lmdb"));
-  boost::scoped_ptr<db::DB> label_db(db::GetDB("lmdb"));
-  image_db->Open(image_path, db::READ);
-  label_db->Open(label_path, db::READ);
-  boost::scoped_ptr<db::Cursor> ic(image_db->NewCursor());
-  boost::scoped_ptr<db::Cursor> lc(label_db->NewCursor());
+  image_db_.reset(new SegDataLMDB(image_path, name));
+  label_db_.reset(new SegDataLMDB(label_path, name));
+  string image_key, label_key, image_value, label_value;
   Datum image, label;
   keys_.clear();
   sizes_.clear();
-  for (; ic->valid() && lc->valid(); ic->Next(), lc->Next()) {
-    const string key = ic->key();
-    CHECK_EQ(key, lc->key()) << "SegData layer " << name << ": entry "
-        << keys_.size() << " of " << image_path << " and " << label_path
-        << " have different keys; rebuild " << source
-        << " with tools/build_lmdb.py";
-    CHECK(image.ParseFromString(ic->value()) &&
-          label.ParseFromString(lc->value()))
-        << "SegData layer " << name << ": key " << key
-        << " does not hold a Datum in " << source;
-    CHECK(image.encoded() && label.encoded()) << "SegData layer " << name
-        << ": key " << key << " is not an encoded image/label Datum in "
-        << source << "; rebuild it with tools/build_lmdb.py";
-    CHECK(image.height() == label.height() && image.width() == label.width())
-        << "SegData layer " << name << ": size mismatch at key " << key
-        << ": image " << image.height() << "x" << image.width()
-        << ", label " << label.height() << "x" << label.width();
+  for (;;) {
+    const bool more_images = image_db_->Next(&image_key, &image_value);
+    const bool more_labels = label_db_->Next(&label_key, &label_value);
+    HRENET_USER_CHECK(more_images == more_labels, "SegData layer '" << name
+        << "': " << image_path << " and " << label_path << " hold different "
+        << "numbers of entries (" << (more_images ? "the labels" :
+        "the images") << " end after " << keys_.size() << "); rebuild "
+        << source << " with tools/build_lmdb.py");
+    if (!more_images) {
+      break;
+    }
+    const string& key = image_key;
+    HRENET_USER_CHECK(key == label_key, "SegData layer '" << name
+        << "': entry " << keys_.size() << " is " << key << " in "
+        << image_path << " but " << label_key << " in " << label_path
+        << " (a record is missing); rebuild " << source
+        << " with tools/build_lmdb.py");
+    HRENET_USER_CHECK(image.ParseFromString(image_value) &&
+                      label.ParseFromString(label_value), "SegData layer '"
+        << name << "': key " << key << " does not hold a Datum in " << source
+        << " (damaged record); rebuild it with tools/build_lmdb.py");
+    HRENET_USER_CHECK(image.encoded() && label.encoded(), "SegData layer '"
+        << name << "': key " << key << " is not an encoded image/label Datum "
+        << "in " << source << "; rebuild it with tools/build_lmdb.py");
+    HRENET_USER_CHECK(image.height() == label.height() &&
+                      image.width() == label.width() && image.height() > 0 &&
+                      image.width() > 0, "SegData layer '" << name
+        << "': size mismatch at key " << key << " in " << source
+        << ": image " << image.height() << "x" << image.width() << ", label "
+        << label.height() << "x" << label.width()
+        << "; rebuild it with tools/build_lmdb.py");
     keys_.push_back(key);
     sizes_.push_back(std::make_pair(image.height(), image.width()));
   }
-  CHECK(!ic->valid() && !lc->valid()) << "SegData layer " << name
-      << ": " << image_path << " and " << label_path
-      << " hold different numbers of entries; rebuild " << source;
-  CHECK(!keys_.empty()) << "SegData layer " << name << ": " << source
-                        << " is empty";
+  image_db_->EndScan();
+  label_db_->EndScan();
+  HRENET_USER_CHECK(!keys_.empty(), "SegData layer '" << name << "': "
+                    << source << " is empty; build it with "
+                    << "tools/build_lmdb.py from a split with images");
 }
 
 // cpp_lint's data_layer_setup rule allows only upstream's class names here.
@@ -199,24 +279,26 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const SegDataParameter& p = this->layer_param_.seg_data_param();
   const string& name = this->layer_param_.name();
-  CHECK(!this->layer_param_.has_transform_param()) << "SegData layer "
-      << name << ": use seg_data_param (crop_h, crop_w, mirror, mean_value, "
-      << "scale), not transform_param";
-  CHECK(!p.source().empty()) << "SegData layer " << name
-      << ": seg_data_param.source is not set";
+  HRENET_USER_CHECK(!this->layer_param_.has_transform_param(), "SegData "
+      << "layer '" << name << "': use seg_data_param (crop_h, crop_w, "
+      << "mirror, mean_value, scale), not transform_param");
+  HRENET_USER_CHECK(!p.source().empty(), "SegData layer '" << name
+      << "': seg_data_param.source is not set; give the folder written by "
+      << "tools/build_lmdb.py --out");
   const int batch_size = p.batch_size();
-  CHECK_GT(batch_size, 0) << "SegData layer " << name
-                          << ": batch_size must be positive";
+  HRENET_USER_CHECK(batch_size > 0, "SegData layer '" << name
+      << "': batch_size must be positive");
   crop_h_ = p.crop_h();
   crop_w_ = p.crop_w();
-  CHECK_EQ(crop_h_ == 0, crop_w_ == 0) << "SegData layer " << name
-      << ": crop_h " << crop_h_ << " and crop_w " << crop_w_
-      << ": set both (crop) or neither (whole images)";
-  CHECK_LE(p.ignore_label(), 255) << "SegData layer " << name
-      << ": ignore_label " << p.ignore_label() << " must fit in 8 bits";
+  HRENET_USER_CHECK((crop_h_ == 0) == (crop_w_ == 0), "SegData layer '"
+      << name << "': crop_h " << crop_h_ << " and crop_w " << crop_w_
+      << ": set both (crop) or neither (whole images)");
+  HRENET_USER_CHECK(p.ignore_label() <= 255, "SegData layer '" << name
+      << "': ignore_label " << p.ignore_label() << " must fit in 8 bits");
   const int num_mean = p.mean_value_size();
-  CHECK(num_mean == 0 || num_mean == 1 || num_mean == 3) << "SegData layer "
-      << name << ": give 0, 1 or 3 (B, G, R) mean_values, not " << num_mean;
+  HRENET_USER_CHECK(num_mean == 0 || num_mean == 1 || num_mean == 3,
+      "SegData layer '" << name << "': give 0, 1 or 3 (B, G, R) "
+      << "mean_values, not " << num_mean);
   mean_.assign(3, Dtype(0));
   for (int c = 0; c < 3 && num_mean > 0; ++c) {
     mean_[c] = p.mean_value(num_mean == 1 ? 0 : c);
@@ -226,16 +308,14 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
   ScanSource(p.source());
   if (crop_h_ == 0 && batch_size > 1) {
     for (int i = 1; i < keys_.size(); ++i) {
-      CHECK(sizes_[i] == sizes_[0]) << "SegData layer " << name
-          << ": batch_size " << batch_size << " without a crop needs images "
-          << "of one size, but " << keys_[0] << " is " << sizes_[0].first
-          << "x" << sizes_[0].second << " and " << keys_[i] << " is "
-          << sizes_[i].first << "x" << sizes_[i].second << "; use "
-          << "batch_size 1 (whole images) or set crop_h and crop_w";
+      HRENET_USER_CHECK(sizes_[i] == sizes_[0], "SegData layer '" << name
+          << "': batch_size " << batch_size << " without a crop needs "
+          << "images of one size, but " << keys_[0] << " is "
+          << sizes_[0].first << "x" << sizes_[0].second << " and "
+          << keys_[i] << " is " << sizes_[i].first << "x" << sizes_[i].second
+          << "; use batch_size 1 (whole images) or set crop_h and crop_w");
     }
   }
-  image_db_.reset(new SegDataLMDB(p.source() + "/image_lmdb"));
-  label_db_.reset(new SegDataLMDB(p.source() + "/label_lmdb"));
 
   // Read here, on the thread that builds this rank's net (see the header).
   const bool shared = this->phase_ == TRAIN && Caffe::solver_count() > 1;
@@ -245,16 +325,7 @@ void SegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT(caffe/data_layer_setup)
       << "layer " << name << ": solver rank " << solver_rank_ << " of "
       << solver_count_;
   SeedGenerators();
-  order_.resize(keys_.size());
-  for (int i = 0; i < order_.size(); ++i) {
-    order_[i] = i;
-  }
-  if (p.shuffle()) {
-    shuffle(order_.begin(), order_.end(),
-            static_cast<caffe::rng_t*>(perm_rng_->generator()));
-  }
-  position_ = 0;
-  turn_ = 0;
+  ResetStream();
 
   const int h = crop_h_ > 0 ? crop_h_ : sizes_[order_[0]].first;
   const int w = crop_w_ > 0 ? crop_w_ : sizes_[order_[0]].second;
@@ -288,10 +359,10 @@ template <typename Dtype>
 void SegDataLayer<Dtype>::SeedGenerators() {
   const SegDataParameter& p = this->layer_param_.seg_data_param();
   if (solver_count_ == 1) {
-    const unsigned int seed = p.seed() >= 0 ?
+    perm_seed_ = p.seed() >= 0 ?
         static_cast<unsigned int>(p.seed()) : caffe_rng_rand();
-    perm_rng_.reset(new Caffe::RNG(seed));
-    crop_rng_ = perm_rng_;
+    crop_seed_ = perm_seed_;
+    ApplySeeds();
     return;
   }
   unsigned int perm_seed = 0, crop_seed = 0;
@@ -307,16 +378,40 @@ void SegDataLayer<Dtype>::SeedGenerators() {
     if (p.shuffle()) {
       const string key = this->layer_param_.name() + "\n" + p.source();
       perm_seed = caffe_rng_rand();
-      CHECK(SharePermutationSeed(key, solver_rank_, &perm_seed))
-          << "SegData layer "
-          << this->layer_param_.name() << ": solver rank " << solver_rank_
-          << " of " << solver_count_ << " found no permutation seed from "
-          << "rank 0 in this process, so the ranks would shuffle "
-          << "differently; set seg_data_param.seed (any value >= 0)";
+      HRENET_USER_CHECK(SharePermutationSeed(key, solver_rank_, &perm_seed),
+          "SegData layer '" << this->layer_param_.name() << "': solver rank "
+          << solver_rank_ << " of " << solver_count_ << " found no "
+          << "permutation seed from rank 0 in this process, so the ranks "
+          << "would shuffle differently; set seg_data_param.seed (any value "
+          << ">= 0)");
     }
   }
-  perm_rng_.reset(new Caffe::RNG(perm_seed));
-  crop_rng_.reset(new Caffe::RNG(crop_seed));
+  perm_seed_ = perm_seed;
+  crop_seed_ = crop_seed;
+  ApplySeeds();
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::ApplySeeds() {
+  perm_rng_.reset(new Caffe::RNG(perm_seed_));
+  // One generator for both when N = 1 (the layer's original stream).
+  crop_rng_ = solver_count_ == 1 ? perm_rng_ :
+      shared_ptr<Caffe::RNG>(new Caffe::RNG(crop_seed_));
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::ResetStream() {
+  order_.resize(keys_.size());
+  for (int i = 0; i < order_.size(); ++i) {
+    order_[i] = i;
+  }
+  if (this->layer_param_.seg_data_param().shuffle()) {
+    shuffle(order_.begin(), order_.end(),
+            static_cast<caffe::rng_t*>(perm_rng_->generator()));
+  }
+  position_ = 0;
+  turn_ = 0;
+  consumed_items_ = 0;
 }
 
 template <typename Dtype>
@@ -346,36 +441,66 @@ int SegDataLayer<Dtype>::NextIndex() {
 }
 
 template <typename Dtype>
-void SegDataLayer<Dtype>::LoadPair(int index, int item, Batch<Dtype>* batch) {
+typename SegDataLayer<Dtype>::Draws SegDataLayer<Dtype>::Draw(int index) {
+  // From the sizes recorded at set-up (the decoded image is checked to have
+  // them), so that RestoreState can replay the draws without decoding.
+  const int out_h = crop_h_ > 0 ? crop_h_ : sizes_[index].first;
+  const int out_w = crop_w_ > 0 ? crop_w_ : sizes_[index].second;
+  const int rows = std::max(sizes_[index].first, out_h);
+  const int cols = std::max(sizes_[index].second, out_w);
+  Draws d;
+  d.h_off = (rows - out_h) / 2;
+  d.w_off = (cols - out_w) / 2;
+  d.mirror = false;
+  if (this->phase_ == TRAIN) {
+    d.h_off = Rand(rows - out_h + 1);
+    d.w_off = Rand(cols - out_w + 1);
+    d.mirror = this->layer_param_.seg_data_param().mirror() && Rand(2);
+  }
+  return d;
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::LoadPair(int index, const Draws& draws, int item,
+    Batch<Dtype>* batch) {
   const SegDataParameter& p = this->layer_param_.seg_data_param();
   const string& name = this->layer_param_.name();
   const string& key = keys_[index];
   Datum image_datum, label_datum;
-  CHECK(image_datum.ParseFromString(image_db_->Get(key)) &&
-        label_datum.ParseFromString(label_db_->Get(key)))
-      << "SegData layer " << name << ": key " << key
-      << " does not hold a Datum in " << p.source();
+  HRENET_USER_CHECK(image_datum.ParseFromString(image_db_->Get(key)) &&
+                    label_datum.ParseFromString(label_db_->Get(key)),
+      "SegData layer '" << name << "': key " << key << " does not hold a "
+      << "Datum in " << p.source() << " (damaged record); rebuild it with "
+      << "tools/build_lmdb.py");
   const string& image_bytes = image_datum.data();
   const string& label_bytes = label_datum.data();
-  cv::Mat image = cv::imdecode(cv::Mat(1, image_bytes.size(), CV_8UC1,
-      const_cast<char*>(image_bytes.data())), cv::IMREAD_COLOR);
-  CHECK(image.data) << "SegData layer " << name << ": the image of key "
-      << key << " in " << p.source() << " cannot be decoded (corrupt JPEG/"
-      << "PNG); rebuild with tools/build_lmdb.py, which validates images";
-  cv::Mat label = cv::imdecode(cv::Mat(1, label_bytes.size(), CV_8UC1,
-      const_cast<char*>(label_bytes.data())), cv::IMREAD_UNCHANGED);
-  CHECK(label.data) << "SegData layer " << name << ": the label of key "
-      << key << " in " << p.source() << " cannot be decoded";
-  CHECK_EQ(label.type(), CV_8UC1) << "SegData layer " << name
-      << ": the label of key " << key << " is not a single-channel 8-bit "
-      << "image";
-  CHECK(image.rows == label.rows && image.cols == label.cols &&
-        image.rows == sizes_[index].first &&
-        image.cols == sizes_[index].second)
-      << "SegData layer " << name << ": size mismatch at key " << key
+  cv::Mat image, label;
+  try {
+    image = cv::imdecode(cv::Mat(1, image_bytes.size(), CV_8UC1,
+        const_cast<char*>(image_bytes.data())), cv::IMREAD_COLOR);
+    label = cv::imdecode(cv::Mat(1, label_bytes.size(), CV_8UC1,
+        const_cast<char*>(label_bytes.data())), cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    image = label = cv::Mat();
+  }
+  HRENET_USER_CHECK(image.data, "SegData layer '" << name << "': the image "
+      << "of key " << key << " in " << p.source() << " cannot be decoded "
+      << "(corrupt JPEG/PNG); rebuild with tools/build_lmdb.py, which "
+      << "validates images");
+  HRENET_USER_CHECK(label.data, "SegData layer '" << name << "': the label "
+      << "of key " << key << " in " << p.source() << " cannot be decoded; "
+      << "rebuild with tools/build_lmdb.py");
+  HRENET_USER_CHECK(label.type() == CV_8UC1, "SegData layer '" << name
+      << "': the label of key " << key << " in " << p.source() << " is not "
+      << "a single-channel 8-bit image; rebuild with tools/build_lmdb.py");
+  HRENET_USER_CHECK(image.rows == label.rows && image.cols == label.cols &&
+                    image.rows == sizes_[index].first &&
+                    image.cols == sizes_[index].second, "SegData layer '"
+      << name << "': size mismatch at key " << key << " in " << p.source()
       << ": image " << image.rows << "x" << image.cols << ", label "
       << label.rows << "x" << label.cols << ", Datum "
-      << sizes_[index].first << "x" << sizes_[index].second;
+      << sizes_[index].first << "x" << sizes_[index].second
+      << "; rebuild with tools/build_lmdb.py");
 
   const int out_h = crop_h_ > 0 ? crop_h_ : image.rows;
   const int out_w = crop_w_ > 0 ? crop_w_ : image.cols;
@@ -388,14 +513,8 @@ void SegDataLayer<Dtype>::LoadPair(int index, int item, Batch<Dtype>* batch) {
                        pad_w / 2, pad_w - pad_w / 2, cv::BORDER_CONSTANT,
                        cv::Scalar(p.ignore_label()));
   }
-  const bool train = this->phase_ == TRAIN;
-  int h_off = (image.rows - out_h) / 2;
-  int w_off = (image.cols - out_w) / 2;
-  if (train) {
-    h_off = Rand(image.rows - out_h + 1);
-    w_off = Rand(image.cols - out_w + 1);
-  }
-  const bool mirror = train && p.mirror() && Rand(2);
+  const int h_off = draws.h_off, w_off = draws.w_off;
+  const bool mirror = draws.mirror;
 
   const Dtype scale = p.scale();
   Dtype* data = batch->data_.mutable_cpu_data() + batch->data_.offset(item);
@@ -417,26 +536,117 @@ void SegDataLayer<Dtype>::LoadPair(int index, int item, Batch<Dtype>* batch) {
   }
 }
 
-// This function is called on the prefetch thread.
+// This function is called on the prefetch thread. A UserError cannot cross
+// the thread: it is kept with the batch, which Forward then raises on the
+// net's thread when it reaches that batch; later batches carry it too.
 template <typename Dtype>
 void SegDataLayer<Dtype>::load_batch(Batch<Dtype>* batch) {
-  const int batch_size = this->layer_param_.seg_data_param().batch_size();
-  for (int item = 0; item < batch_size; ++item) {
-    const int index = NextIndex();
-    if (item == 0 && crop_h_ == 0) {
-      vector<int> shape(4);
-      shape[0] = batch_size;
-      shape[1] = 3;
-      shape[2] = sizes_[index].first;
-      shape[3] = sizes_[index].second;
-      batch->data_.Reshape(shape);
-      shape[1] = 1;
-      if (this->output_labels_) {
-        batch->label_.Reshape(shape);
-      }
+  {
+    boost::mutex::scoped_lock lock(error_mutex_);
+    if (!first_error_.empty()) {
+      errors_[batch] = first_error_;
+      return;
     }
-    LoadPair(index, item, batch);
   }
+  try {
+    const int batch_size = this->layer_param_.seg_data_param().batch_size();
+    for (int item = 0; item < batch_size; ++item) {
+      const int index = NextIndex();
+      const Draws draws = Draw(index);
+      if (item == 0 && crop_h_ == 0) {
+        vector<int> shape(4);
+        shape[0] = batch_size;
+        shape[1] = 3;
+        shape[2] = sizes_[index].first;
+        shape[3] = sizes_[index].second;
+        batch->data_.Reshape(shape);
+        shape[1] = 1;
+        if (this->output_labels_) {
+          batch->label_.Reshape(shape);
+        }
+      }
+      LoadPair(index, draws, item, batch);
+    }
+  } catch (const UserError& e) {
+    boost::mutex::scoped_lock lock(error_mutex_);
+    first_error_ = e.what();
+    errors_[batch] = first_error_;
+  }
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::CheckBatch() {
+  boost::mutex::scoped_lock lock(error_mutex_);
+  typename std::map<Batch<Dtype>*, string>::iterator it =
+      errors_.find(this->prefetch_current_);
+  if (it != errors_.end()) {
+    const string message = it->second;
+    throw UserError(message);
+  }
+  consumed_items_ += this->layer_param_.seg_data_param().batch_size();
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  BasePrefetchingDataLayer<Dtype>::Forward_cpu(bottom, top);
+  CheckBatch();
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::Forward_gpu(const vector<Blob<Dtype>*>& bottom,
+    const vector<Blob<Dtype>*>& top) {
+  BasePrefetchingDataLayer<Dtype>::Forward_gpu(bottom, top);
+  CheckBatch();
+}
+
+template <typename Dtype>
+string SegDataLayer<Dtype>::SaveState() const {
+  std::ostringstream s;
+  s << "segdata1 " << perm_seed_ << " " << crop_seed_ << " "
+    << consumed_items_;
+  return s.str();
+}
+
+template <typename Dtype>
+void SegDataLayer<Dtype>::RestoreState(const string& state) {
+  const string& name = this->layer_param_.name();
+  std::istringstream in(state);
+  string version;
+  unsigned int perm_seed = 0, crop_seed = 0;
+  int64_t items = -1;
+  in >> version >> perm_seed >> crop_seed >> items;
+  HRENET_USER_CHECK(!in.fail() && version == "segdata1" && items >= 0,
+      "SegData layer '" << name << "': the saved data state '" << state
+      << "' is damaged; delete the .datastate file to resume without it");
+  // Stop the prefetch thread and take back every batch it read ahead.
+  this->StopInternalThread();
+  Batch<Dtype>* batch;
+  while (this->prefetch_full_.try_pop(&batch)) {
+    this->prefetch_free_.push(batch);
+  }
+  if (this->prefetch_current_) {
+    this->prefetch_free_.push(this->prefetch_current_);
+    this->prefetch_current_ = NULL;
+  }
+  {
+    boost::mutex::scoped_lock lock(error_mutex_);
+    errors_.clear();
+    first_error_.clear();
+  }
+  // Start the stream anew from the saved seeds and replay its draws (no
+  // decoding: the draws depend only on the recorded sizes).
+  perm_seed_ = perm_seed;
+  crop_seed_ = crop_seed;
+  ApplySeeds();
+  ResetStream();
+  for (int64_t i = 0; i < items; ++i) {
+    Draw(NextIndex());
+  }
+  consumed_items_ = items;
+  this->StartInternalThread();
+  LOG_IF(INFO, Caffe::root_solver()) << "SegData layer " << name
+      << ": resumed after " << items << " items";
 }
 
 INSTANTIATE_CLASS(SegDataLayer);

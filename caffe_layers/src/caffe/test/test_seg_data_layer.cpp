@@ -1,8 +1,11 @@
 #if defined(USE_OPENCV) && defined(USE_LMDB)
+#include <lmdb.h>
 #include <opencv2/core/core.hpp>
 #include <opencv2/imgcodecs/imgcodecs.hpp>
+#include <unistd.h>
 
 #include <cstdio>
+#include <regex>
 #include <set>
 #include <string>
 #include <utility>
@@ -18,10 +21,23 @@
 #include "caffe/util/db.hpp"
 #include "caffe/util/io.hpp"
 #include "caffe/util/rng.hpp"
+#include "caffe/util/user_error.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 
 namespace caffe {
+
+// Runs `f` and expects a UserError whose message matches `pattern`.
+template <typename F>
+void ExpectUserError(F f, const string& pattern) {
+  try {
+    f();
+    ADD_FAILURE() << "no UserError; expected one matching " << pattern;
+  } catch (const UserError& e) {
+    EXPECT_TRUE(std::regex_search(e.what(), std::regex(pattern)))
+        << "message: " << e.what() << "\npattern: " << pattern;
+  }
+}
 
 // Test images encode their own coordinates: B = y, G = x, R = image id;
 // labels are LabelAt(y, x). So every output pixel says where it came from,
@@ -462,52 +478,50 @@ TYPED_TEST(SegDataLayerTest, TestDataOnlyTop) {
   EXPECT_EQ(4, this->Data(0, 1, 3, 4));
 }
 
-TYPED_TEST(SegDataLayerTest, TestMixedSizesNeedBatchOneDeathTest) {
+TYPED_TEST(SegDataLayerTest, TestMixedSizesNeedBatchOne) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   vector<std::pair<int, int> > sizes;
   sizes.push_back(std::make_pair(4, 6));
   sizes.push_back(std::make_pair(5, 6));
   this->Fill(sizes);
   SegDataLayer<Dtype> layer(this->Param(TEST, 2, 0, 0));
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "SegData layer seg_data: batch_size 2 without a crop needs "
-               "images of one size, but 00000000_img0 is 4x6 and "
-               "00000001_img1 is 5x6");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'seg_data': batch_size 2 without a crop needs "
+      "images of one size, but 00000000_img0 is 4x6 and "
+      "00000001_img1 is 5x6");
 }
 
-TYPED_TEST(SegDataLayerTest, TestMissingSourceDeathTest) {
+// A missing source is the first error most users meet: a UserError (one
+// line from `caffe`, a Python exception from pycaffe), never an exit.
+TYPED_TEST(SegDataLayerTest, TestMissingSource) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   LayerParameter param = this->Param(TRAIN, 1, 4, 4);
   param.mutable_seg_data_param()->set_source(this->source_ + "/nothing");
   SegDataLayer<Dtype> layer(param);
-  // exit status 1 (not an abort), one line with the default hint
-  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-              ::testing::ExitedWithCode(1),
-              "SegData layer 'seg_data': LMDB folder '.*/nothing' does not "
-              "exist \\(cwd: /.*\\)\\. Build it with tools/build_lmdb.py "
-              "--out .*/nothing \\(see docs/DATA.md\\)\\.");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "^SegData layer 'seg_data': LMDB folder '.*/nothing' does not "
+      "exist \\(cwd: /.*\\)\\. Build it with tools/build_lmdb.py "
+      "--out .*/nothing \\(see docs/DATA.md\\)\\.$");
 }
 
-TYPED_TEST(SegDataLayerTest, TestIncompleteSourceDeathTest) {
+TYPED_TEST(SegDataLayerTest, TestIncompleteSource) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(vector<std::pair<int, int> >(1, std::make_pair(4, 6)));
   CHECK_EQ(0, std::remove((this->source_ + "/label_lmdb/data.mdb").c_str()));
   LayerParameter param = this->Param(TRAIN, 1, 4, 4);
   param.mutable_seg_data_param()->set_missing_hint("Run make data.");
   SegDataLayer<Dtype> layer(param);
-  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-              ::testing::ExitedWithCode(1),
-              "SegData layer 'seg_data': LMDB folder '.*' has no "
-              "label_lmdb/data.mdb, so it is not a folder written by "
-              "tools/build_lmdb.py --out \\(cwd: .*\\)\\. Run make data\\.");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'seg_data': LMDB folder '.*' has no "
+      "label_lmdb/data.mdb, so it is not a folder written by "
+      "tools/build_lmdb.py --out \\(cwd: .*\\)\\. Run make data\\.$");
 }
 
-TYPED_TEST(SegDataLayerTest, TestSourceIsAFileDeathTest) {
+TYPED_TEST(SegDataLayerTest, TestSourceIsAFile) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   const string file = this->source_ + "/a_file";
   FILE* f = fopen(file.c_str(), "w");
   CHECK(f);
@@ -515,9 +529,56 @@ TYPED_TEST(SegDataLayerTest, TestSourceIsAFileDeathTest) {
   LayerParameter param = this->Param(TEST, 1, 0, 0);
   param.mutable_seg_data_param()->set_source(file);
   SegDataLayer<Dtype> layer(param);
-  EXPECT_EXIT(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-              ::testing::ExitedWithCode(1),
-              "LMDB folder '.*/a_file' is not a folder");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "LMDB folder '.*/a_file' is not a folder");
+}
+
+// A data.mdb cut in half would be mapped and read past its end (SIGBUS):
+// refused at set-up with the file named.
+TYPED_TEST(SegDataLayerTest, TestTruncatedLMDB) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(40, std::make_pair(30, 40)));
+  const string data = this->source_ + "/image_lmdb/data.mdb";
+  FILE* f = fopen(data.c_str(), "rb");
+  CHECK(f);
+  fseek(f, 0, SEEK_END);
+  const long size = ftell(f);  // NOLINT(runtime/int)
+  fclose(f);
+  ASSERT_EQ(0, truncate(data.c_str(), size / 2));
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 4, 4));
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'seg_data': LMDB .*/image_lmdb: .*/image_lmdb/data.mdb "
+      "is truncated \\([0-9]+ bytes, its pages need [0-9]+\\); rebuild it "
+      "with tools/build_lmdb.py");
+}
+
+// One label record deleted: the keys no longer pair up; the message names
+// the entry and both keys.
+TYPED_TEST(SegDataLayerTest, TestMissingLabelRecord) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Fill(vector<std::pair<int, int> >(3, std::make_pair(4, 6)));
+  MDB_env* env;
+  MDB_txn* txn;
+  MDB_dbi dbi;
+  ASSERT_EQ(MDB_SUCCESS, mdb_env_create(&env));
+  ASSERT_EQ(MDB_SUCCESS, mdb_env_open(env, (this->source_ +
+      "/label_lmdb").c_str(), 0, 0664));
+  ASSERT_EQ(MDB_SUCCESS, mdb_txn_begin(env, NULL, 0, &txn));
+  ASSERT_EQ(MDB_SUCCESS, mdb_dbi_open(txn, NULL, 0, &dbi));
+  string key = "00000001_img1";
+  MDB_val k;
+  k.mv_size = key.size();
+  k.mv_data = &key[0];
+  ASSERT_EQ(MDB_SUCCESS, mdb_del(txn, dbi, &k, NULL));
+  ASSERT_EQ(MDB_SUCCESS, mdb_txn_commit(txn));
+  mdb_env_close(env);
+  SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 4, 4));
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'seg_data': entry 1 is 00000001_img1 in .*/image_lmdb "
+      "but 00000002_img2 in .*/label_lmdb \\(a record is missing\\)");
 }
 
 TYPED_TEST(SegDataLayerTest, TestOneSolverDrawsAsBefore) {
@@ -655,9 +716,8 @@ TYPED_TEST(SegDataLayerTest, TestSolverRanksDefaultSeedShared) {
   EXPECT_EQ(8, this->ExpectEpochs(this->Interleave(items), num).size());
 }
 
-TYPED_TEST(SegDataLayerTest, TestSolverRankWithoutSeedDeathTest) {
+TYPED_TEST(SegDataLayerTest, TestSolverRankWithoutSeed) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(vector<std::pair<int, int> >(2, std::make_pair(3, 4)));
   LayerParameter param = this->Param(TRAIN, 1, 0, 0);
   param.set_name("lonely");
@@ -666,9 +726,10 @@ TYPED_TEST(SegDataLayerTest, TestSolverRankWithoutSeedDeathTest) {
   Caffe::set_solver_count(2);
   Caffe::set_solver_rank(1);
   SegDataLayer<Dtype> layer(param);
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "SegData layer lonely: solver rank 1 of 2 found no "
-               "permutation seed from rank 0 in this process");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'lonely': solver rank 1 of 2 found no "
+      "permutation seed from rank 0 in this process");
 }
 
 TYPED_TEST(SegDataLayerTest, TestTestPhaseReadsEveryRecordOnAnyRank) {
@@ -685,29 +746,75 @@ TYPED_TEST(SegDataLayerTest, TestTestPhaseReadsEveryRecordOnAnyRank) {
   }
 }
 
-TYPED_TEST(SegDataLayerTest, TestSizeMismatchDeathTest) {
+TYPED_TEST(SegDataLayerTest, TestSizeMismatch) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
              TestFixture::SHORT_LABEL);
   SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "SegData layer seg_data: size mismatch at key 00000001_img1: "
-               "image 4x6, label 3x6");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_); },
+      "SegData layer 'seg_data': size mismatch at key 00000001_img1 in .*: "
+      "image 4x6, label 3x6");
 }
 
-TYPED_TEST(SegDataLayerTest, TestCorruptImageDeathTest) {
+// Decoding happens in the prefetch thread: the error travels with its
+// batch and Forward raises it on this thread when that batch comes (the
+// first batch is good), and again for every later batch.
+TYPED_TEST(SegDataLayerTest, TestCorruptImage) {
   typedef typename TypeParam::Dtype Dtype;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   this->Fill(vector<std::pair<int, int> >(2, std::make_pair(4, 6)), 1,
              TestFixture::CORRUPT_IMAGE);
+  SegDataLayer<Dtype> layer(this->Param(TEST, 1, 2, 2));
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int i = 0; i < 2; ++i) {
+    ExpectUserError([&] {
+        layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_); },
+        "the image of key 00000001_img1 in .* cannot be decoded");
+  }
+}
+
+// SaveState after k batches, RestoreState in a fresh layer: the next
+// batches are exactly those of the uninterrupted layer (shuffled epochs,
+// random crops and flips), also when the seeds came from Caffe's RNG.
+TYPED_TEST(SegDataLayerTest, TestSaveRestoreState) {
+  typedef typename TypeParam::Dtype Dtype;
+  typedef typename TestFixture::Item Item;
+  vector<std::pair<int, int> > sizes;
+  for (int i = 0; i < 5; ++i) {
+    sizes.push_back(std::make_pair(5 + i % 3, 7 + i % 2));
+  }
+  this->Fill(sizes);
+  for (int seeded = 0; seeded < 2; ++seeded) {
+    LayerParameter param = this->Param(TRAIN, 2, 4, 5);
+    param.mutable_seg_data_param()->set_shuffle(true);
+    param.mutable_seg_data_param()->set_mirror(true);
+    param.mutable_seg_data_param()->set_seed(seeded ? 5 : -1);
+    Caffe::set_random_seed(100);
+    SegDataLayer<Dtype> whole(param);
+    whole.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    const vector<Item> first = this->Read(&whole, 4);
+    const string state = whole.SaveState();
+    const vector<Item> rest = this->Read(&whole, 6);
+    EXPECT_EQ("segdata1", state.substr(0, 8));
+    Caffe::set_random_seed(200);  // other seeds at set-up
+    SegDataLayer<Dtype> resumed(param);
+    resumed.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    this->Read(&resumed, 1);  // some batches read before the restore
+    resumed.RestoreState(state);
+    const vector<Item> again = this->Read(&resumed, 6);
+    ASSERT_EQ(rest.size(), again.size());
+    for (int i = 0; i < rest.size(); ++i) {
+      EXPECT_TRUE(rest[i] == again[i]) << "item " << i << " seeded "
+                                       << seeded;
+    }
+    EXPECT_EQ(whole.SaveState(), resumed.SaveState());
+    EXPECT_EQ(first.size(), 8);
+  }
   SegDataLayer<Dtype> layer(this->Param(TRAIN, 1, 2, 2));
-  // decoding happens in the prefetch thread: the second pair kills it
-  EXPECT_DEATH({
-      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-      layer.Forward(this->blob_bottom_vec_, this->blob_top_vec_);
-    }, "the image of key 00000001_img1 in .* cannot be decoded");
+  layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  ExpectUserError([&] { layer.RestoreState("segdata1 3 x"); },
+                  "the saved data state 'segdata1 3 x' is damaged");
 }
 
 }  // namespace caffe
