@@ -3,6 +3,7 @@
 
 #include "caffe/layers/bilinear_resize_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/user_error.hpp"
 
 namespace caffe {
 
@@ -15,14 +16,17 @@ void BilinearResizeLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   zoom_ = p.zoom_factor();
   fixed_h_ = p.height();
   fixed_w_ = p.width();
-  CHECK_GT(zoom_, 0) << "BilinearResize layer " << name
-      << ": zoom_factor must be at least 1";
-  CHECK_EQ(fixed_h_ > 0, fixed_w_ > 0) << "BilinearResize layer " << name
-      << ": give both height and width, or neither";
+  HRENET_USER_CHECK(zoom_ > 0,
+      "BilinearResize layer " << name
+      << ": zoom_factor must be at least 1");
+  HRENET_USER_CHECK((fixed_h_ > 0) == (fixed_w_ > 0),
+      "BilinearResize layer " << name
+      << ": give both height and width, or neither");
   if (bottom.size() == 2) {
-    CHECK(fixed_h_ == 0 && zoom_ == 1) << "BilinearResize layer " << name
+    HRENET_USER_CHECK(fixed_h_ == 0 && zoom_ == 1,
+        "BilinearResize layer " << name
         << ": with a second bottom the size is that bottom's; remove "
-        << "height, width and zoom_factor";
+        << "height, width and zoom_factor");
   }
 }
 
@@ -30,18 +34,21 @@ template <typename Dtype>
 void BilinearResizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const string& name = this->layer_param_.name();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "BilinearResize layer " << name
+  HRENET_USER_CHECK(bottom[0]->num_axes() == 4,
+      "BilinearResize layer " << name
       << ": bottom[0] must be N x C x H x W, got "
-      << bottom[0]->shape_string();
+      << bottom[0]->shape_string());
   channels_ = bottom[0]->shape(1);
   in_h_ = bottom[0]->shape(2);
   in_w_ = bottom[0]->shape(3);
-  CHECK(in_h_ > 0 && in_w_ > 0) << "BilinearResize layer " << name
-      << ": bottom[0] " << bottom[0]->shape_string() << " is empty";
+  HRENET_USER_CHECK(in_h_ > 0 && in_w_ > 0,
+      "BilinearResize layer " << name
+      << ": bottom[0] " << bottom[0]->shape_string() << " is empty");
   if (bottom.size() == 2) {
-    CHECK_EQ(bottom[1]->num_axes(), 4) << "BilinearResize layer " << name
+    HRENET_USER_CHECK(bottom[1]->num_axes() == 4,
+        "BilinearResize layer " << name
         << ": bottom[1] (the size) must be N x C x H x W, got "
-        << bottom[1]->shape_string();
+        << bottom[1]->shape_string());
     out_h_ = bottom[1]->shape(2);
     out_w_ = bottom[1]->shape(3);
   } else if (fixed_h_ > 0) {
@@ -51,8 +58,9 @@ void BilinearResizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
     out_h_ = in_h_ * zoom_;
     out_w_ = in_w_ * zoom_;
   }
-  CHECK(out_h_ > 0 && out_w_ > 0) << "BilinearResize layer " << name
-      << ": output size " << out_h_ << " x " << out_w_ << " is empty";
+  HRENET_USER_CHECK(out_h_ > 0 && out_w_ > 0,
+      "BilinearResize layer " << name
+      << ": output size " << out_h_ << " x " << out_w_ << " is empty");
   vector<int> shape = bottom[0]->shape();
   shape[2] = out_h_;
   shape[3] = out_w_;

@@ -5,6 +5,7 @@
 #include "caffe/layers/dense_crf_layer.hpp"
 #include "caffe/util/math_functions.hpp"
 #include "caffe/util/parallel.hpp"
+#include "caffe/util/user_error.hpp"
 
 namespace caffe {
 
@@ -102,26 +103,34 @@ void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const DenseCRFParameter& p = this->layer_param_.dense_crf_param();
   const string& name = this->layer_param_.name();
-  CHECK_GT(p.max_iter(), 0) << "DenseCRF layer " << name << ": max_iter is 0; "
-      << "set dense_crf_param { max_iter: 5 } (at least one iteration)";
-  CHECK_GT(p.pos_xy_std(), 0) << "DenseCRF layer " << name
-      << ": pos_xy_std must be > 0, got " << p.pos_xy_std();
-  CHECK_GT(p.bi_xy_std(), 0) << "DenseCRF layer " << name
-      << ": bi_xy_std must be > 0, got " << p.bi_xy_std();
-  CHECK_GT(p.bi_rgb_std(), 0) << "DenseCRF layer " << name
-      << ": bi_rgb_std must be > 0, got " << p.bi_rgb_std();
-  CHECK_GE(p.pos_w(), 0) << "DenseCRF layer " << name
+  HRENET_USER_CHECK(p.max_iter() > 0,
+      "DenseCRF layer " << name << ": max_iter is 0; "
+      << "set dense_crf_param { max_iter: 5 } (at least one iteration)");
+  HRENET_USER_CHECK(p.pos_xy_std() > 0,
+      "DenseCRF layer " << name
+      << ": pos_xy_std must be > 0, got " << p.pos_xy_std());
+  HRENET_USER_CHECK(p.bi_xy_std() > 0,
+      "DenseCRF layer " << name
+      << ": bi_xy_std must be > 0, got " << p.bi_xy_std());
+  HRENET_USER_CHECK(p.bi_rgb_std() > 0,
+      "DenseCRF layer " << name
+      << ": bi_rgb_std must be > 0, got " << p.bi_rgb_std());
+  HRENET_USER_CHECK(p.pos_w() >= 0,
+      "DenseCRF layer " << name
       << ": pos_w must be >= 0 (0 disables the spatial kernel), got "
-      << p.pos_w();
-  CHECK_GE(p.bi_w(), 0) << "DenseCRF layer " << name
+      << p.pos_w());
+  HRENET_USER_CHECK(p.bi_w() >= 0,
+      "DenseCRF layer " << name
       << ": bi_w must be >= 0 (0 disables the bilateral kernel), got "
-      << p.bi_w();
-  CHECK_GT(p.scale(), 0) << "DenseCRF layer " << name << ": scale must be > 0 "
-      << "(the data layer's scale), got " << p.scale();
+      << p.bi_w());
+  HRENET_USER_CHECK(p.scale() > 0,
+      "DenseCRF layer " << name << ": scale must be > 0 "
+      << "(the data layer's scale), got " << p.scale());
   const int num_mean = p.mean_value_size();
-  CHECK(num_mean == 0 || num_mean == 1 || num_mean == 3) << "DenseCRF layer "
+  HRENET_USER_CHECK(num_mean == 0 || num_mean == 1 || num_mean == 3,
+      "DenseCRF layer "
       << name << ": give 0, 1 or 3 (B, G, R) mean_value entries, got "
-      << num_mean;
+      << num_mean);
   max_iter_ = p.max_iter();
   prob_ = p.unary_type() == DenseCRFParameter_UnaryType_PROB;
   row_norm_ = p.normalization() == DenseCRFParameter_Normalization_ROW;
@@ -143,17 +152,20 @@ void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
                                   : HrenetThreads();
   const int num_labels = bottom[0]->num_axes() > 1 ? bottom[0]->shape(1) : 0;
   if (!param_blobs_) {
-    CHECK_EQ(this->blobs_.size(), 0) << "DenseCRF layer " << name << " has "
+    HRENET_USER_CHECK(this->blobs_.size() == 0,
+        "DenseCRF layer " << name << " has "
         << this->blobs_.size() << " parameter blobs (from a model?) but "
-        << "param_blobs is false; set dense_crf_param { param_blobs: true }";
+        << "param_blobs is false; set dense_crf_param { param_blobs: true }");
   } else if (this->blobs_.size() > 0) {
-    CHECK_EQ(this->blobs_.size(), 3) << "DenseCRF layer " << name
+    HRENET_USER_CHECK(this->blobs_.size() == 3,
+        "DenseCRF layer " << name
         << ": param_blobs needs 3 blobs (spatial weight, bilateral weight, "
-        << "compatibility), the model gives " << this->blobs_.size();
-    CHECK(this->blobs_[0]->count() == 1 && this->blobs_[1]->count() == 1)
-        << "DenseCRF layer " << name << ": the kernel weights must be "
+        << "compatibility), the model gives " << this->blobs_.size());
+    HRENET_USER_CHECK(this->blobs_[0]->count() == 1 &&
+                      this->blobs_[1]->count() == 1,
+        "DenseCRF layer " << name << ": the kernel weights must be "
         << "single values, got " << this->blobs_[0]->shape_string() << " and "
-        << this->blobs_[1]->shape_string();
+        << this->blobs_[1]->shape_string());
   } else {
     this->blobs_.resize(3);
     for (int k = 0; k < 2; ++k) {
@@ -176,40 +188,47 @@ void DenseCRFLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const string& name = this->layer_param_.name();
   const Blob<Dtype>& image = *bottom.back();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "DenseCRF layer " << name
+  HRENET_USER_CHECK(bottom[0]->num_axes() == 4,
+      "DenseCRF layer " << name
       << ": bottom[0] (scores) must be N x L x H x W, got "
-      << bottom[0]->shape_string();
-  CHECK_EQ(image.num_axes(), 4) << "DenseCRF layer " << name
+      << bottom[0]->shape_string());
+  HRENET_USER_CHECK(image.num_axes() == 4,
+      "DenseCRF layer " << name
       << ": the image (last bottom) must be N x 3 x H x W, got "
-      << image.shape_string();
-  CHECK_GE(bottom[0]->channels(), 2) << "DenseCRF layer " << name
+      << image.shape_string());
+  HRENET_USER_CHECK(bottom[0]->channels() >= 2,
+      "DenseCRF layer " << name
       << ": scores have " << bottom[0]->channels() << " label channel; a CRF "
-      << "needs at least 2 labels";
-  CHECK_EQ(image.channels(), 3) << "DenseCRF layer " << name
+      << "needs at least 2 labels");
+  HRENET_USER_CHECK(image.channels() == 3,
+      "DenseCRF layer " << name
       << ": the image (last bottom) must be a 3-channel BGR image, got "
-      << image.shape_string();
-  CHECK(bottom[0]->num() == image.num() &&
+      << image.shape_string());
+  HRENET_USER_CHECK(bottom[0]->num() == image.num() &&
         bottom[0]->height() == image.height() &&
-        bottom[0]->width() == image.width()) << "DenseCRF layer " << name
+        bottom[0]->width() == image.width(),
+      "DenseCRF layer " << name
       << ": scores " << bottom[0]->shape_string() << " and image "
       << image.shape_string() << " differ in N, H or W; crop or "
-      << "upsample the scores to the image size";
+      << "upsample the scores to the image size");
   if (bottom.size() == 3) {
-    CHECK(bottom[1]->shape() == bottom[0]->shape()) << "DenseCRF layer "
+    HRENET_USER_CHECK(bottom[1]->shape() == bottom[0]->shape(),
+        "DenseCRF layer "
         << name << ": the initial scores (bottom[1]) "
         << bottom[1]->shape_string() << " must have the shape of bottom[0] "
-        << bottom[0]->shape_string();
+        << bottom[0]->shape_string());
   }
   num_ = bottom[0]->num();
   num_labels_ = bottom[0]->channels();
   height_ = bottom[0]->height();
   width_ = bottom[0]->width();
   if (param_blobs_) {
-    CHECK(this->blobs_[2]->count() == num_labels_ * num_labels_ &&
-          this->blobs_[2]->shape(-1) == num_labels_) << "DenseCRF layer "
+    HRENET_USER_CHECK(this->blobs_[2]->count() == num_labels_ * num_labels_ &&
+          this->blobs_[2]->shape(-1) == num_labels_,
+        "DenseCRF layer "
         << name << ": the compatibility blob is "
         << this->blobs_[2]->shape_string() << ", the scores have "
-        << num_labels_ << " labels (it must be L x L)";
+        << num_labels_ << " labels (it must be L x L)");
   }
   top[0]->ReshapeLike(*bottom[0]);
   const int hw = height_ * width_;
@@ -333,15 +352,17 @@ template <typename Dtype>
 void DenseCRFLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
   for (int i = 0; i < propagate_down.size(); ++i) {
-    CHECK(!propagate_down[i]) << "DenseCRF layer "
+    HRENET_USER_CHECK(!propagate_down[i],
+        "DenseCRF layer "
         << this->layer_param_.name() << " is forward only and cannot "
         << "back-propagate to bottom[" << i << "]; set propagate_down: false "
-        << "or stop the gradient before it";
+        << "or stop the gradient before it");
   }
   for (int i = 0; i < this->blobs_.size(); ++i) {
-    CHECK(!this->param_propagate_down(i)) << "DenseCRF layer "
+    HRENET_USER_CHECK(!this->param_propagate_down(i),
+        "DenseCRF layer "
         << this->layer_param_.name() << " is forward only: its parameter "
-        << "blobs get no gradient; give them param { lr_mult: 0 }";
+        << "blobs get no gradient; give them param { lr_mult: 0 }");
   }
 }
 

@@ -10,6 +10,7 @@
 #include "caffe/util/math_functions.hpp"
 #include "caffe/util/parallel.hpp"
 #include "caffe/util/step_gemm.hpp"
+#include "caffe/util/user_error.hpp"
 
 namespace caffe {
 
@@ -46,9 +47,10 @@ const int kStepKernelMaxRows = 256;
 bool HrenetPortable() {
   const char* env = std::getenv("HRENET_PORTABLE");
   const std::string value = env ? env : "";
-  CHECK(value == "" || value == "0" || value == "1") << "HRENET_PORTABLE is '"
+  HRENET_USER_CHECK(value == "" || value == "0" || value == "1",
+      "HRENET_PORTABLE is '"
       << value << "'; set it to 1 (the BLAS does every product) or 0 (the "
-      << "CPU's own kernel where it has AVX-512), or unset it";
+      << "CPU's own kernel where it has AVX-512), or unset it");
   return value == "1";
 }
 
@@ -626,20 +628,26 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const ReNetParameter& p = this->layer_param_.renet_param();
   const string& name = this->layer_param_.name();
-  CHECK_EQ(bottom.size(), 1) << "ReNet layer '" << name << "' has "
-      << bottom.size() << " bottoms; it takes exactly 1 (N x C x H x W)";
-  CHECK_EQ(top.size(), 1) << "ReNet layer '" << name << "' has "
-      << top.size() << " tops; it produces exactly 1 (N x 2d x h x w)";
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "ReNet layer '" << name
+  HRENET_USER_CHECK(bottom.size() == 1,
+      "ReNet layer '" << name << "' has "
+      << bottom.size() << " bottoms; it takes exactly 1 (N x C x H x W)");
+  HRENET_USER_CHECK(top.size() == 1,
+      "ReNet layer '" << name << "' has "
+      << top.size() << " tops; it produces exactly 1 (N x 2d x h x w)");
+  HRENET_USER_CHECK(bottom[0]->num_axes() == 4,
+      "ReNet layer '" << name
       << "': bottom must be N x C x H x W (4 axes), got "
-      << bottom[0]->shape_string();
-  CHECK_GT(p.num_output(), 0) << "ReNet layer '" << name
+      << bottom[0]->shape_string());
+  HRENET_USER_CHECK(p.num_output() > 0,
+      "ReNet layer '" << name
       << "': renet_param.num_output is " << p.num_output()
-      << "; set it to the number of hidden units per direction (> 0)";
-  CHECK_GT(p.patch_h(), 0) << "ReNet layer '" << name
-      << "': renet_param.patch_h is 0; a patch must be at least 1 pixel";
-  CHECK_GT(p.patch_w(), 0) << "ReNet layer '" << name
-      << "': renet_param.patch_w is 0; a patch must be at least 1 pixel";
+      << "; set it to the number of hidden units per direction (> 0)");
+  HRENET_USER_CHECK(p.patch_h() > 0,
+      "ReNet layer '" << name
+      << "': renet_param.patch_h is 0; a patch must be at least 1 pixel");
+  HRENET_USER_CHECK(p.patch_w() > 0,
+      "ReNet layer '" << name
+      << "': renet_param.patch_w is 0; a patch must be at least 1 pixel");
   num_threads_ = p.threads() > 0 ? static_cast<int>(p.threads())
                                   : HrenetThreads();
   step_kernel_ = !HrenetPortable();
@@ -653,9 +661,10 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   K_ = C_ * ph_ * pw_;
   const int gd = G_ * d_;
   if (this->blobs_.size() > 0) {
-    CHECK_EQ(this->blobs_.size(), 6) << "ReNet layer '" << name
+    HRENET_USER_CHECK(this->blobs_.size() == 6,
+        "ReNet layer '" << name
         << "': expected 6 parameter blobs (W, U, b per direction), got "
-        << this->blobs_.size();
+        << this->blobs_.size());
     LOG(INFO) << "Skipping parameter initialization";
   } else {
     this->blobs_.resize(6);
@@ -701,17 +710,18 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
     }
   }
   for (int dir = 0; dir < 2; ++dir) {
-    CHECK(this->blobs_[3 * dir]->shape() == (vector<int>{gd, K_}))
-        << "ReNet layer '" << name << "': W has shape "
+    HRENET_USER_CHECK(this->blobs_[3 * dir]->shape() == (vector<int>{gd, K_}),
+        "ReNet layer '" << name << "': W has shape "
         << this->blobs_[3 * dir]->shape_string() << ", expected " << gd
-        << " " << K_ << " (G d x C patch_h patch_w)";
-    CHECK(this->blobs_[3 * dir + 1]->shape() == (vector<int>{gd, d_}))
-        << "ReNet layer '" << name << "': U has shape "
+        << " " << K_ << " (G d x C patch_h patch_w)");
+    HRENET_USER_CHECK(
+        this->blobs_[3 * dir + 1]->shape() == (vector<int>{gd, d_}),
+        "ReNet layer '" << name << "': U has shape "
         << this->blobs_[3 * dir + 1]->shape_string() << ", expected " << gd
-        << " " << d_ << " (G d x d)";
-    CHECK_EQ(this->blobs_[3 * dir + 2]->count(), gd)
-        << "ReNet layer '" << name << "': b has shape "
-        << this->blobs_[3 * dir + 2]->shape_string() << ", expected " << gd;
+        << " " << d_ << " (G d x d)");
+    HRENET_USER_CHECK(this->blobs_[3 * dir + 2]->count() == gd,
+        "ReNet layer '" << name << "': b has shape "
+        << this->blobs_[3 * dir + 2]->shape_string() << ", expected " << gd);
   }
   this->param_propagate_down_.resize(this->blobs_.size(), true);
 }
@@ -720,12 +730,14 @@ template <typename Dtype>
 void ReNetLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top) {
   const string& name = this->layer_param_.name();
-  CHECK_EQ(bottom[0]->num_axes(), 4) << "ReNet layer '" << name
+  HRENET_USER_CHECK(bottom[0]->num_axes() == 4,
+      "ReNet layer '" << name
       << "': bottom must be N x C x H x W (4 axes), got "
-      << bottom[0]->shape_string();
-  CHECK_EQ(bottom[0]->channels(), C_) << "ReNet layer '" << name
+      << bottom[0]->shape_string());
+  HRENET_USER_CHECK(bottom[0]->channels() == C_,
+      "ReNet layer '" << name
       << "': bottom has " << bottom[0]->channels() << " channels but the "
-      << "layer was set up (and its weights shaped) for " << C_;
+      << "layer was set up (and its weights shaped) for " << C_);
   N_ = bottom[0]->num();
   H_ = bottom[0]->height();
   W_ = bottom[0]->width();

@@ -12,6 +12,7 @@
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
+#include "caffe/test/test_user_error.hpp"
 
 namespace caffe {
 
@@ -274,31 +275,31 @@ TYPED_TEST(BilinearResizeLayerTest, TestSizeBottomGetsZeroDiff) {
 
 TYPED_TEST(BilinearResizeLayerTest, TestBadParameters) {
   typedef typename TypeParam::Dtype Dtype;
-  const std::string style = ::testing::FLAGS_gtest_death_test_style;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   {
     LayerParameter lp;
     lp.mutable_bilinear_resize_param()->set_height(3);
     BilinearResizeLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-                 "give both height and width");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "give both height and width");
   }
   {
     LayerParameter lp;
     lp.mutable_bilinear_resize_param()->set_zoom_factor(0);
     BilinearResizeLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-                 "zoom_factor must be at least 1");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "zoom_factor must be at least 1");
   }
   {
     LayerParameter lp;
     lp.mutable_bilinear_resize_param()->set_zoom_factor(2);
     this->blob_bottom_vec_.push_back(this->blob_size_);
     BilinearResizeLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-                 "with a second bottom");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "with a second bottom");
   }
-  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 }  // namespace caffe

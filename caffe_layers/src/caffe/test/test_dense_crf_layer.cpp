@@ -14,6 +14,7 @@
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_scoped_env.hpp"
+#include "caffe/test/test_user_error.hpp"
 
 namespace caffe {
 
@@ -747,8 +748,6 @@ TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreementOptions) {
 // Bad inputs die with a message naming the problem.
 TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
   typedef typename TypeParam::Dtype Dtype;
-  const std::string style = ::testing::FLAGS_gtest_death_test_style;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   std::vector<double> rgb, scores;
   std::vector<int> truth;
   this->MakeScene(1, 3, 6, 8, 0.3, &rgb, &scores, &truth);
@@ -758,36 +757,46 @@ TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
     CRFParams p = kSmallParams;
     p.max_iter = 0;
     DenseCRFLayer<Dtype> layer(this->MakeParam(p));
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-                 "max_iter is 0");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "max_iter is 0");
   }
   DenseCRFLayer<Dtype> layer(this->MakeParam(kSmallParams));
   this->blob_score_->Reshape(1, 3, 6, 7);
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "differ in N, H or W");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "differ in N, H or W");
   this->blob_score_->Reshape(1, 1, 6, 8);
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "at least 2 labels");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "at least 2 labels");
   this->blob_score_->Reshape(1, 3, 6, 8);
   this->blob_image_->Reshape(1, 1, 6, 8);
-  EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-               "3-channel BGR image");
+  ExpectUserError([&] {
+      layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "3-channel BGR image");
   this->SetImage(rgb, 1, 6, 8);
   layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-  EXPECT_DEATH(layer.Backward(this->blob_top_vec_, vector<bool>(2, true),
-                              this->blob_bottom_vec_), "forward only");
+  ExpectUserError([&] {
+      layer.Backward(this->blob_top_vec_, vector<bool>(2, true),
+                                this->blob_bottom_vec_);
+    }, "forward only");
   {
     LayerParameter param = this->MakeParam(kSmallParams);
     param.mutable_dense_crf_param()->set_param_blobs(true);
     DenseCRFLayer<Dtype> blobs_layer(param);
     blobs_layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
     blobs_layer.set_param_propagate_down(2, true);
-    EXPECT_DEATH(blobs_layer.Backward(this->blob_top_vec_,
-        vector<bool>(2, false), this->blob_bottom_vec_), "lr_mult: 0");
+    ExpectUserError([&] {
+        blobs_layer.Backward(this->blob_top_vec_,
+          vector<bool>(2, false), this->blob_bottom_vec_);
+      }, "lr_mult: 0");
     // A model's compatibility for another number of labels.
     this->blob_score_->Reshape(1, 4, 6, 8);
-    EXPECT_DEATH(blobs_layer.Reshape(this->blob_bottom_vec_,
-        this->blob_top_vec_), "it must be L x L");
+    ExpectUserError([&] {
+        blobs_layer.Reshape(this->blob_bottom_vec_,
+          this->blob_top_vec_);
+      }, "it must be L x L");
     this->blob_score_->Reshape(1, 3, 6, 8);
   }
   {
@@ -797,10 +806,11 @@ TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
     blob->mutable_shape()->add_dim(1);
     blob->add_data(3);
     DenseCRFLayer<Dtype> blobs_layer(param);
-    EXPECT_DEATH(blobs_layer.SetUp(this->blob_bottom_vec_,
-        this->blob_top_vec_), "param_blobs is false");
+    ExpectUserError([&] {
+        blobs_layer.SetUp(this->blob_bottom_vec_,
+          this->blob_top_vec_);
+      }, "param_blobs is false");
   }
-  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 // The CPU thread count does not change the result.

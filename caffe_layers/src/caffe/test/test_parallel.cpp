@@ -16,6 +16,7 @@
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_scoped_env.hpp"
+#include "caffe/test/test_user_error.hpp"
 
 namespace caffe {
 
@@ -131,15 +132,14 @@ TEST(ParallelTest, TestHrenetThreadsSetting) {
     ScopedEnv env("HRENET_THREADS", "");
     EXPECT_GE(HrenetThreads(), 1);
   }
-  const std::string style = ::testing::FLAGS_gtest_death_test_style;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   const char* bad[] = {"0", "-2", "two", "4x"};
   for (int i = 0; i < 4; ++i) {
     ScopedEnv env("HRENET_THREADS", bad[i]);
-    EXPECT_DEATH(HrenetThreads(), "HRENET_THREADS is '.*'; set it to a whole "
+    ExpectUserError([&] {
+        HrenetThreads();
+      }, "HRENET_THREADS is '.*'; set it to a whole "
                  "number of threads >= 1");
   }
-  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 // Two scopes in two threads, overlapping, the first to enter leaving first

@@ -19,6 +19,7 @@
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
 #include "caffe/test/test_scoped_env.hpp"
+#include "caffe/test/test_user_error.hpp"
 
 namespace caffe {
 
@@ -728,51 +729,54 @@ TYPED_TEST(ReNetLayerTest, TestReshape) {
 
 TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
   typedef typename TypeParam::Dtype Dtype;
-  const std::string style = ::testing::FLAGS_gtest_death_test_style;
-  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   LayerParameter lp = this->MakeParam(ReNetParameter_Unit_LSTM,
       ReNetParameter_Direction_VERTICAL, 0, 1, 1);
   {
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-        "renet_test.*num_output is 0");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "renet_test.*num_output is 0");
   }
   lp.mutable_renet_param()->set_num_output(2);
   lp.mutable_renet_param()->set_patch_w(0);
   {
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-        "renet_test.*patch_w is 0");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "renet_test.*patch_w is 0");
   }
   lp.mutable_renet_param()->set_patch_w(1);
   Blob<Dtype> flat(vector<int>{2, 6});
   vector<Blob<Dtype>*> flat_vec(1, &flat);
   {
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(flat_vec, this->blob_top_vec_),
-        "renet_test.*4 axes.*got 2 6");
+    ExpectUserError([&] {
+        layer.SetUp(flat_vec, this->blob_top_vec_);
+      }, "renet_test.*4 axes.*got 2 6");
   }
   vector<Blob<Dtype>*> two_bottoms(2, this->blob_bottom_);
   {
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(two_bottoms, this->blob_top_vec_),
-        "renet_test' has 2 bottoms; it takes exactly 1");
+    ExpectUserError([&] {
+        layer.SetUp(two_bottoms, this->blob_top_vec_);
+      }, "renet_test' has 2 bottoms; it takes exactly 1");
   }
   Blob<Dtype> top2;
   vector<Blob<Dtype>*> two_tops(this->blob_top_vec_);
   two_tops.push_back(&top2);
   {
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, two_tops),
-        "renet_test' has 2 tops; it produces exactly 1");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, two_tops);
+      }, "renet_test' has 2 tops; it produces exactly 1");
   }
   {
     ScopedEnv env("HRENET_PORTABLE", "yes");
     ReNetLayer<Dtype> layer(lp);
-    EXPECT_DEATH(layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_),
-        "HRENET_PORTABLE is 'yes'; set it to 1");
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "HRENET_PORTABLE is 'yes'; set it to 1");
   }
-  ::testing::FLAGS_gtest_death_test_style = style;
 }
 
 }  // namespace caffe

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <regex>
 #include <set>
 #include <string>
 #include <utility>
@@ -24,20 +23,9 @@
 #include "caffe/util/user_error.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_user_error.hpp"
 
 namespace caffe {
-
-// Runs `f` and expects a UserError whose message matches `pattern`.
-template <typename F>
-void ExpectUserError(F f, const string& pattern) {
-  try {
-    f();
-    ADD_FAILURE() << "no UserError; expected one matching " << pattern;
-  } catch (const UserError& e) {
-    EXPECT_TRUE(std::regex_search(e.what(), std::regex(pattern)))
-        << "message: " << e.what() << "\npattern: " << pattern;
-  }
-}
 
 // Test images encode their own coordinates: B = y, G = x, R = image id;
 // labels are LabelAt(y, x). So every output pixel says where it came from,

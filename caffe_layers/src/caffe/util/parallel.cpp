@@ -9,6 +9,7 @@
 
 #include "caffe/common.hpp"
 #include "caffe/util/parallel.hpp"
+#include "caffe/util/user_error.hpp"
 
 // The BLAS's thread controls, when the linked BLAS has them (weak symbols:
 // null with another BLAS).
@@ -59,10 +60,11 @@ int HrenetThreads() {
   char* end = NULL;
   errno = 0;
   const long value = std::strtol(env, &end, 10);  // NOLINT(runtime/int)
-  CHECK(errno == 0 && *end == '\0' && value >= 1 && value <= (1 << 16))
-      << "HRENET_THREADS is '" << env << "'; set it to a whole number of "
+  HRENET_USER_CHECK(errno == 0 && *end == '\0' && value >= 1 &&
+                    value <= (1 << 16),
+      "HRENET_THREADS is '" << env << "'; set it to a whole number of "
       << "threads >= 1, or unset it to use the " << AvailableCpus()
-      << " CPUs this process may run on";
+      << " CPUs this process may run on");
   return static_cast<int>(value);
 }
 
