@@ -339,8 +339,8 @@ void SweepParamGradients(const Sweep<Dtype>& w) {
       const Dtype* top_diff);                                               \
   template void SweepParamGradients(const Sweep<Dtype>& w)
 
-INSTANTIATE_RENET_CPU(float);
-INSTANTIATE_RENET_CPU(double);
+INSTANTIATE_RENET_CPU(float);  // NOLINT(readability/function)
+INSTANTIATE_RENET_CPU(double);  // NOLINT(readability/function)
 
 }  // namespace renet_cpu
 }  // namespace caffe
