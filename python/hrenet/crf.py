@@ -19,9 +19,11 @@ Array conventions:
   * Result: float32 marginals Q with the shape of ``scores``.
 
 The net runs in whatever mode pycaffe is set to (``caffe.set_mode_cpu()`` or
-``set_mode_gpu()``). ``num_threads`` bounds the CPU threads (environment
-variable HRENET_THREADS, read when a net is built); results do not
-depend on it. Nothing runs at import: ``caffe`` is imported on first use.
+``set_mode_gpu()``). ``num_threads`` bounds the CPU threads (the layer's
+``dense_crf_param { threads }``; None: the environment variable
+HRENET_THREADS, else the CPUs the process may run on); results do not depend
+on it, and nothing in the process changes. Nothing runs at import: ``caffe``
+is imported on first use.
 """
 import os
 import tempfile
@@ -39,9 +41,11 @@ _CHANNEL_ORDERS = ("bgr", "rgb")
 
 def crf_prototxt(num, num_labels, height, width, max_iter=5, pos_w=3.0,
                  pos_xy_std=3.0, bi_w=5.0, bi_xy_std=80.0, bi_rgb_std=3.0,
-                 unary_type="logit", mean_value=(0.0, 0.0, 0.0), scale=1.0):
+                 unary_type="logit", mean_value=(0.0, 0.0, 0.0), scale=1.0,
+                 threads=0):
     """Text of a net: Input "scores" (N x L x H x W), Input "image"
-    (N x 3 x H x W, BGR), DenseCRF "crf" -> top "prob"."""
+    (N x 3 x H x W, BGR), DenseCRF "crf" -> top "prob" (``threads``: the
+    layer's CPU threads, 0 for its default)."""
     if unary_type not in _UNARY_TYPES:
         raise ValueError("unary_type must be one of %s, got %r"
                          % (sorted(_UNARY_TYPES), unary_type))
@@ -57,11 +61,13 @@ def crf_prototxt(num, num_labels, height, width, max_iter=5, pos_w=3.0,
         '  dense_crf_param {{\n'
         '    max_iter: {it}\n    pos_w: {pw!r}\n    pos_xy_std: {ps!r}\n'
         '    bi_w: {bw!r}\n    bi_xy_std: {bs!r}\n    bi_rgb_std: {br!r}\n'
-        '    unary_type: {ut}\n{means}    scale: {sc!r}\n  }}\n}}\n'
+        '    unary_type: {ut}\n{means}    scale: {sc!r}\n    threads: {th}\n'
+        '  }}\n}}\n'
     ).format(n=int(num), l=int(num_labels), h=int(height), w=int(width),
              it=int(max_iter), pw=float(pos_w), ps=float(pos_xy_std),
              bw=float(bi_w), bs=float(bi_xy_std), br=float(bi_rgb_std),
-             ut=_UNARY_TYPES[unary_type], means=means, sc=float(scale))
+             ut=_UNARY_TYPES[unary_type], means=means, sc=float(scale),
+             th=int(threads))
 
 
 class DenseCRF(object):
@@ -90,22 +96,15 @@ class DenseCRF(object):
         if net is not None:
             return net
         import caffe
-        text = crf_prototxt(*shape, **self.params)
+        text = crf_prototxt(*shape, threads=self.num_threads or 0,
+                            **self.params)
         fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="dense_crf_")
-        old = os.environ.get("HRENET_THREADS")
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-            if self.num_threads is not None:
-                os.environ["HRENET_THREADS"] = str(int(self.num_threads))
             net = caffe.Net(path, caffe.TEST)
         finally:
             os.remove(path)
-            if self.num_threads is not None:
-                if old is None:
-                    os.environ.pop("HRENET_THREADS", None)
-                else:
-                    os.environ["HRENET_THREADS"] = old
         self._nets[shape] = net
         return net
 

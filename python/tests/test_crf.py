@@ -4,6 +4,8 @@ The agreement test against pydensecrf needs the optional package
 ``pydensecrf2`` (``pip install pydensecrf2``; it provides the module
 ``pydensecrf``); it is skipped with a reason when the package is missing.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -63,9 +65,13 @@ def test_rgb_order_and_prob_input(caffe):
 def test_thread_count_does_not_change_result(caffe):
     # 38400 pixels: enough for the lattice build to split across 2 threads.
     scores, image, _ = two_colour_case(height=160, width=240, seed=2)
+    env = dict(os.environ)
     q1 = DenseCRF(num_threads=1)(scores, image)
     q2 = DenseCRF(num_threads=2)(scores, image)
     np.testing.assert_array_equal(q1, q2)
+    # the thread count travels in the net, not through the environment
+    assert dict(os.environ) == env
+    assert "threads: 2" in crf_prototxt(1, 2, 4, 4, threads=2)
 
 
 def test_prototxt_names_the_layer():
