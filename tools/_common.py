@@ -1,5 +1,16 @@
-"""Shared pieces of the CLIs in tools/ (argument groups, error handling)."""
+"""Shared pieces of the CLIs in tools/: the argument parser, the numeric
+argument types, argument groups and the error handling.
+
+Every tool builds its parser with :func:`parser` and wraps its ``main``
+with :func:`cli`, so that all of them fail the same way: one ``error:``
+line on stderr naming the file or flag and the fix, exit status 2 for a
+malformed command line (an unknown flag, a number out of range: checked
+at parse time by the types below), 1 for any other user error, 130 after
+Ctrl-C and 143 after SIGTERM, never a traceback for a user's mistake.
+"""
+import argparse
 import functools
+import math
 import os
 import signal
 import sys
@@ -9,24 +20,120 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 from hrenet import crf as crf_mod  # noqa: E402
 from hrenet.datasets import DataError  # noqa: E402
+from hrenet.files import os_error_message  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
+
+USAGE_ERROR = 2
 
 
 def warn(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
+# ---------------------------------------------------------------------------
+# The parser
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: ...`` (no usage
+    block), exit status 2."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"error: {message} (see {self.prog} "
+                  "--help)\n")
+
+
+def parser(doc):
+    """The parser of a tool: its module docstring as the description."""
+    return ArgumentParser(
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ---------------------------------------------------------------------------
+# Numeric argument types (argparse ``type=``): the range is checked when the
+# command line is parsed, so -5 iterations or a NaN scale never reach a tool.
+
+INT32_MAX = 2 ** 31 - 1  # Caffe's iterations, sizes and counts are int32
+
+
+def _typed(convert, what, check=lambda v: True):
+    """An argparse type: ``convert`` the text (None if it does not
+    convert), then ``check`` the value (True, or a complaint)."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"give {what}, not {text!r}")
+        ok = check(value)
+        if ok is not True:
+            raise argparse.ArgumentTypeError(
+                f"give {what}, not {text!r}" + (f" ({ok})" if ok else ""))
+        return value
+    parse.__name__ = what
+    return parse
+
+
+def _int(text):
+    return int(text.strip())
+
+
+def _float(text):
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def int_range(low, high=INT32_MAX):
+    """Whole numbers in [low, high]."""
+    what = (f"a whole number >= {low}" if high == INT32_MAX else
+            f"a whole number from {low} to {high}")
+
+    def check(v):
+        if v < low:
+            return ""
+        return True if v <= high else f"at most {high}"
+    return _typed(_int, what, check)
+
+
+def float_range(what, check):
+    return _typed(_float, what, lambda v: True if check(v) else "")
+
+
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+#: seeds of numpy's RandomState and Caffe's random_seed
+seed = int_range(0, 2 ** 32 - 1)
+#: a GPU number
+device = int_range(0)
+finite_float = float_range("a finite number", lambda v: True)
+positive_float = float_range("a finite number > 0", lambda v: v > 0)
+nonneg_float = float_range("a finite number >= 0", lambda v: v >= 0)
+fraction = float_range("a number from 0 to 1", lambda v: 0 <= v <= 1)
+
+
+def nonzero_float(text):
+    value = finite_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"give a finite number other "
+                                         f"than 0, not {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Argument groups
+
 def add_device(p):
-    p.add_argument("--gpu", type=int, default=None, metavar="N",
+    p.add_argument("--gpu", type=device, default=None, metavar="N",
                    help="run on GPU N (default: CPU)")
 
 
 def add_transform(p):
-    p.add_argument("--mean", type=float, nargs=3, default=None,
+    p.add_argument("--mean", type=finite_float, nargs=3, default=None,
                    metavar=("B", "G", "R"),
                    help="BGR mean subtracted from the image (default: the "
                    "deploy net's Input transform_param, else 0)")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--scale", type=nonzero_float, default=None,
                    help="scale applied after the mean (default: the deploy "
                    "net's transform_param, else 1)")
     p.add_argument("--blob", default=None,
@@ -41,17 +148,20 @@ def add_crf(p):
                    "layer, or one appended after the output blob with the "
                    "parameters below (default: off)")
     d = crf_mod.DEFAULTS
-    g.add_argument("--crf-iter", type=int, default=d["max_iter"],
+    g.add_argument("--crf-iter", type=positive_int, default=d["max_iter"],
                    help="mean-field iterations (default: %(default)s)")
-    g.add_argument("--crf-pos-w", type=float, default=d["pos_w"],
+    g.add_argument("--crf-pos-w", type=nonneg_float, default=d["pos_w"],
                    help="spatial kernel weight (default: %(default)s)")
-    g.add_argument("--crf-pos-xy-std", type=float, default=d["pos_xy_std"],
+    g.add_argument("--crf-pos-xy-std", type=positive_float,
+                   default=d["pos_xy_std"],
                    help="spatial theta_gamma (default: %(default)s)")
-    g.add_argument("--crf-bi-w", type=float, default=d["bi_w"],
+    g.add_argument("--crf-bi-w", type=nonneg_float, default=d["bi_w"],
                    help="bilateral kernel weight (default: %(default)s)")
-    g.add_argument("--crf-bi-xy-std", type=float, default=d["bi_xy_std"],
+    g.add_argument("--crf-bi-xy-std", type=positive_float,
+                   default=d["bi_xy_std"],
                    help="bilateral theta_alpha (default: %(default)s)")
-    g.add_argument("--crf-bi-rgb-std", type=float, default=d["bi_rgb_std"],
+    g.add_argument("--crf-bi-rgb-std", type=positive_float,
+                   default=d["bi_rgb_std"],
                    help="bilateral theta_beta (default: %(default)s)")
 
 
@@ -61,27 +171,55 @@ def crf_params(args):
                 bi_xy_std=args.crf_bi_xy_std, bi_rgb_std=args.crf_bi_rgb_std)
 
 
+# ---------------------------------------------------------------------------
+# Error handling
+
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def cli(main):
-    """Wrap ``main(args)``: user errors (and OS errors such as a folder
-    that cannot be written) become one ``error:`` line and exit status 1,
-    Ctrl-C exits 130 with one line, SIGTERM exits 143. Set
-    HRENET_TRACEBACK=1 to get the traceback instead."""
+def _line(message):
+    """One line: a message that spans several (a nested error) is joined."""
+    return " ".join(str(message).split("\n")).strip()
+
+
+def cli(main=None, interrupted="nothing was written; run the command "
+        "again"):
+    """Wrap ``main(args)``: user errors (ToolError, DataError, OSError such
+    as a folder that cannot be written) become one ``error:`` line and exit
+    status 1, running out of memory too; Ctrl-C exits 130 with one line
+    (``error: interrupted (Ctrl-C); `` + ``interrupted``, which says what
+    is left); SIGTERM exits 143. Set HRENET_TRACEBACK=1 to get the
+    traceback instead. Use as ``@cli`` or ``@cli(interrupted="...")``."""
+    if main is None:
+        return functools.partial(cli, interrupted=interrupted)
+
     @functools.wraps(main)
     def wrapper(args):
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return main(args)
-        except (ToolError, DataError, OSError) as e:
+        except (ToolError, DataError, OSError, MemoryError) as e:
             if os.environ.get("HRENET_TRACEBACK"):
                 raise
-            print(f"error: {e}", file=sys.stderr)
+            if isinstance(e, MemoryError):
+                text = ("out of memory; use smaller inputs (infer.py: "
+                        "--max-side) or a machine with more memory")
+            elif isinstance(e, OSError) and not isinstance(e, ToolError):
+                text = os_error_message(e)
+            else:
+                text = str(e)
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")  # below a progress bar
+            print(f"error: {_line(text)}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
+            if os.environ.get("HRENET_TRACEBACK"):
+                raise
+            if sys.stderr.isatty():
+                sys.stderr.write("\n")  # below ^C and a progress bar
+            print(f"error: interrupted (Ctrl-C); {interrupted}",
+                  file=sys.stderr)
             return 130
     return wrapper

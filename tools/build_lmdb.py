@@ -20,16 +20,17 @@ Examples:
   build_lmdb.py --format coco --root train2014 \\
       --annotations annotations/instances_train2014.json --out lmdb/coco_train
 """
-import argparse
 import os
-import signal
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import (cli, int_range, nonneg_int, parser,  # noqa: E402
+                     seed)
 from hrenet import datasets as ds  # noqa: E402
 from hrenet import lmdb_io  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
 
 DEFAULT_SPLIT = {"stanford-bg": "all", "voc": "train", "sbd": "train",
                  "coco": None, "folder": "all"}
@@ -39,9 +40,7 @@ DEFAULT_CLASSES = {"stanford-bg": ds.STANFORD_BG_CLASSES,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--format", required=True, choices=ds.FORMATS,
                    help="dataset layout of --root")
     p.add_argument("--root", required=True,
@@ -65,16 +64,17 @@ def parse_args(argv=None):
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="class names, one per line; sets the number of "
                    "classes (default: the format's own classes)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=int_range(1, 255), default=None,
                    help="number of classes when there is no --classes file "
-                   "(required for folder; default: %(default)s)")
-    p.add_argument("--min-foreground", type=int, default=None,
+                   "(1-255: label values 0..N-1, 255 = ignore; required for "
+                   "folder; default: %(default)s)")
+    p.add_argument("--min-foreground", type=nonneg_int, default=None,
                    help="keep only images with more than this many pixels of "
                    "classes 1..K-1 (default: coco %d, others off)"
                    % ds.COCO_MIN_VOC_PIXELS)
     p.add_argument("--shuffle", action="store_true",
                    help="write the pairs in a random order (default: off)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of --shuffle (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad pairs and list them in meta.json instead "
@@ -90,8 +90,13 @@ def class_names_for(args):
     if args.classes:
         names = ds.read_class_names(args.classes)
         if args.num_classes is not None and args.num_classes != len(names):
-            raise ValueError(f"--num-classes {args.num_classes} but "
-                             f"{args.classes} has {len(names)} names")
+            raise ToolError(f"--num-classes {args.num_classes} but "
+                            f"{args.classes} has {len(names)} names; give "
+                            "one of the two")
+        if len(names) > 255:
+            raise ToolError(f"{args.classes}: {len(names)} class names; "
+                            "labels hold at most 255 classes (0..254, 255 "
+                            "= ignore)")
         return names
     names = DEFAULT_CLASSES[args.format]
     if args.num_classes is not None:
@@ -99,8 +104,8 @@ def class_names_for(args):
             names = None
         return names or [str(i) for i in range(args.num_classes)]
     if names is None:
-        raise ValueError(f"--format {args.format} needs --classes FILE or "
-                         "--num-classes N")
+        raise ToolError(f"--format {args.format} needs --classes FILE or "
+                        "--num-classes N")
     return list(names)
 
 
@@ -109,8 +114,8 @@ def samples_for(args):
     split = args.split or DEFAULT_SPLIT[args.format]
     if args.format in ("stanford-bg", "folder") and names is None \
             and split != "all":
-        raise ValueError(f"--format {args.format} has no split {split!r}: "
-                         "use --split all or --list FILE")
+        raise ToolError(f"--format {args.format} has no split {split!r}: "
+                        "use --split all or --list FILE")
     if args.format == "stanford-bg":
         return ds.stanford_bg_samples(args.root, names)
     if args.format == "voc":
@@ -120,7 +125,7 @@ def samples_for(args):
     if args.format == "folder":
         return ds.folder_samples(args.root, names)
     if args.annotations is None:
-        raise ValueError("--format coco needs --annotations JSON")
+        raise ToolError("--format coco needs --annotations JSON")
     samples = ds.coco_samples(args.root, args.annotations)
     if names is not None:
         keep = set(names)
@@ -128,18 +133,15 @@ def samples_for(args):
     return samples
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
-
-
+@cli(interrupted="nothing was written to --out")
 def main(args):
-    signal.signal(signal.SIGTERM, _terminate)
+    check_output_dir(args.out)
+    names = class_names_for(args)
+    samples = samples_for(args)
+    min_fg = args.min_foreground
+    if min_fg is None and args.format == "coco":
+        min_fg = ds.COCO_MIN_VOC_PIXELS
     try:
-        names = class_names_for(args)
-        samples = samples_for(args)
-        min_fg = args.min_foreground
-        if min_fg is None and args.format == "coco":
-            min_fg = ds.COCO_MIN_VOC_PIXELS
         meta = lmdb_io.build_dataset(
             samples, args.out, len(names), names, args.format,
             shuffle=args.shuffle, seed=args.seed, skip_bad=args.skip_bad,
@@ -149,18 +151,11 @@ def main(args):
                         "split": args.list or args.split
                         or DEFAULT_SPLIT[args.format]})
     except lmdb_io.BadSample as e:
-        print(f"error: {e.path}: {e.problem}. Fix or remove this file, or "
-              "pass --skip-bad to skip bad pairs (they are listed in "
-              f"meta.json); nothing was written to {args.out}.",
-              file=sys.stderr)
-        return 1
-    except (ds.DataError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; nothing was written to {args.out}",
-              file=sys.stderr)
-        return 130
+        raise ToolError(f"{e.path}: {e.problem}. Fix or remove this file, or "
+                        "pass --skip-bad to skip bad pairs (they are listed "
+                        f"in meta.json); nothing was written to {args.out}.")
+    except FileExistsError as e:
+        raise ToolError(str(e)) from e
     if not args.quiet:
         print(f"wrote {args.out}")
         print(lmdb_io.format_summary(meta))

@@ -16,28 +16,28 @@ Example (then run tools/infer.py on their sample image; README):
   import_hybridnet.py --weights H_ReNet_iter_36000.caffemodel \\
       --out runs/hrenet_released.caffemodel
 """
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
-from _common import cli  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import cli, parser  # noqa: E402
 from hrenet import hybridnet  # noqa: E402
+from hrenet.files import check_output_file  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(
+    os.path.abspath(__file__)), os.pardir))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--weights", required=True, metavar="THEIRS.caffemodel",
                    help="caffemodel saved by the authors' fork")
     p.add_argument("--out", required=True, metavar="OURS.caffemodel",
                    help="caffemodel to write for our released net")
-    p.add_argument("--model", default=hybridnet.RELEASED_DEPLOY,
-                   help="our deploy net the weights are for (default: "
-                   "%(default)s)")
+    p.add_argument("--model", default=None,
+                   help="our deploy net the weights are for (default: the "
+                   "repository's %s)" % hybridnet.RELEASED_DEPLOY)
     p.add_argument("--ignore-peepholes", action="store_true",
                    help="drop ReNetLSTM peephole weights, as their deploy "
                    "file does (peephole: false); without it a model with "
@@ -45,15 +45,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli
+@cli(interrupted="nothing was written to --out")
 def main(args):
-    table = hybridnet.import_model(args.weights, args.out, args.model,
+    check_output_file(args.out)
+    model = args.model or os.path.join(ROOT, hybridnet.RELEASED_DEPLOY)
+    table = hybridnet.import_model(args.weights, args.out, model,
                                    args.ignore_peepholes)
     width = max(len(row[0]) for row in table)
     for name, theirs, ours, what in table:
         print("  %-*s  %-21s -> %-14s %s" % (width, name, theirs, ours, what))
     print("wrote %s: %d layers with parameters, for %s"
-          % (args.out, len(table), args.model))
+          % (args.out, len(table), model))
     return 0
 
 

@@ -12,24 +12,24 @@ Example:
   infer.py --model prototxt/hrenet/g/deploy.prototxt --weights g.caffemodel \\
       photos/ street.jpg --out runs/infer
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
 from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
-                     crf_params, warn)
+                     crf_params, fraction, nonneg_int, parser, warn)
 from hrenet import datasets as ds  # noqa: E402
 from hrenet import inference, scoring, visual  # noqa: E402
-from hrenet.files import atomic_path, write_json  # noqa: E402
+from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
+from hrenet.files import write_json  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
+
+MAX_SIDE = 1024
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files or folders of images")
     p.add_argument("--model", required=True, help="deploy prototxt")
@@ -43,9 +43,17 @@ def parse_args(argv=None):
                    choices=("auto", "voc", "stanford-bg"),
                    help="colours (default: %(default)s: Stanford Background's "
                    "for 8 classes, else VOC's)")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="weight of the label colours in the overlay "
+    p.add_argument("--alpha", type=fraction, default=0.5,
+                   help="weight of the label colours in the overlay, 0-1 "
                    "(default: %(default)s)")
+    p.add_argument("--max-side", type=nonneg_int, default=MAX_SIDE,
+                   metavar="PIXELS",
+                   help="run the net on images whose longer side exceeds "
+                   "this scaled down to it, and upsample the prediction to "
+                   "the full size: memory and time grow with the pixels "
+                   "(a 5000x5000 photo needs about 12 GB at full size even "
+                   "on a tiny net); 0: always full size (default: "
+                   "%(default)s)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (default: off)")
     add_device(p)
@@ -54,11 +62,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli
+def gigabytes(n):
+    return f"{n / 2.0 ** 30:.1f} GB"
+
+
+@cli(interrupted="nothing was written to --out")
 def main(args):
     import numpy as np
+    from PIL import Image
     from tqdm import tqdm
+    check_output_dir(args.out)
     paths = scoring.iter_images(args.images)
+    sizes = [scoring.image_size(path) for path in paths]  # all readable
+    if args.classes:
+        ds.read_class_names(args.classes)
     inference.set_mode(args.gpu)
     model = inference.load_model(
         args.model, args.weights, crf=args.crf, crf_params=crf_params(args),
@@ -68,46 +85,63 @@ def main(args):
         names = ds.read_class_names(args.classes)
         if len(names) != k:
             raise ToolError(f"{args.classes}: {len(names)} class names but "
-                            f"the net outputs {k} classes")
+                            f"the net outputs {k} classes; give a file with "
+                            f"{k} names")
     else:
         names = visual.default_class_names(k)
     fmt = args.palette
     if fmt == "auto":
         fmt = "stanford-bg" if k == 8 and not args.classes else "voc"
     palette = visual.palette_for(fmt, k)
-    os.makedirs(args.out, exist_ok=True)
+    per_pixel = model.bytes_per_pixel()
+    for path, (h, w) in zip(paths, sizes):
+        full = gigabytes(per_pixel * h * w)
+        if args.max_side and max(h, w) > args.max_side:
+            warn(f"{path} is {h}x{w}: the net runs on it scaled to a longer "
+                 f"side of {args.max_side} pixels (--max-side) and the "
+                 f"prediction is upsampled; at full size its blobs alone "
+                 f"would need about {full} (--max-side 0)")
+        elif per_pixel * h * w > 2 ** 30:
+            warn(f"{path} is {h}x{w}: the net's blobs alone need about "
+                 f"{full} at this size; --max-side N runs it smaller")
+    out = os.path.abspath(args.out)
     stems = {}
     results = []
-    for path in tqdm(paths, unit="img", desc="infer", disable=args.quiet,
-                     dynamic_ncols=True, leave=False):
-        image = scoring.read_image(path)
-        label, _, seconds = model.predict(image)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        n = stems.get(stem, 0)
-        stems[stem] = n + 1
-        if n:
-            stem = f"{stem}_{n}"
-        png = os.path.join(args.out, stem + ".png")
-        visual.save_palette_png(png, label, palette)
-        over = visual.overlay(image[..., ::-1], label, palette, names,
-                              alpha=args.alpha, ignore_label=None)
-        from PIL import Image
-        over_path = os.path.join(args.out, stem + "_overlay.png")
-        with atomic_path(over_path) as tmp:
-            Image.fromarray(over).save(tmp, format="PNG")
-        counts = np.bincount(label.ravel(), minlength=k)
-        results.append({
-            "image": os.path.abspath(path), "prediction": png,
-            "overlay": over_path, "height": int(label.shape[0]),
-            "width": int(label.shape[1]), "forward_ms": 1000.0 * seconds,
-            "classes": {names[c]: int(counts[c])
-                        for c in np.nonzero(counts)[0]},
-        })
-    write_json(os.path.join(args.out, "infer.json"), {
-        "model": os.path.abspath(args.model),
-        "weights": os.path.abspath(args.weights), "crf": bool(args.crf),
-        "blob": model.blob, "mean": model.mean, "scale": model.scale,
-        "classes": names, "images": results})
+    with StagedOutput(last=("infer.json",)) as stage:
+        tmp = stage.folder(out)
+        for path in tqdm(paths, unit="img", desc="infer", disable=args.quiet,
+                         dynamic_ncols=True, leave=False):
+            image = scoring.read_image(path)
+            label, seconds, ran = model.predict_label(image, args.max_side)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            n = stems.get(stem, 0)
+            stems[stem] = n + 1
+            if n:
+                stem = f"{stem}_{n}"
+            visual.save_palette_png(os.path.join(tmp, stem + ".png"), label,
+                                    palette)
+            over = visual.overlay(image[..., ::-1], label, palette, names,
+                                  alpha=args.alpha, ignore_label=None)
+            Image.fromarray(over).save(
+                os.path.join(tmp, stem + "_overlay.png"), format="PNG")
+            counts = np.bincount(label.ravel(), minlength=k)
+            results.append({
+                "image": os.path.abspath(path),
+                "prediction": os.path.join(out, stem + ".png"),
+                "overlay": os.path.join(out, stem + "_overlay.png"),
+                "height": int(label.shape[0]),
+                "width": int(label.shape[1]),
+                "net_height": int(ran[0]), "net_width": int(ran[1]),
+                "forward_ms": 1000.0 * seconds,
+                "classes": {names[c]: int(counts[c])
+                            for c in np.nonzero(counts)[0]},
+            })
+        write_json(os.path.join(tmp, "infer.json"), {
+            "model": os.path.abspath(args.model),
+            "weights": os.path.abspath(args.weights), "crf": bool(args.crf),
+            "blob": model.blob, "mean": model.mean, "scale": model.scale,
+            "max_side": args.max_side, "classes": names,
+            "images": results})
     if not args.quiet:
         ms = sum(r["forward_ms"] for r in results) / len(results)
         print(f"{len(results)} images, net {ms:.1f} ms per image; wrote "

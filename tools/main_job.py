@@ -10,28 +10,28 @@ logs, the git commit and the command line.
 
 Examples:
   main_job.py                              # synthetic, 2-4 min on 2 cores
-  main_job.py --quick                      # the one-minute version
+  main_job.py --quick                      # the few-second smoke version
   main_job.py --format voc --root VOCdevkit/VOC2012 --iters 2000
 """
-import argparse
 import datetime
 import os
 import shlex
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cli  # noqa: E402 (puts python/ on sys.path)
+from _common import cli, parser, positive_int, seed  # noqa: E402
 
-from hrenet import mainjob  # noqa: E402
+from hrenet import mainjob  # noqa: E402 (_common put python/ on sys.path)
+from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--format", default="synthetic", choices=mainjob.FORMATS,
                    help="dataset layout (default: %(default)s, generated)")
     p.add_argument("--root", default=None,
@@ -40,28 +40,53 @@ def parse_args(argv=None):
                    help="sbd: the VOC2012 folder (default: %(default)s)")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="class names, one per line (default: the format's)")
-    p.add_argument("--iters", type=int, default=None,
+    p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations of each model (default: %d; "
                    "--quick: %d)" % (mainjob.settings()["iters"],
                                      mainjob.settings(True)["iters"]))
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="data and solver seed (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help="one-minute version: fewer, smaller images and a "
-                   "few iterations (default: off)")
+                   help="smoke version, seconds long: fewer, smaller "
+                   "images and a few iterations (default: off)")
     p.add_argument("--out", default=None,
                    help="run folder (default: runs/main-<date>-<time>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run folder that --out already holds "
+                   "(finished, or left by a killed run) (default: refuse)")
     return p.parse_args(argv)
 
 
-@cli
+def clear_run_folder(out, overwrite):
+    """Refuse (or, with ``overwrite``, remove) a run folder that is not
+    empty: a finished run, or one left by a killed run."""
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    finished = os.path.exists(os.path.join(out, "report.json"))
+    what = "a finished run" if finished else \
+        "an unfinished run (no report.json)"
+    if not overwrite:
+        raise ToolError(f"--out {out} already holds {what}; pass "
+                        "--overwrite to replace it, or give another --out")
+    if not os.path.isfile(os.path.join(out, "command")):
+        raise ToolError(f"--out {out} is not empty and is not a main-job "
+                        "run folder (no command file); --overwrite only "
+                        "replaces run folders: give another --out")
+    shutil.rmtree(out)
+
+
+@cli(interrupted="the run folder was removed; run the command again")
 def main(args):
     out = args.out or os.path.join(
         ROOT, "runs", "main-" + datetime.datetime.now().strftime(
             "%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
-    if os.path.exists(os.path.join(out, "report.json")):
-        raise mainjob.ToolError(f"{out} already holds a report; give "
-                                "another --out")
+    out = check_output_dir(out)
+    if args.format != "synthetic" and not args.root:
+        raise ToolError(f"--format {args.format} needs --root DIR")
+    if args.format != "synthetic" and not os.path.isdir(args.root):
+        raise ToolError(f"--root {args.root}: no such directory; give the "
+                        f"dataset folder in the {args.format} layout")
+    clear_run_folder(out, args.overwrite)
     command = " ".join(shlex.quote(a) for a in
                        ["tools/main_job.py"] + sys.argv[1:])
     report = mainjob.run(out, args.format, args.root, args.classes,

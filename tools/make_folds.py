@@ -9,41 +9,42 @@ with build_lmdb.py --format stanford-bg --list OUT/fold0_train.txt.
 Example:
   make_folds.py --root iccv09Data --out data/stanford_bg/folds
 """
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import cli, int_range, parser, seed  # noqa: E402
 from hrenet import datasets as ds  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            os.pardir, "data", "stanford_bg", "folds")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--root", required=True,
                    help="the iccv09Data directory (holds images/)")
     p.add_argument("--out", default=os.path.normpath(DEFAULT_OUT),
                    help="directory of the fold lists (default: %(default)s)")
-    p.add_argument("--folds", type=int, default=5,
+    p.add_argument("--folds", type=int_range(2), default=5,
                    help="number of folds (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="permutation seed (default: %(default)s)")
     return p.parse_args(argv)
 
 
+@cli(interrupted="the lists written so far are complete; run the command "
+     "again")
 def main(args):
-    try:
-        names = [s.name for s in ds.stanford_bg_samples(args.root)]
-        folds = ds.make_folds(names, args.folds, args.seed)
-    except (ds.DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    check_output_dir(args.out)
+    names = [s.name for s in ds.stanford_bg_samples(args.root)]
+    if len(names) < args.folds:
+        raise ToolError(f"--folds {args.folds}: {args.root} holds only "
+                        f"{len(names)} images; give at most {len(names)}")
+    folds = ds.make_folds(names, args.folds, args.seed)
     paths = ds.write_folds(args.out, folds)
     sizes = ", ".join(str(len(val)) for _, val in folds)
     print(f"{len(names)} images in {args.folds} folds (val sizes {sizes}); "

@@ -12,24 +12,23 @@ Examples:
   make_nets.py --family hrenet --variant d g --out /tmp/nets
   make_nets.py --check                 # exit 1 if prototxt/ is stale
 """
-import argparse
 import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import USAGE_ERROR, cli, parser  # noqa: E402
 from hrenet import nets  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--out", default=os.path.join(ROOT, "prototxt"),
                    help="output folder (default: the repository's prototxt/)")
     p.add_argument("--family", default=None,
@@ -52,11 +51,14 @@ def selection(args):
     if not args.family:
         return None
     if args.family not in nets.FAMILIES:
-        raise ValueError("unknown family %r; valid: %s"
+        raise ValueError("--family %s: no such family; valid: %s"
                          % (args.family, ", ".join(nets.FAMILIES)))
     names = args.variant or [v for f, v in nets.VARIANTS if f == args.family]
     for name in names:
-        nets.variant(args.family, name)  # ValueError naming the valid ones
+        try:
+            nets.variant(args.family, name)
+        except ValueError as e:  # it names the valid ones
+            raise ValueError("--variant %s: %s" % (name, e)) from e
     return {(args.family, name) for name in names}
 
 
@@ -83,26 +85,32 @@ def compare(out):
         return sorted(stale)
 
 
+@cli(interrupted="the files written so far are complete; run the "
+     "command again for the rest")
 def main(args):
+    if args.list:
+        list_variants()
+        return 0
     try:
-        if args.list:
-            list_variants()
-            return 0
         selected = selection(args)
-        if args.check:
-            stale = compare(args.out)
-            for rel in stale:
-                print("stale or missing: %s" % os.path.join(args.out, rel))
-            if stale:
-                print("error: %d generated files differ; run "
-                      "tools/make_nets.py" % len(stale), file=sys.stderr)
-                return 1
-            print("%s is up to date" % args.out)
-            return 0
-        written = nets.write_all(args.out, selected)
-    except ValueError as e:
+    except ValueError as e:  # a name that is not a family or variant
         print("error: %s" % e, file=sys.stderr)
-        return 2
+        return USAGE_ERROR
+    if args.check:
+        out = os.path.abspath(args.out)
+        if not os.path.isdir(out):
+            raise ToolError("--out %s: no such folder to check; run "
+                            "tools/make_nets.py to write it" % args.out)
+        stale = compare(out)
+        for rel in stale:
+            print("stale or missing: %s" % os.path.join(args.out, rel))
+        if stale:
+            raise ToolError("%d generated files differ; run "
+                            "tools/make_nets.py" % len(stale))
+        print("%s is up to date" % args.out)
+        return 0
+    out = check_output_dir(args.out)
+    written = nets.write_all(out, selected)
     print("wrote %d files under %s" % (len(written), args.out))
     return 0
 

@@ -18,34 +18,36 @@ Example:
       --classes data/synthetic_voc/classes.txt --split train --shuffle \\
       --out lmdb/syn_train
 """
-import argparse
 import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import cli, int_range, parser, positive_int, seed  # noqa: E402
 from hrenet import synthetic  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.inference import ToolError  # noqa: E402
+
+#: image sides: objects must fit far from the band (synthetic.make_sample)
+SIDE = int_range(32, 4096)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--format", default="voc", choices=("voc", "stanford-bg"),
                    help="layout to write (default: %(default)s)")
-    p.add_argument("--num", type=int, default=200,
+    p.add_argument("--num", type=positive_int, default=200,
                    help="number of images (default: %(default)s)")
-    p.add_argument("--height", type=int, default=96,
-                   help="image height (default: %(default)s)")
-    p.add_argument("--width", type=int, default=128,
-                   help="image width (default: %(default)s)")
-    p.add_argument("--classes", type=int, default=4,
-                   help="object classes K; labels are 0..K (default: "
-                   "%(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--height", type=SIDE, default=96,
+                   help="image height, 32-4096 (default: %(default)s)")
+    p.add_argument("--width", type=SIDE, default=128,
+                   help="image width, 32-4096 (default: %(default)s)")
+    p.add_argument("--classes", type=int_range(1, 254), default=4,
+                   help="object classes K, 1-254; labels are 0..K "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=seed, default=0,
                    help="random seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (default: refuse)")
@@ -54,16 +56,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@cli(interrupted="nothing was written to --out")
 def main(args):
-    out = os.path.abspath(args.out)
+    out = check_output_dir(args.out)
     if os.path.exists(out) and not args.overwrite:
-        print(f"error: {out} already exists; pass --overwrite to replace it",
-              file=sys.stderr)
-        return 1
-    if args.num < 1:
-        print(f"error: --num {args.num}: need at least one image",
-              file=sys.stderr)
-        return 1
+        raise ToolError(f"{out} already exists; pass --overwrite to replace "
+                        "it")
     tmp = f"{out}.tmp-{os.getpid()}"
     from tqdm import tqdm
     bar = tqdm(total=args.num, desc="make_synthetic", unit="img",
@@ -83,11 +81,8 @@ def main(args):
         if os.path.exists(out):
             shutil.rmtree(out)
         os.rename(tmp, out)
-    except ValueError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except BaseException:
+        bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if not args.quiet:

@@ -12,41 +12,36 @@ Example:
       data/coco/lmdb/train2014 data/coco/lmdb/val2014 \\
       data/voc/lmdb/trainval_aug
 """
-import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
-from hrenet import datasets as ds  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _common puts python/ on the path
+from _common import cli, parser, seed  # noqa: E402
 from hrenet import lmdb_io  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="dataset folders written by build_lmdb.py")
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--shuffle", action="store_true",
                    help="write the records in a random order (default: "
                    "off: the sources one after the other)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of --shuffle (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (default: refuse)")
     return p.parse_args(argv)
 
 
+@cli(interrupted="nothing was written to --out")
 def main(args):
-    try:
-        meta = lmdb_io.merge_datasets(args.sources, args.out, args.shuffle,
-                                      args.seed, args.overwrite)
-    except (ds.DataError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    check_output_dir(args.out)
+    meta = lmdb_io.merge_datasets(args.sources, args.out, args.shuffle,
+                                  args.seed, args.overwrite)
     print(f"wrote {args.out}: {meta['count']} images from "
           f"{len(args.sources)} datasets")
     return 0

@@ -11,22 +11,20 @@ wall time from the timestamps.
 Example:
   plot_log.py runs/smoke/train.log --out runs/smoke
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
-from _common import cli  # noqa: E402
+from _common import cli, parser  # noqa: E402
 from hrenet import plots, training  # noqa: E402
+from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
 from hrenet.files import write_json_lines  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("log", help="caffe train log file")
     p.add_argument("--out", required=True,
                    help="directory for log.jsonl and curves.png")
@@ -35,20 +33,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-@cli
+@cli(interrupted="nothing was written to --out")
 def main(args):
+    check_output_dir(args.out)
     if not os.path.isfile(args.log):
-        raise ToolError(f"{args.log}: log file does not exist")
+        raise ToolError(f"{args.log}: log file does not exist; give the "
+                        "file that caffe train's output went to")
     with open(args.log, errors="replace") as f:
         records = training.parse_caffe_log(f)
     if not any(r["type"] == "train" for r in records):
         raise ToolError(f"{args.log}: no 'Iteration N (...), loss = L' "
                         "lines; is it a caffe train log written with "
                         "GLOG_minloglevel=0?")
-    os.makedirs(args.out, exist_ok=True)
-    write_json_lines(os.path.join(args.out, training.LOG), records)
-    plots.plot_curves(records, os.path.join(args.out, training.CURVES),
-                      title=args.title or os.path.basename(args.log))
+    with StagedOutput(last=(training.LOG,)) as stage:
+        out = stage.folder(args.out)
+        plots.plot_curves(records, os.path.join(out, training.CURVES),
+                          title=args.title or os.path.basename(args.log))
+        write_json_lines(os.path.join(out, training.LOG), records)
     n = sum(r["type"] == "train" for r in records)
     print(f"{n} training records, {len(records) - n} validation records; "
           f"wrote {args.out}")

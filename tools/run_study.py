@@ -20,16 +20,16 @@ Examples:
   run_study.py table5 --dataset synthetic --iters 20
   run_study.py nrenet_cv --gpu 0 --resume
 """
-import argparse
 import os
 import shlex
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cli  # noqa: E402 (puts python/ on sys.path)
+from _common import cli, device, parser, positive_int  # noqa: E402
 
-from hrenet import nets, studies  # noqa: E402
+from hrenet import nets, studies  # noqa: E402 (_common put python/ on path)
+from hrenet.files import check_output_dir  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
 from hrenet.mainjob import clock, git_commit  # noqa: E402
 
@@ -38,24 +38,23 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("study", choices=list(studies.STUDIES),
                    help="which study")
     p.add_argument("--dataset", choices=studies.DATASETS, default=None,
                    help="voc (stanford-bg for nrenet_cv) or synthetic "
                    "(default: the study's real dataset)")
-    p.add_argument("--iters", type=int, default=None,
+    p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations of every model, lr x0.1 "
                    "half-way (default: the paper's schedule)")
-    p.add_argument("--gpu", type=int, default=None, metavar="N",
+    p.add_argument("--gpu", type=device, default=None, metavar="N",
                    help="train and score on GPU N (default: CPU)")
     p.add_argument("--weights", default=None,
                    help="VGG-16 caffemodel for conv1-conv5 (real datasets; "
                    "default: none, random initialisation)")
     p.add_argument("--out", default=None,
-                   help="run folder (default: runs/<study>-<dataset>)")
+                   help="run folder (default: runs/<study>-<dataset> in the "
+                   "repository)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the schedule and every command; run nothing")
     p.add_argument("--resume", action="store_true",
@@ -128,17 +127,26 @@ def run_tool(argv, log):
             return e.code if isinstance(e.code, int) else 1
 
 
-@cli
+@cli(interrupted="the steps that finished are kept; rerun with --resume "
+     "to continue")
 def main(args):
+    # paths the user gave are relative to the current folder, not ROOT
+    if args.weights:
+        args.weights = os.path.abspath(args.weights)
+    if args.out:
+        args.out = os.path.abspath(args.out)
     os.chdir(ROOT)  # the committed nets' paths are relative to the root
     name = args.study
     dataset = args.dataset or studies.default_dataset(name)
     studies.check_dataset(name, dataset)
     if args.weights and not args.dry_run and \
             not os.path.isfile(args.weights):
-        raise ToolError(f"--weights {args.weights}: no such file")
+        raise ToolError(f"--weights {args.weights}: no such file; give "
+                        "VGG-16's caffemodel or leave --weights out")
     run = os.path.abspath(args.out or os.path.join(
         "runs", f"{name}-{dataset}"))
+    if not args.dry_run:
+        check_output_dir(run)
     if os.path.isfile(os.path.join(run, "results.json")) and \
             not args.resume and not args.dry_run:
         raise ToolError(f"{run} already holds results; pass --resume to "
@@ -199,9 +207,13 @@ def main(args):
         log = os.path.join(os.path.dirname(out), c.what.split()[0] + ".log")
         os.makedirs(os.path.dirname(log), exist_ok=True)
         rc = run_tool(c.argv, log)
-        if rc != 0 or not os.path.exists(c.done):
+        if rc != 0:
             raise ToolError(f"{c.what} failed (exit {rc}); its log is "
                             f"{log}; fix and rerun with --resume")
+        if not os.path.exists(c.done):
+            raise ToolError(f"{c.what} finished but did not write {c.done};"
+                            f" its log is {log}; fix and rerun with "
+                            "--resume")
     md, table = studies.results_table(name, run, dataset)
     from hrenet.files import write_json, write_text
     write_text(os.path.join(run, "results.md"), md)

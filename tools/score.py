@@ -21,24 +21,22 @@ Examples:
       --format voc --root VOCdevkit/VOC2012 --split val --out runs/score_crf \\
       --save-png runs/score_crf/pred
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
 from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
-                     crf_params, warn)
+                     crf_params, parser, positive_int, warn)
 from hrenet import datasets as ds  # noqa: E402
 from hrenet import inference, metrics, scoring, visual  # noqa: E402
+from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
 from hrenet.files import write_json, write_text  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--model", required=True, help="deploy prototxt")
     p.add_argument("--weights", required=True, help=".caffemodel")
     p.add_argument("--out", required=True,
@@ -67,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write each prediction as a palette PNG here (VOC "
                    "palette for VOC, the dataset's own colours otherwise)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="score only the first N images (default: all)")
     p.add_argument("--title", default=None,
                    help="row name in the Markdown table (default: the "
@@ -132,8 +130,20 @@ def class_names(args, split, num_classes):
     return names
 
 
-@cli
+@cli(interrupted="nothing was written to --out or --save-png")
 def main(args):
+    check_output_dir(args.out)
+    if args.save_png:
+        check_output_dir(args.save_png, "--save-png")
+    if args.classes:
+        ds.read_class_names(args.classes)
+    if args.source and (args.format or args.root):
+        raise ToolError("give either --source or --format/--root, not both")
+    if args.source:  # a missing or truncated LMDB stops before the net loads
+        scoring.lmdb_split(args.source)
+    elif not (args.format and args.root):
+        raise ToolError("no split: give --source LMDB_DIR or --format and "
+                        "--root")
     inference.set_mode(args.gpu)
     model = inference.load_model(
         args.model, args.weights, crf=args.crf, crf_params=crf_params(args),
@@ -142,34 +152,41 @@ def main(args):
     split = make_split(args, k)
     names = class_names(args, split, k)
     palette = visual.palette_for(split.format, k)
-    result = scoring.score_split(model, split, k, save_png=args.save_png,
-                                 palette=palette, progress=not args.quiet,
-                                 limit=args.limit)
-    title = args.title or os.path.basename(args.weights)
-    result.update({
-        "model": os.path.abspath(args.model),
-        "weights": os.path.abspath(args.weights),
-        "split": os.path.abspath(args.source or args.root),
-        "crf": bool(args.crf), "blob": model.blob, "classes": names,
-        "mean": model.mean, "scale": model.scale,
-        "device": "cpu" if args.gpu is None else f"gpu{args.gpu}",
-    })
-    from hrenet.plots import plot_confusion
-    os.makedirs(args.out, exist_ok=True)
-    md = (f"# Scores: {title}\n\n{result['images']} images of "
-          f"{result['split']}; {'with' if args.crf else 'without'} DenseCRF; "
-          f"{result['device']}; net {result['forward_ms']:.1f} ms per image, "
-          f"other work {result['bookkeeping_ms']:.1f} ms "
-          f"({100 * result['bookkeeping_fraction']:.1f}% of the total)."
-          "\n\nn/a: the class occurs in neither the ground truth nor the "
-          "predictions (IoU) or not in the ground truth (accuracy); it does "
-          "not count in the means.\n\n"
-          + metrics.format_markdown(result, names, title))
-    plot_confusion(result["confusion"], names,
-                   os.path.join(args.out, "confusion.png"),
-                   title=f"{title} (mean IoU {metrics.pct(result['miou'])}%)")
-    write_text(os.path.join(args.out, "score.md"), md)
-    write_json(os.path.join(args.out, "score.json"), result)
+    with StagedOutput(last=("score.json",)) as stage:
+        out = stage.folder(args.out)
+        png = stage.folder(args.save_png) if args.save_png else None
+        result = scoring.score_split(model, split, k, save_png=png,
+                                     palette=palette,
+                                     progress=not args.quiet,
+                                     limit=args.limit)
+        title = args.title or os.path.basename(args.weights)
+        result.update({
+            "model": os.path.abspath(args.model),
+            "weights": os.path.abspath(args.weights),
+            "split": os.path.abspath(args.source or args.root),
+            "crf": bool(args.crf), "blob": model.blob, "classes": names,
+            "mean": model.mean, "scale": model.scale,
+            "device": "cpu" if args.gpu is None else f"gpu{args.gpu}",
+        })
+        if args.save_png:
+            result["save_png"] = os.path.abspath(args.save_png)
+        from hrenet.plots import plot_confusion
+        md = (f"# Scores: {title}\n\n{result['images']} images of "
+              f"{result['split']}; "
+              f"{'with' if args.crf else 'without'} DenseCRF; "
+              f"{result['device']}; net {result['forward_ms']:.1f} ms per "
+              f"image, other work {result['bookkeeping_ms']:.1f} ms "
+              f"({100 * result['bookkeeping_fraction']:.1f}% of the total)."
+              "\n\nn/a: the class occurs in neither the ground truth nor "
+              "the predictions (IoU) or not in the ground truth (accuracy); "
+              "it does not count in the means.\n\n"
+              + metrics.format_markdown(result, names, title))
+        plot_confusion(result["confusion"], names,
+                       os.path.join(out, "confusion.png"),
+                       title=f"{title} (mean IoU "
+                       f"{metrics.pct(result['miou'])}%)")
+        write_text(os.path.join(out, "score.md"), md)
+        write_json(os.path.join(out, "score.json"), result)
     if not args.quiet:
         print(f"{result['images']} images: mean IoU "
               f"{metrics.pct(result['miou'])}%, pixel acc. "

@@ -15,23 +15,25 @@ Example:
       prototxt/hrenet/d/deploy.prototxt \\
       prototxt/hrenet/g/deploy.prototxt --gpu 0 --out runs/time
 """
-import argparse
 import os
 import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
-from _common import add_device, cli  # noqa: E402
+from _common import (add_device, cli, int_range, nonneg_int,  # noqa: E402
+                     parser, positive_int)
 from hrenet import inference, timing  # noqa: E402
+from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
 from hrenet.files import write_json, write_text  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
 
 
+SIDE = int_range(1, 8192)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("models", nargs="+", metavar="DEPLOY",
                    help="deploy prototxts; ratios are to the first")
     p.add_argument("--weights", nargs="*", default=None,
@@ -40,13 +42,13 @@ def parse_args(argv=None):
                    help="names for the table (default: family/variant of "
                    "prototxt/<family>/<variant>/deploy.prototxt, else "
                    "folder/file)")
-    p.add_argument("--height", type=int, default=375,
-                   help="image height (default: %(default)s)")
-    p.add_argument("--width", type=int, default=500,
-                   help="image width (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=1,
+    p.add_argument("--height", type=SIDE, default=375,
+                   help="image height, 1-8192 (default: %(default)s)")
+    p.add_argument("--width", type=SIDE, default=500,
+                   help="image width, 1-8192 (default: %(default)s)")
+    p.add_argument("--warmup", type=nonneg_int, default=1,
                    help="untimed passes first (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=5,
+    p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed passes (default: %(default)s)")
     p.add_argument("--no-layers", action="store_true",
                    help="skip the per-layer passes (default: off)")
@@ -70,7 +72,7 @@ def default_name(path):
     return f"{os.path.basename(parent)}/{stem}"
 
 
-@cli
+@cli(interrupted="nothing was written to --out")
 def main(args):
     from tqdm import tqdm
     if args.weights and len(args.weights) != len(args.models):
@@ -79,8 +81,8 @@ def main(args):
     if args.names and len(args.names) != len(args.models):
         raise ToolError(f"{len(args.names)} --names for {len(args.models)} "
                         "nets")
-    if args.repeats < 1 or args.height < 1 or args.width < 1:
-        raise ToolError("--repeats, --height and --width must be >= 1")
+    if args.out:
+        check_output_dir(args.out)
     for path in args.models:
         inference.read_net_param(path)  # all parse before any time is spent
     device = inference.set_mode(args.gpu)
@@ -115,9 +117,10 @@ def main(args):
           + timing.format_markdown(results))
     print(md, end="")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        write_json(os.path.join(args.out, "time.json"), report)
-        write_text(os.path.join(args.out, "time.md"), md)
+        with StagedOutput(last=("time.json",)) as stage:
+            out = stage.folder(args.out)
+            write_text(os.path.join(out, "time.md"), md)
+            write_json(os.path.join(out, "time.json"), report)
     return 0
 
 

@@ -26,23 +26,22 @@ Examples:
   train.py --solver prototxt/hrenet/d/solver.prototxt --out runs/hrenet_d \\
       --snapshot runs/hrenet_d/snapshots/hrenet_d_iter_6000.solverstate
 """
-import argparse
 import os
 import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
-from _common import add_device, cli, warn  # noqa: E402
+from _common import (add_device, cli, nonneg_int, parser,  # noqa: E402
+                     positive_int, warn)
 from hrenet import training  # noqa: E402
+from hrenet.files import check_output_dir  # noqa: E402
 from hrenet.files import write_json, write_text  # noqa: E402
 from hrenet.metrics import pct  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--solver", required=True, help="solver prototxt")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--weights", default=None,
@@ -51,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--snapshot", default=None, metavar="SOLVERSTATE",
                    help="resume from this .solverstate (default: start)")
     add_device(p)
-    p.add_argument("--val-every", type=int, default=0, metavar="K",
+    p.add_argument("--val-every", type=nonneg_int, default=0, metavar="K",
                    help="validate every K iterations and at the end "
                    "(default: %(default)s = never)")
     p.add_argument("--deploy", default=None,
@@ -60,12 +59,12 @@ def parse_args(argv=None):
     p.add_argument("--val-source", default=None, metavar="DIR",
                    help="validation LMDB directory (default: the net's "
                    "TEST-phase SegData source)")
-    p.add_argument("--val-limit", type=int, default=None, metavar="N",
+    p.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
                    help="validate on the first N images only (default: all)")
-    p.add_argument("--iters", type=int, default=None,
+    p.add_argument("--iters", type=positive_int, default=None,
                    help="train to this iteration instead of the solver's "
                    "max_iter (default: max_iter)")
-    p.add_argument("--display", type=int, default=None,
+    p.add_argument("--display", type=positive_int, default=None,
                    help="log the mean loss every N iterations (default: the "
                    "solver's display, else 20)")
     p.add_argument("--overwrite", action="store_true",
@@ -91,8 +90,9 @@ class StopFlag(object):
         self.signum = signum
 
 
-@cli
+@cli(interrupted="a run that had started keeps its log and snapshots")
 def main(args):
+    check_output_dir(args.out)
     stop = StopFlag()
     old = {s: signal.signal(s, stop.handler)
            for s in (signal.SIGINT, signal.SIGTERM)}

@@ -14,49 +14,47 @@ Example:
       --weights nrenet.caffemodel --blobs renet1 renet3 --k 16 \\
       image.jpg --out runs/figure2
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
-from _common import add_device, cli, warn  # noqa: E402
+from _common import (add_device, cli, finite_float,  # noqa: E402
+                     int_range, nonzero_float, parser, positive_int, warn)
 from hrenet import inference, scoring, visual  # noqa: E402
-from hrenet.files import atomic_path, write_json  # noqa: E402
+from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
+from hrenet.files import write_json  # noqa: E402
 from hrenet.inference import ToolError  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("image", help="input image")
     p.add_argument("--model", required=True, help="deploy prototxt")
     p.add_argument("--weights", required=True, help=".caffemodel")
     p.add_argument("--blobs", nargs="+", required=True,
                    help="blob names, e.g. renet1 renet3")
-    p.add_argument("--k", type=int, default=16,
+    p.add_argument("--k", type=positive_int, default=16,
                    help="channels per blob (default: %(default)s)")
-    p.add_argument("--cols", type=int, default=None,
+    p.add_argument("--cols", type=positive_int, default=None,
                    help="grid columns (default: ceil(sqrt(k)))")
-    p.add_argument("--zoom", type=int, default=1,
-                   help="enlarge each map this many times (default: "
+    p.add_argument("--zoom", type=int_range(1, 64), default=1,
+                   help="enlarge each map this many times, 1-64 (default: "
                    "%(default)s)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--mean", type=float, nargs=3, default=None,
+    p.add_argument("--mean", type=finite_float, nargs=3, default=None,
                    metavar=("B", "G", "R"),
                    help="BGR mean (default: the deploy net's, else 0)")
-    p.add_argument("--scale", type=float, default=None,
+    p.add_argument("--scale", type=nonzero_float, default=None,
                    help="scale (default: the deploy net's, else 1)")
     add_device(p)
     return p.parse_args(argv)
 
 
-@cli
+@cli(interrupted="nothing was written to --out")
 def main(args):
     from PIL import Image
-    if args.k < 1 or args.zoom < 1:
-        raise ToolError("--k and --zoom must be >= 1")
+    check_output_dir(args.out)
     image = scoring.read_image(args.image)
     inference.set_mode(args.gpu)
     model = inference.load_model(args.model, args.weights, mean=args.mean,
@@ -64,28 +62,33 @@ def main(args):
     net = model.net
     missing = [b for b in args.blobs if b not in net.blobs]
     if missing:
-        raise ToolError(f"{args.model}: no blob {', '.join(missing)}; the "
-                        f"net has: {', '.join(inference.blob_names(net))}")
+        raise ToolError(f"--blobs: {args.model} has no blob "
+                        f"{', '.join(missing)}; the net has: "
+                        f"{', '.join(inference.blob_names(net))}")
+    for name in args.blobs:
+        if net.blobs[name].data.ndim != 4:
+            raise ToolError(f"--blobs {name}: shape "
+                            f"{net.blobs[name].data.shape}, not N x C x H x "
+                            "W; give a blob of feature maps")
     model.forward(image)
-    os.makedirs(args.out, exist_ok=True)
     info = {"image": os.path.abspath(args.image),
             "model": os.path.abspath(args.model), "blobs": {}}
-    for name in args.blobs:
-        feats = net.blobs[name].data[0]
-        if feats.ndim != 3:
-            raise ToolError(f"blob {name!r} has shape "
-                            f"{net.blobs[name].data.shape}, not N x C x H x "
-                            "W")
-        grid = visual.feature_grid(feats, args.k, args.cols, zoom=args.zoom)
-        path = os.path.join(args.out, name.replace("/", "_") + ".png")
-        with atomic_path(path) as tmp:
-            Image.fromarray(grid, "L").save(tmp, format="PNG")
-        k = min(args.k, feats.shape[0])
-        info["blobs"][name] = {
-            "shape": list(feats.shape), "channels_shown": k, "png": path,
-            "min": [float(feats[c].min()) for c in range(k)],
-            "max": [float(feats[c].max()) for c in range(k)]}
-    write_json(os.path.join(args.out, "features.json"), info)
+    with StagedOutput(last=("features.json",)) as stage:
+        out = stage.folder(args.out)
+        for name in args.blobs:
+            feats = net.blobs[name].data[0]
+            grid = visual.feature_grid(feats, args.k, args.cols,
+                                       zoom=args.zoom)
+            png = name.replace("/", "_") + ".png"
+            Image.fromarray(grid, "L").save(os.path.join(out, png),
+                                            format="PNG")
+            k = min(args.k, feats.shape[0])
+            info["blobs"][name] = {
+                "shape": list(feats.shape), "channels_shown": k,
+                "png": os.path.join(os.path.abspath(args.out), png),
+                "min": [float(feats[c].min()) for c in range(k)],
+                "max": [float(feats[c].max()) for c in range(k)]}
+        write_json(os.path.join(out, "features.json"), info)
     print(f"wrote {', '.join(args.blobs)} grids to {args.out}")
     return 0
 

@@ -91,8 +91,15 @@ def voc_palette():
 
 def read_class_names(path):
     """Class names from a text file, one per line (blank lines ignored)."""
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
+    if not os.path.isfile(path):
+        raise DataError(path, "class file does not exist; give a text file "
+                        "with one class name per line")
+    try:
+        with open(path) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise DataError(path, "class file is not text; give a text file "
+                        "with one class name per line") from e
     if not names:
         raise DataError(path, "class file is empty")
     return names
@@ -102,8 +109,12 @@ def read_list(path):
     """Names from a split list (first column of each non-blank line)."""
     if not os.path.isfile(path):
         raise DataError(path, "split list does not exist")
-    with open(path) as f:
-        names = [line.split()[0] for line in f if line.strip()]
+    try:
+        with open(path) as f:
+            names = [line.split()[0] for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise DataError(path, "split list is not text; give a text file "
+                        "with one image name per line") from e
     if not names:
         raise DataError(path, "split list is empty")
     return names
@@ -277,10 +288,12 @@ def sbd_samples(root, split="train", names=None, voc_root=None):
         return [sbd_sample(root, n)
                 for n in read_list(os.path.join(ds, split + ".txt"))]
     if split != "aug":
-        raise ValueError(f"unknown SBD split {split!r}: use train, val or aug")
+        raise DataError("--split", f"unknown SBD split {split!r}: use "
+                        "train, val or aug")
     if voc_root is None:
-        raise ValueError("the SBD 'aug' split needs the VOC2012 root "
-                         "(--voc-root) for its train and val lists")
+        raise DataError("--split aug", "the SBD 'aug' split needs the "
+                        "VOC2012 root (--voc-root) for its train and val "
+                        "lists")
     voc_train = read_list(voc_split_path(voc_root, "train"))
     voc_val = read_list(voc_split_path(voc_root, "val"))
     names = sbd_aug_names(read_list(os.path.join(ds, "train.txt")),
@@ -351,8 +364,13 @@ def coco_samples(image_dir, annotations):
     if not os.path.isfile(annotations):
         raise DataError(annotations, "annotations JSON does not exist")
     import contextlib
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(annotations)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(annotations)
+    except (ValueError, KeyError, TypeError, AttributeError,
+            UnicodeDecodeError) as e:
+        raise DataError(annotations, "not a COCO instances JSON "
+                        f"({_reason(e)}); give instances_<split>.json") from e
     samples = []
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
@@ -396,8 +414,15 @@ def decode_image(path, data=None):
         with Image.open(io.BytesIO(data)) as im:
             im.load()
     except Exception as e:
+        from PIL import UnidentifiedImageError
+        if isinstance(e, UnidentifiedImageError) and \
+                image_format(data) is None:
+            raise DataError(path, "not an image file (no known image format "
+                            "in its first bytes)") from e
+        reason = "damaged header" if isinstance(
+            e, UnidentifiedImageError) else _reason(e)
         raise DataError(path, f"cannot decode image: corrupt or truncated "
-                        f"({_reason(e)})") from e
+                        f"({reason})") from e
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if array is None:
         raise DataError(path, "cannot decode image with OpenCV (corrupt or "

@@ -115,7 +115,8 @@ def read_weights(path):
             param.ParseFromString(f.read())
     except Exception as e:
         raise ToolError(f"{path}: not a binary .caffemodel (protobuf "
-                        f"NetParameter) or truncated ({e})") from e
+                        "NetParameter), or cut short; give the weights file "
+                        "that Caffe saved") from e
     if not len(param.layer) and not len(param.layers):
         raise ToolError(f"{path}: holds no layers; is it a .caffemodel?")
     return param
@@ -428,6 +429,36 @@ class Model(object):
         seconds = time.perf_counter() - t0
         return argmax_channels(scores), scores, seconds
 
+    def bytes_per_pixel(self):
+        """Bytes of the net's blobs (float32 activations) per input pixel,
+        at the current input size: the memory a forward pass needs scales
+        with this (layers' scratch memory comes on top)."""
+        h, w = self.net.blobs["data"].data.shape[2:]
+        total = sum(b.count for b in self.net.blobs.values())
+        return 4.0 * total / max(1, h * w)
+
+    def predict_label(self, image, max_side=0):
+        """(label uint8 H x W, forward seconds, size the net ran at).
+
+        ``max_side`` > 0: an image whose longer side exceeds it runs
+        scaled down to that side (area interpolation); the scores are
+        upsampled bilinearly to the full size in bands of rows and the
+        label is their argmax, so memory stays that of the smaller run.
+        """
+        h, w = image.shape[:2]
+        if not max_side or max(h, w) <= max_side:
+            label, _, seconds = self.predict(image)
+            return label, seconds, (h, w)
+        import cv2
+        f = max_side / float(max(h, w))
+        sh, sw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        t0 = time.perf_counter()
+        scores = self.forward(small, copy=False)
+        device_sync()
+        seconds = time.perf_counter() - t0
+        return upsample_argmax(scores, h, w), seconds, (sh, sw)
+
 
 def argmax_channels(scores):
     """``scores.argmax(axis=0)`` as uint8 for K x H x W scores (K <= 256),
@@ -444,6 +475,33 @@ def argmax_channels(scores):
         np.greater(scores[c], best, out=better)
         np.maximum(best, scores[c], out=best)
         np.putmask(label, better, c)
+    return label
+
+
+def _bilinear_taps(size_in, size_out):
+    """Source indices and weights of a bilinear resize (OpenCV's
+    half-pixel convention, edges clamped)."""
+    x = (np.arange(size_out) + 0.5) * (size_in / float(size_out)) - 0.5
+    x = np.clip(x, 0, size_in - 1)
+    i0 = np.floor(x).astype(np.int64)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    return i0, i1, (x - i0).astype(np.float32)
+
+
+def upsample_argmax(scores, height, width, band=128):
+    """argmax over channels of K x h x w ``scores`` resized bilinearly to
+    ``height`` x ``width``, computed in bands of rows (memory K x band x
+    width, not K x height x width). uint8 labels (K <= 256)."""
+    scores = np.asarray(scores, np.float32)
+    y0, y1, wy = _bilinear_taps(scores.shape[1], height)
+    x0, x1, wx = _bilinear_taps(scores.shape[2], width)
+    label = np.empty((height, width), np.uint8)
+    for r in range(0, height, band):
+        sl = slice(r, min(r + band, height))
+        a = wy[sl][None, :, None]
+        rows = scores[:, y0[sl], :] * (1 - a) + scores[:, y1[sl], :] * a
+        full = rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+        label[sl] = argmax_channels(full)
     return label
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from hrenet.datasets import IGNORE_LABEL, DataError, load_pair
+from hrenet.datasets import IGNORE_LABEL, DataError, image_format, load_pair
 
 IMAGE_DB = "image_lmdb"
 LABEL_DB = "label_lmdb"
@@ -84,31 +84,148 @@ def decode_label_datum(datum):
 
 
 def read_meta(path):
-    with open(os.path.join(path, META)) as f:
-        return json.load(f)
+    """The dataset's meta.json; DataError if it is missing or unreadable."""
+    meta = os.path.join(path, META)
+    try:
+        with open(meta) as f:
+            value = json.load(f)
+    except FileNotFoundError as e:
+        raise DataError(path, "no meta.json: not a dataset written by "
+                        "tools/build_lmdb.py; build it first") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(meta, "not valid JSON (cut short or edited?); "
+                        "rebuild the dataset with tools/build_lmdb.py") from e
+    if not isinstance(value, dict):
+        raise DataError(meta, "not a meta.json of tools/build_lmdb.py; "
+                        "rebuild the dataset")
+    return value
+
+
+REBUILD = "rebuild the dataset with tools/build_lmdb.py (or copy it again)"
+
+
+def open_lmdb(path):
+    """Open the LMDB folder ``path`` read-only, after checking that its
+    ``data.mdb`` holds every page its header names.
+
+    LMDB maps the file into memory: reading a page beyond the end of a
+    truncated file (a copy or download cut short) kills the process with
+    SIGBUS instead of raising. So the file's size is checked against the
+    environment's last page first, and any failure to open is a
+    :class:`DataError` naming the folder.
+    """
+    import lmdb
+    data = os.path.join(path, "data.mdb")
+    if not os.path.isdir(path):
+        raise DataError(path, "LMDB folder does not exist; give a dataset "
+                        "written by tools/build_lmdb.py")
+    if not os.path.isfile(data):
+        raise DataError(path, f"no data.mdb: not an LMDB folder; {REBUILD}")
+    size = os.path.getsize(data)
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+    except lmdb.Error as e:
+        raise DataError(data, f"not a readable LMDB file ({size} bytes; "
+                        f"{str(e).split(': ')[-1]}); {REBUILD}") from e
+    try:
+        need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    except lmdb.Error as e:
+        env.close()
+        raise DataError(data, f"unreadable LMDB header ({e}); {REBUILD}") \
+            from e
+    if size < need:
+        env.close()
+        raise DataError(data, f"truncated: {size} bytes, but its header "
+                        f"names {need} bytes of pages; {REBUILD}")
+    return env
+
+
+def check_dataset(path):
+    """Check a dataset folder before any record is read: both LMDBs
+    present, whole (:func:`open_lmdb`) and of equal length. Returns the
+    number of records."""
+    if not os.path.isdir(path):
+        raise DataError(path, "dataset folder does not exist; build it with "
+                        "tools/build_lmdb.py (relative paths are taken from "
+                        "the current folder)")
+    counts = []
+    for name in (IMAGE_DB, LABEL_DB):
+        if not os.path.isdir(os.path.join(path, name)):
+            raise DataError(path, f"no {name}/ here: not a dataset written "
+                            "by tools/build_lmdb.py; build it first")
+        env = open_lmdb(os.path.join(path, name))
+        try:
+            counts.append(env.stat()["entries"])
+        finally:
+            env.close()
+    if counts[0] != counts[1]:
+        raise DataError(path, f"{IMAGE_DB} holds {counts[0]} records but "
+                        f"{LABEL_DB} {counts[1]}; {REBUILD}")
+    return counts[0]
+
+
+def _key_text(key):
+    return key.decode("utf-8", "replace")
+
+
+def parse_datum(value, key, folder, channels):
+    """The Datum of one record, checked: it parses, holds encoded JPEG/PNG
+    bytes and the expected channel count. A short or garbled record is a
+    DataError naming the key and the folder."""
+    from google.protobuf.message import DecodeError
+    datum = caffe_pb2().Datum()
+    where = f"record {_key_text(key)!r}"
+    try:
+        datum.ParseFromString(value)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise DataError(folder, f"{where} is not a caffe Datum (short or "
+                        f"garbled bytes); {REBUILD}") from e
+    if not datum.encoded or image_format(datum.data) is None:
+        raise DataError(folder, f"{where} holds no encoded JPEG/PNG (short "
+                        f"or garbled record); {REBUILD}")
+    if datum.channels != channels or datum.height < 1 or datum.width < 1:
+        raise DataError(folder, f"{where} has shape {datum.channels}x"
+                        f"{datum.height}x{datum.width} (CxHxW), expected "
+                        f"{channels} channels; {REBUILD}")
+    return datum
 
 
 def read_dataset(path):
-    """Yield ``(key, image BGR uint8, label uint8)`` in key order."""
-    import lmdb
-    pb2 = caffe_pb2()
-    envs = [lmdb.open(os.path.join(path, name), readonly=True, lock=False,
-                      subdir=True) for name in (IMAGE_DB, LABEL_DB)]
+    """Yield ``(key, image BGR uint8, label uint8)`` in key order.
+
+    The dataset is checked first (:func:`check_dataset`: no SIGBUS on a
+    truncated file) and every record as it is read (:func:`parse_datum`,
+    decodable, image and label of the datum's size); a bad one raises
+    :class:`DataError` naming the key and the LMDB folder.
+    """
+    check_dataset(path)
+    folders = [os.path.join(path, name) for name in (IMAGE_DB, LABEL_DB)]
+    envs = [open_lmdb(folder) for folder in folders]
     try:
         with envs[0].begin() as ti, envs[1].begin() as tl:
             ci, cl = ti.cursor(), tl.cursor()
             for (ki, vi), (kl, vl) in zip(ci, cl):
                 if ki != kl:
-                    raise DataError(path, f"image key {ki!r} != label key "
-                                    f"{kl!r}: the two LMDBs are not aligned")
-                di, dl = pb2.Datum(), pb2.Datum()
-                di.ParseFromString(vi)
-                dl.ParseFromString(vl)
-                yield ki.decode(), decode_image_datum(di), \
-                    decode_label_datum(dl)
-            if ti.stat()["entries"] != tl.stat()["entries"]:
-                raise DataError(path, "the image and label LMDBs hold "
-                                "different numbers of entries")
+                    raise DataError(path, f"image key {_key_text(ki)!r} != "
+                                    f"label key {_key_text(kl)!r}: the two "
+                                    f"LMDBs are not aligned; {REBUILD}")
+                di = parse_datum(vi, ki, folders[0], 3)
+                dl = parse_datum(vl, kl, folders[1], 1)
+                image = decode_image_datum(di)
+                label = decode_label_datum(dl)
+                for array, datum, folder in ((image, di, folders[0]),
+                                             (label, dl, folders[1])):
+                    if array is None or array.shape[:2] != (datum.height,
+                                                            datum.width):
+                        raise DataError(folder, f"record {_key_text(ki)!r}:"
+                                        " the encoded bytes do not decode to "
+                                        f"{datum.height}x{datum.width} "
+                                        f"(short or garbled); {REBUILD}")
+                if label.ndim != 2:
+                    raise DataError(folders[1], f"record {_key_text(kl)!r}:"
+                                    " the label is not single-channel; "
+                                    + REBUILD)
+                yield _key_text(ki), image, label
     finally:
         for env in envs:
             env.close()
@@ -282,24 +399,44 @@ def format_summary(meta):
     return "\n".join(lines)
 
 
+def _record_name(key, folder):
+    """The ``<name>`` of a ``%08d_<name>`` key."""
+    text = _key_text(key)
+    head, sep, name = text.partition("_")
+    if not (sep and head.isdigit() and name):
+        raise DataError(folder, f"record key {text!r} is not "
+                        f"{KEY_FORMAT}; {REBUILD}")
+    return name
+
+
 def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
     """Concatenate datasets written by :func:`build_dataset` into ``out``.
 
-    The records are copied as they are (no decoding), renumbered
-    ``%08d_<name>`` in source order, or in a seeded random order with
-    ``shuffle``. Every source must have the same class list. Atomic like
+    The records are copied as they are (no image decoding; each is checked
+    by :func:`parse_datum`), renumbered ``%08d_<name>`` in source order, or
+    in a seeded random order with ``shuffle``. Every source must have the
+    same class list, and each may be given once. Atomic like
     :func:`build_dataset`. Returns the new meta dictionary.
     """
-    import lmdb
     if not sources:
         raise ValueError("no source datasets to merge")
+    seen = {}
+    for src in sources:
+        real = os.path.realpath(src)
+        if real in seen:
+            also = "" if seen[real] == src else f" (also as {seen[real]})"
+            raise DataError(src, f"given twice{also}; list each dataset "
+                            "once")
+        seen[real] = src
     metas = []
     for src in sources:
-        if not os.path.isfile(os.path.join(src, META)):
-            raise DataError(src, "not a dataset written by "
-                            "tools/build_lmdb.py (no meta.json); build it "
-                            "first")
+        check_dataset(src)
         metas.append(read_meta(src))
+        for field in ("classes", "num_classes", "class_pixels",
+                      "ignore_pixels"):
+            if field not in metas[-1]:
+                raise DataError(os.path.join(src, META), f"has no "
+                                f"{field!r}; {REBUILD}")
         if metas[-1]["classes"] != metas[0]["classes"]:
             raise DataError(src, f"its classes differ from {sources[0]}'s; "
                             "only datasets with one class list can merge")
@@ -309,14 +446,19 @@ def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
                               "replace it")
     entries = []  # (source index, key)
     for i, src in enumerate(sources):
-        env = lmdb.open(os.path.join(src, IMAGE_DB), readonly=True,
-                        lock=False, subdir=True)
-        with env.begin() as txn:
-            entries += [(i, k) for k, _ in txn.cursor()]
-        env.close()
+        folder = os.path.join(src, IMAGE_DB)
+        env = open_lmdb(folder)
+        try:
+            with env.begin() as txn:
+                for k in txn.cursor().iternext(values=False):
+                    _record_name(k, folder)
+                    entries.append((i, k))
+        finally:
+            env.close()
     if shuffle:
         order = np.random.RandomState(seed).permutation(len(entries))
         entries = [entries[j] for j in order]
+    import lmdb
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
@@ -324,21 +466,23 @@ def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
     os.makedirs(tmp)
     readers = []
     try:
-        readers = [[lmdb.open(os.path.join(src, db), readonly=True,
-                              lock=False, subdir=True)
-                    for db in (IMAGE_DB, LABEL_DB)] for src in sources]
+        for src in sources:
+            readers.append([])
+            for db in (IMAGE_DB, LABEL_DB):
+                readers[-1].append(open_lmdb(os.path.join(src, db)))
         for d, db in enumerate((IMAGE_DB, LABEL_DB)):
             env = lmdb.open(os.path.join(tmp, db), map_size=MAP_SIZE,
                             subdir=True, meminit=False)
             txns = [r[d].begin() for r in readers]
             wtxn = env.begin(write=True)
             for n, (i, key) in enumerate(entries):
+                folder = os.path.join(sources[i], db)
                 value = txns[i].get(key)
                 if value is None:
-                    raise DataError(sources[i], f"key {key!r} is in the "
-                                    f"image LMDB but not in {db}")
-                name = key.decode().split("_", 1)[1]
-                wtxn.put(make_key(n, name), value)
+                    raise DataError(folder, f"record {_key_text(key)!r} of "
+                                    f"{IMAGE_DB} is missing here; {REBUILD}")
+                parse_datum(value, key, folder, 3 if d == 0 else 1)
+                wtxn.put(make_key(n, _record_name(key, folder)), value)
                 if (n + 1) % COMMIT_EVERY == 0:
                     wtxn.commit()
                     wtxn = env.begin(write=True)

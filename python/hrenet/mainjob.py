@@ -42,8 +42,8 @@ FORMATS = ("synthetic", "voc", "sbd", "stanford-bg", "folder")
 
 
 def settings(quick=False, iters=None, seed=0):
-    """The job's settings; ``quick`` is the one-minute version the tests
-    run (fewer, smaller images and a few iterations)."""
+    """The job's settings; ``quick`` is the seconds-long smoke version
+    the tests run (fewer, smaller images and a few iterations)."""
     s = dict(
         num_images=40 if quick else 400, height=64, width=80, classes=4,
         nrenet_widths=(8, 8, 8) if quick else (16, 16, 16),
@@ -384,16 +384,25 @@ def run(out, *args, **kwargs):
     """Run the whole job into the folder ``out``; returns the report dict.
 
     Raises :class:`hrenet.inference.ToolError` with one line on bad input
-    (a missing or empty ``root``, a split without images); the run folder
-    is then removed if this call created it, so nothing half-written stays.
-    See :func:`_run` for the arguments.
+    (a missing or empty ``root``, a split without images). On any failure,
+    Ctrl-C included, the run folder is removed if this call created it (or
+    found it empty), so nothing half-written stays. See :func:`_run` for
+    the arguments.
     """
-    created = not os.path.exists(out)
+    existed = os.path.isdir(out)
+    fresh = not existed or not os.listdir(out)
     try:
         return _run(out, *args, **kwargs)
-    except (ToolError, ds.DataError):
-        if created:
+    except BaseException:
+        if not existed:
             shutil.rmtree(out, ignore_errors=True)
+        elif fresh:  # empty before: empty again
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
         raise
 
 

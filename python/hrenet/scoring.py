@@ -41,31 +41,27 @@ class Split(object):
 
 def lmdb_split(source):
     """The split in ``source`` (``image_lmdb``, ``label_lmdb``,
-    ``meta.json``)."""
+    ``meta.json``), checked at once (:func:`hrenet.lmdb_io.check_dataset`:
+    both LMDBs whole, so a truncated file is an error, not a SIGBUS) and
+    record by record as it is read (:func:`hrenet.lmdb_io.read_dataset`)."""
     from hrenet import lmdb_io
-    meta_path = os.path.join(source, lmdb_io.META)
-    for name in (lmdb_io.IMAGE_DB, lmdb_io.LABEL_DB):
-        if not os.path.isdir(os.path.join(source, name)):
-            raise ToolError(f"{source}: no {name}/ here; give a directory "
-                            "written by tools/build_lmdb.py")
-    meta = lmdb_io.read_meta(source) if os.path.isfile(meta_path) else {}
+    try:
+        count = lmdb_io.check_dataset(source)
+        meta = lmdb_io.read_meta(source) if os.path.isfile(
+            os.path.join(source, lmdb_io.META)) else {}
+    except ds.DataError as e:
+        raise ToolError(str(e)) from e
 
     def items():
         for key, image, label in lmdb_io.read_dataset(source):
             name = key.split("_", 1)[-1]
-            if image is None:
-                raise ds.DataError(source, f"entry {key}: the image cannot "
-                                   "be decoded (corrupt bytes)")
-            if label is None:
-                raise ds.DataError(source, f"entry {key}: the label cannot "
-                                   "be decoded (corrupt bytes)")
             if label.shape != image.shape[:2]:
                 raise ds.DataError(source, f"entry {key}: label "
                                    f"{label.shape} and image "
                                    f"{image.shape[:2]} differ in size")
             yield name, image, label
-    return Split(items, int(meta.get("count", 0)) or None,
-                 meta.get("classes"), meta.get("format"), source)
+    return Split(items, count or None, meta.get("classes"),
+                 meta.get("format"), source)
 
 
 def dataset_split(samples, num_classes, fmt=None, where=""):
@@ -212,12 +208,31 @@ def iter_images(paths):
     return out
 
 
+FIX_IMAGE = "replace it or leave it out"
+
+
+def image_size(path):
+    """(height, width) of an image file from its header, without decoding
+    it; ToolError naming the file if it is not a readable image."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as e:
+        raise ToolError(f"{path}: {e}; scale it down first") from e
+    except (OSError, ValueError) as e:
+        what = ("not an image file" if "identify" in str(e) else
+                f"cannot read the image ({e})")
+        raise ToolError(f"{path}: {what}; {FIX_IMAGE}") from e
+    return h, w
+
+
 def read_image(path):
     """BGR uint8 image of a file; ToolError if it cannot be decoded."""
     try:
         _, image = ds.decode_image(path)
     except ds.DataError as e:
-        raise ToolError(str(e)) from e
+        raise ToolError(f"{e}; {FIX_IMAGE}") from e
     return image
 
 

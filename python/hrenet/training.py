@@ -124,15 +124,101 @@ def validation_transform(deploy_param, train_param):
 
 
 def check_sources(net_param, path, phase):
+    from hrenet import lmdb_io
+    from hrenet.datasets import DataError
     for source in seg_data_sources(net_param, phase):
         if not os.path.isdir(os.path.join(source, "image_lmdb")):
             raise ToolError(f"{path}: SegData source {source!r} is not a "
                             "directory written by tools/build_lmdb.py "
                             "(relative paths are taken from the current "
                             "directory)")
+        try:  # a truncated LMDB would kill Caffe's reader with SIGBUS
+            lmdb_io.check_dataset(source)
+        except DataError as e:
+            raise ToolError(f"{path}: SegData source: {e}") from e
 
 
-def check_snapshot(net, path):
+def check_solverstate_file(path):
+    """Refuse a file that is not a binary ``.solverstate`` (a
+    ``.caffemodel``, say) before Caffe's Restore aborts on it."""
+    from hrenet import inference
+    inference.require_file(path, "snapshot (.solverstate)",
+                           "give the .solverstate that --snapshot names")
+    if path.endswith(".h5"):
+        return  # HDF5 snapshots: left to Caffe
+    pb2 = inference.caffe_pb2()
+    with open(path, "rb") as f:
+        data = f.read()
+    base = os.path.splitext(path)[0]
+    weights = pb2.NetParameter()
+    try:
+        weights.ParseFromString(data)
+        is_weights = bool(len(weights.layer) or len(weights.layers))
+    except Exception:
+        is_weights = False
+    if is_weights:
+        raise ToolError(f"--snapshot {path}: a .caffemodel (weights), not a "
+                        "solver state; pass the .solverstate saved beside "
+                        f"it ({base}.solverstate) to resume, or this file "
+                        "as --weights to start from its weights")
+    state = pb2.SolverState()
+    try:
+        state.ParseFromString(data)
+        ok = state.HasField("iter")  # Caffe always writes it
+    except Exception:
+        ok = False
+    if not ok:
+        raise ToolError(f"--snapshot {path}: not a binary .solverstate "
+                        "written by Caffe; give a <prefix>_iter_N.solverstate "
+                        "from a run's snapshots/ folder")
+
+
+def solver_type(param):
+    """The solver's type name (``type``, else the legacy ``solver_type``
+    enum, else SGD)."""
+    if param.HasField("type") or not param.HasField("solver_type"):
+        return param.type or "SGD"
+    return {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp",
+            4: "AdaDelta", 5: "Adam"}.get(param.solver_type, "SGD")
+
+
+def learnable_shapes(net):
+    """Shapes of the net's learnable parameter blobs in Caffe's order,
+    each shared blob once (shared parameters share their memory)."""
+    seen, shapes = set(), []
+    for layer in net.layers:
+        for blob in layer.blobs:
+            ptr = blob.data.ctypes.data
+            if ptr not in seen:
+                seen.add(ptr)
+                shapes.append(tuple(blob.data.shape))
+    return shapes
+
+
+def check_history(net, state, path, solver_type):
+    """The solver state's history blobs against the train net: Caffe's
+    Restore aborts on a count or shape that differs."""
+    from hrenet import inference
+    shapes = learnable_shapes(net)
+    copies = 2 if solver_type in ("Adam", "AdaDelta") else 1
+    if len(state.history) != copies * len(shapes):
+        raise ToolError(
+            f"--snapshot {path}: holds {len(state.history)} history blobs "
+            f"but the {solver_type} solver on this net keeps "
+            f"{copies * len(shapes)}; it was saved by another solver type "
+            "or net: resume with the solver and net that wrote it")
+    for i, blob in enumerate(state.history):
+        want = shapes[i % len(shapes)]
+        got, legacy = inference._proto_shape(blob)
+        if not inference._shape_equal(want, got, legacy):
+            raise ToolError(
+                f"--snapshot {path}: history blob {i} has shape "
+                f"{'x'.join(map(str, got))} but the net's parameter has "
+                f"{'x'.join(map(str, want))}; it was saved for another "
+                "net: resume with the net that wrote it")
+
+
+def check_snapshot(net, path, solver_type=None):
     """Check a binary ``.solverstate`` and the weights it names against the
     train net before Caffe's Restore (which aborts on a mismatch)."""
     from hrenet import inference
@@ -151,6 +237,8 @@ def check_snapshot(net, path):
                                ".solverstate")
         inference.check_weights(net, inference.read_weights(
             state.learned_net), state.learned_net)
+    if solver_type is not None:
+        check_history(net, state, path, solver_type)
 
 
 def snapshot_files(prefix, it):
@@ -205,13 +293,21 @@ def train(solver_path, out, weights=None, snapshot=None, gpu=None,
     inference.set_mode(gpu)  # a bad --gpu stops before anything is written
     out = os.path.abspath(out)
     created = not os.path.exists(out)
+    before = set() if created else set(os.listdir(out))
     try:
         solver, val = _set_up(solver_path, out, weights, snapshot, gpu,
                               val_every, deploy, val_source, iters,
                               overwrite, info)
     except BaseException:
-        if created:
+        if created:  # a start-up failure leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
+        elif os.path.isdir(out):
+            for name in set(os.listdir(out)) - before:
+                path = os.path.join(out, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
         raise
     return _loop(solver, val, out, snapshot, display, progress,
                  should_stop, val_every, val_limit)
@@ -231,7 +327,7 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
     train_param = inference.read_net_param(train_path)
     check_sources(train_param, train_path, 0)
     if snapshot:
-        inference.require_file(snapshot, "snapshot (.solverstate)")
+        check_solverstate_file(snapshot)
     weights_param = inference.read_weights(weights) if weights else None
     log_path = os.path.join(out, LOG)
     if os.path.exists(log_path) and not snapshot and not overwrite:
@@ -278,7 +374,7 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
             info(f"copied {len(matched)} layer(s) with parameters from "
                  f"{weights}")
     if snapshot:
-        check_snapshot(solver.net, snapshot)
+        check_snapshot(solver.net, snapshot, solver_type(sp))
         solver.restore(snapshot)
     val = None
     if val_every:

@@ -44,7 +44,10 @@ def test_dry_run_schedule_follows_iters(tmp_path):
     assert r.returncode == 0
     assert "# hrenet/d: 100 iterations, lr x0.1 every 50, iter_size 10" \
         in r.stdout
-    assert r.stdout.count("--weights vgg.caffemodel") == 4  # trainings
+    # trainings; a relative path is the caller's, made absolute (the
+    # commands run from the repository root)
+    weights = os.path.abspath("vgg.caffemodel")
+    assert r.stdout.count(f"--weights {weights}") == 4
 
 
 def test_real_data_missing_is_one_line(tmp_path):
