@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The first k channels of named blobs for one image, as grayscale PNG grids
 (the paper's Figure 2: renet1 (vertical) and renet3 (horizontal) of
-N-ReNet).
+N-ReNet, whose blobs are renet1_v and renet3_h).
 
 Runs the deploy net on the image at its own size and writes one
 OUT/<blob>.png per blob: channels laid out row-major, each min-max
@@ -11,7 +11,7 @@ blobs it has.
 
 Example:
   visualize_features.py --model prototxt/nrenet/fold1/deploy.prototxt \\
-      --weights nrenet.caffemodel --blobs renet1 renet3 --k 16 \\
+      --weights nrenet.caffemodel --blobs renet1_v renet3_h --k 16 \\
       image.jpg --out runs/figure2
 """
 import os
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="deploy prototxt")
     p.add_argument("--weights", required=True, help=".caffemodel")
     p.add_argument("--blobs", nargs="+", required=True,
-                   help="blob names, e.g. renet1 renet3")
+                   help="blob names, e.g. renet1_v renet3_h")
     p.add_argument("--k", type=positive_int, default=16,
                    help="channels per blob (default: %(default)s)")
     p.add_argument("--cols", type=positive_int, default=None,

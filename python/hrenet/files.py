@@ -130,13 +130,7 @@ def check_output_dir(path, flag="--out"):
     if os.path.exists(target) and not os.path.isdir(target):
         raise _output_error(flag, path, "a file of that name exists; give "
                             "a folder path (or move the file away)")
-    existing = target
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise _output_error(flag, path, f"{existing} is a file, not a "
-                            "folder; give a path under a folder")
-    _probe_writable(existing, flag, path)
+    _check_parents(target, flag, path)
     return target
 
 
@@ -147,8 +141,20 @@ def check_output_file(path, flag="--out"):
     target = os.path.abspath(path)
     if os.path.isdir(target):
         raise _output_error(flag, path, "is a folder; give a file path")
-    check_output_dir(os.path.dirname(target), flag)
+    _check_parents(os.path.dirname(target), flag, path)
     return target
+
+
+def _check_parents(folder, flag, path):
+    """The nearest existing folder at or above ``folder`` is a folder that
+    this process can write into."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _output_error(flag, path, f"{existing} is a file, not a "
+                            "folder; give a path under a folder")
+    _probe_writable(existing, flag, path)
 
 
 def _probe_writable(folder, flag, path):
