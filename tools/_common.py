@@ -92,7 +92,9 @@ def int_range(low, high=INT32_MAX):
     def check(v):
         if v < low:
             return ""
-        return True if v <= high else f"at most {high}"
+        if v <= high:
+            return True
+        return f"at most {high}" if high == INT32_MAX else ""
     return _typed(_int, what, check)
 
 

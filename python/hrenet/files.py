@@ -1,6 +1,13 @@
 """Atomic output files: write to a temporary name beside the target, then
 rename, so that a crash or an interrupt never leaves a half-written file at a
-final path."""
+final path.
+
+For whole output folders: :func:`check_output_dir` (and
+:func:`check_output_file`) say before any work starts whether ``--out`` can
+be written, naming the flag and the fix; :class:`StagedOutput` writes a
+folder's files into a temporary folder beside it and moves them in only
+when everything succeeded. :func:`os_error_message` turns an OSError into
+one sentence with the path, the reason and the fix."""
 import contextlib
 import errno
 import json
