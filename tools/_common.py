@@ -188,8 +188,10 @@ def _line(message):
 def cli(main=None, interrupted="nothing was written; run the command "
         "again"):
     """Wrap ``main(args)``: user errors (ToolError, DataError, OSError such
-    as a folder that cannot be written) become one ``error:`` line and exit
-    status 1, running out of memory too; Ctrl-C exits 130 with one line
+    as a folder that cannot be written, and RuntimeError: pycaffe raises it
+    for a Caffe layer's UserError, a damaged LMDB say, with the layer's one
+    sentence) become one ``error:`` line and exit status 1, running out of
+    memory too; Ctrl-C exits 130 with one line
     (``error: interrupted (Ctrl-C); `` + ``interrupted``, which says what
     is left); SIGTERM exits 143. Set HRENET_TRACEBACK=1 to get the
     traceback instead. Use as ``@cli`` or ``@cli(interrupted="...")``."""
@@ -202,7 +204,8 @@ def cli(main=None, interrupted="nothing was written; run the command "
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return main(args)
-        except (ToolError, DataError, OSError, MemoryError) as e:
+        except (ToolError, DataError, OSError, MemoryError,
+                RuntimeError) as e:
             if os.environ.get("HRENET_TRACEBACK"):
                 raise
             if isinstance(e, MemoryError):

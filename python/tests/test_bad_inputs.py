@@ -732,3 +732,16 @@ def test_unknown_flag_is_one_line(tmp_path):
 def test_missing_required_flag_is_one_line():
     r = run("train", "--solver", "s.prototxt")
     one_error(r, "required", "--out", "--help", status=2)
+
+
+def test_infer_layer_parameter_error_from_caffe(toolsetup, tmp_path):
+    """A layer's UserError (here a ReNet with num_output 0) reaches the tool
+    as pycaffe's RuntimeError: its one sentence, exit 1, no traceback."""
+    bad = tmp_path / "bad_deploy.prototxt"
+    bad.write_text(open(toolsetup.deploy).read().replace("num_output: 4",
+                                                         "num_output: 0"))
+    image = os.path.join(toolsetup.syn, "JPEGImages")
+    r = run("infer", "--model", bad, "--weights", toolsetup.weights, image,
+            "--out", tmp_path / "o")
+    one_error(r, "ReNet layer 'renet1'", "num_output is 0")
+    nothing_at(tmp_path / "o")
