@@ -79,7 +79,7 @@ def main(args):
     if args.dynamic and args.width is not None:
         raise ToolError("--width goes with --height; --dynamic leaves both "
                         "free")
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a, **k: None) if args.quiet else print
     try:  # an unsupported layer stops the export before anything loads
         onnx_export.split_at_crf(inference.read_net_param(args.model))
     except onnx_export.UnsupportedLayer as e:

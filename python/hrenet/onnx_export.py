@@ -772,7 +772,9 @@ def _compare(name, ref, got):
                 "range": 0.0, "rel_diff": float("inf"), "labels": 0.0}
     diff = float(np.abs(ref - got).max()) if ref.size else 0.0
     rng = float(ref.max() - ref.min()) if ref.size else 0.0
-    rel = diff / rng if rng > 0 else diff
+    # a constant output (one value per image) has no range: its magnitude
+    scale = rng if rng > 0 else float(np.abs(ref).max()) if ref.size else 0
+    rel = diff / scale if scale > 0 else diff
     labels = 1.0
     if ref.ndim >= 2 and ref.shape[1] > 1:
         labels = float(np.mean(ref.argmax(1) == got.argmax(1)))
