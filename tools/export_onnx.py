@@ -18,8 +18,10 @@ photograph to pycaffe and ONNX Runtime, prints the max abs difference of
 every output (and of the CRF net's final output) and the fraction of
 identical argmax labels, and fails (exit status 1, nothing written) when
 a difference exceeds 1e-4 of the output's range or fewer than 99.99% of
-the labels agree (flipped labels are listed with how close Caffe's top two
-scores were there). --dynamic models are checked at two sizes.
+the labels agree, counting as a tie a pixel whose two best Caffe scores are
+closer than that score tolerance (differing labels are listed with the
+largest such gap). --dynamic models are checked at two sizes. For a CRF
+net, the CRF run on the ONNX outputs is held to the label tolerance.
 
 Example:
   export_onnx.py --model prototxt/hrenet/d/deploy.prototxt \\
