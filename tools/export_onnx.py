@@ -86,6 +86,8 @@ def main(args):
     if args.dynamic and args.width is not None:
         raise ToolError("--width goes with --height; --dynamic leaves both "
                         "free")
+    if (args.height is None) != (args.width is None):
+        raise ToolError("give --height and --width together")
     say = (lambda *a, **k: None) if args.quiet else print
     try:  # an unsupported layer stops the export before anything loads
         onnx_export.split_at_crf(inference.read_net_param(args.model))
@@ -101,8 +103,6 @@ def main(args):
                         f"{len(shape)}-D; the export needs N x 3 x H x W")
     height = args.height if args.height is not None else shape[2]
     width = args.width if args.width is not None else shape[3]
-    if (args.height is None) != (args.width is None):
-        raise ToolError("give --height and --width together")
     if height < 1 or width < 1:
         raise ToolError(f"--height {height} --width {width}: sizes must be "
                         ">= 1")
