@@ -132,14 +132,16 @@ def main(args):
             model.mean, model.scale, seed=args.seed)
         say(onnx_export.format_parity(records), end="")
         if not onnx_export.parity_passed(records):
-            worst = max(records, key=lambda r: r["rel_diff"])
+            bad = [r for r in records
+                   if not onnx_export.record_passed(r)] or records
+            r = bad[0]
             raise ToolError(
                 f"{args.model}: the ONNX model differs from pycaffe beyond "
-                f"tolerance ({worst['output']}: max |diff| "
-                f"{worst['max_abs_diff']:.3g}, {worst['rel_diff']:.2g} of "
-                f"the range; labels {100 * min(r['labels'] for r in records):.4f}"
-                f"% identical); nothing written (--no-check writes it "
-                "unchecked)")
+                f"tolerance ({r['output']}, {r['input']} input: max |diff| "
+                f"{r['max_abs_diff']:.3g}, {r['rel_diff']:.2g} of the "
+                f"range; {100 * r['labels']:.4f}% identical labels, "
+                f"{r.get('ties', 0)} ties); nothing written (--no-check "
+                "writes it unchecked)")
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             f.write(blob)

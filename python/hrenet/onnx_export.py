@@ -60,8 +60,9 @@ from hrenet import renet
 from hrenet.inference import ToolError
 
 __all__ = ["OPSET", "IR_VERSION", "META", "CONVERTERS", "UnsupportedLayer",
-           "deploy_layers", "split_at_crf", "convert", "convert_net", "check_parity",
-           "parity_passed", "format_parity", "REL_TOL", "LABEL_TOL"]
+           "deploy_layers", "split_at_crf", "convert", "convert_net",
+           "check_parity", "record_passed", "parity_passed", "format_parity",
+           "REL_TOL", "LABEL_TOL"]
 
 #: ONNX opset and IR version of the exported models (ONNX Runtime >= 1.14
 #: and current mobile runtimes read them).
@@ -593,7 +594,9 @@ def convert(param, params, shapes, dynamic=False, mean=None, scale=None,
 
     Returns (onnx.ModelProto, info) with info = {"inputs": [names],
     "outputs": {onnx output: caffe blob}, "output": the prediction output
-    (ONNX name, or the tail's blob), "crf": the tail dict or None}. The
+    (ONNX name, or the tail's blob), "crf": the tail dict or None,
+    "tensors": {caffe blob: the ONNX tensor of its last version before the
+    tail}}. The
     tail dict ("prototxt": a net of Input layers for its inputs and the
     layers from the first DenseCRF on; "inputs": {blob: ONNX input or
     output name}; "blobs": {layer: [{"shape", "data"}]}; "output": its
@@ -853,13 +856,14 @@ def check_parity(net, onnx_model, sizes, mean, scale, seed=0):
     return records
 
 
-def _ok(r, rel_tol, label_tol):
+def record_passed(r, rel_tol=REL_TOL, label_tol=LABEL_TOL):
+    """One :func:`check_parity` record within the tolerances."""
     return (r.get("labels_or_ties", r["labels"]) >= label_tol
             and (r.get("gate") == "labels" or r["rel_diff"] <= rel_tol))
 
 
 def parity_passed(records, rel_tol=REL_TOL, label_tol=LABEL_TOL):
-    return all(_ok(r, rel_tol, label_tol) for r in records)
+    return all(record_passed(r, rel_tol, label_tol) for r in records)
 
 
 def format_parity(records, rel_tol=REL_TOL, label_tol=LABEL_TOL):
@@ -871,7 +875,7 @@ def format_parity(records, rel_tol=REL_TOL, label_tol=LABEL_TOL):
              f"{'input':8} {'size':>9}  {'output':28} {'max |diff|':>10} "
              f"{'range':>10} {'rel':>9} {'labels':>9}  ok"]
     for r in records:
-        ok = _ok(r, rel_tol, label_tol)
+        ok = record_passed(r, rel_tol, label_tol)
         flips = (f" ({r['flipped']} px differ, {r['ties']} of them "
                  f"ties: Caffe's top two scores within {rel_tol:g} x the "
                  f"range; largest gap {r['flip_margin']:.2g})"

@@ -149,7 +149,8 @@ class OnnxModel(object):
     def check_size(self, shape):
         fixed = self.input_shape
         if len(fixed) == len(shape) and all(
-                not isinstance(f, int) or f == s for f, s in zip(fixed, shape)):
+                not isinstance(f, int) or f == s
+                for f, s in zip(fixed, shape)):
             return
         want = "x".join(str(f) for f in fixed)
         raise ToolError(f"{self.path}: exported for {want} inputs, got "

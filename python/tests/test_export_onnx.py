@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from hrenet import fixtures, inference, onnx_export, onnx_run, renet  # noqa: E402
+from hrenet import (fixtures, inference, onnx_export,  # noqa: E402
+                    onnx_run, renet)
 
 from _run import run_tool  # noqa: E402
 
@@ -38,7 +39,8 @@ layer {{ name: "renet2_v" type: "ReNet" bottom: "renet1_h" top: "renet2_v"
   renet_param {{ num_output: 4 direction: VERTICAL patch_h: {patch}
     patch_w: 1 unit: {unit} {filler} }} }}
 layer {{ name: "renet2_h" type: "ReNet" bottom: "renet2_v" top: "renet2_h"
-  renet_param {{ num_output: 4 direction: HORIZONTAL unit: {unit} {filler} }} }}
+  renet_param {{ num_output: 4 direction: HORIZONTAL unit: {unit}
+    {filler} }} }}
 layer {{ name: "classifier" type: "Convolution" bottom: "renet2_h"
   top: "classifier" convolution_param {{ num_output: 4 kernel_size: 1
     weight_filler {{ type: "gaussian" std: 1 }}
