@@ -8,9 +8,16 @@ legend of the classes present. The net's mean/scale come from its Input
 layer's transform_param unless --mean/--scale are given; --crf adds (or uses)
 the DenseCRF layer. A summary goes to OUT/infer.json.
 
+--onnx MODEL.onnx (instead of --model/--weights) runs a model written by
+tools/export_onnx.py with ONNX Runtime; the mean/scale come from its
+metadata, and a model exported from a net with a DenseCRF runs that CRF
+(its settings and learned blobs, from the metadata) through pycaffe after
+ONNX Runtime; --crf appends our DenseCRF to a model without one.
+
 Example:
   infer.py --model prototxt/hrenet/g/deploy.prototxt --weights g.caffemodel \\
       photos/ street.jpg --out runs/infer
+  infer.py --onnx hrenet_g.onnx photos/ --out runs/infer_onnx
 """
 import os
 import sys
@@ -32,8 +39,13 @@ def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files or folders of images")
-    p.add_argument("--model", required=True, help="deploy prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel")
+    p.add_argument("--model", default=None,
+                   help="deploy prototxt (required unless --onnx)")
+    p.add_argument("--weights", default=None,
+                   help=".caffemodel (required unless --onnx)")
+    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="run an exported model with ONNX Runtime instead "
+                   "(default: none)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="class names for the legend, one per line (default: "
@@ -71,15 +83,32 @@ def main(args):
     import numpy as np
     from PIL import Image
     from tqdm import tqdm
+    if args.onnx and (args.model or args.weights):
+        raise ToolError("--onnx runs an exported model: leave out --model "
+                        "and --weights")
+    if not args.onnx and not (args.model and args.weights):
+        raise ToolError("give --model and --weights (or --onnx MODEL.onnx)")
+    if args.onnx and args.gpu is not None:
+        raise ToolError("--gpu is for pycaffe; --onnx runs on ONNX "
+                        "Runtime's CPU provider")
     check_output_dir(args.out)
     paths = scoring.iter_images(args.images)
     sizes = [scoring.image_size(path) for path in paths]  # all readable
     if args.classes:
         ds.read_class_names(args.classes)
-    inference.set_mode(args.gpu)
-    model = inference.load_model(
-        args.model, args.weights, crf=args.crf, crf_params=crf_params(args),
-        mean=args.mean, scale=args.scale, blob=args.blob, warn=warn)
+    if args.onnx:
+        from hrenet.onnx_run import OnnxModel
+        model = OnnxModel(args.onnx, mean=args.mean, scale=args.scale,
+                          blob=args.blob,
+                          crf_params=crf_params(args) if args.crf else None)
+        if model.tail is not None or args.crf:
+            inference.set_mode(None)
+    else:
+        inference.set_mode(args.gpu)
+        model = inference.load_model(
+            args.model, args.weights, crf=args.crf,
+            crf_params=crf_params(args), mean=args.mean, scale=args.scale,
+            blob=args.blob, warn=warn)
     k = model.num_classes
     if args.classes:
         names = ds.read_class_names(args.classes)
@@ -136,12 +165,17 @@ def main(args):
                 "classes": {names[c]: int(counts[c])
                             for c in np.nonzero(counts)[0]},
             })
+        if args.onnx:  # did a DenseCRF run: the net's own, or --crf's
+            ran_crf = model.tail is not None or model.extra_crf is not None
+        else:
+            ran_crf = bool(inference.crf_layers(model.param))
         write_json(os.path.join(tmp, "infer.json"), {
-            "model": os.path.abspath(args.model),
-            "weights": os.path.abspath(args.weights), "crf": bool(args.crf),
-            "blob": model.blob, "mean": model.mean, "scale": model.scale,
-            "max_side": args.max_side, "classes": names,
-            "images": results})
+            "model": os.path.abspath(args.onnx or args.model),
+            "weights": None if args.onnx else os.path.abspath(args.weights),
+            "runtime": "onnxruntime" if args.onnx else "caffe",
+            "crf": ran_crf, "blob": model.blob, "mean": model.mean,
+            "scale": model.scale, "max_side": args.max_side,
+            "classes": names, "images": results})
     if not args.quiet:
         ms = sum(r["forward_ms"] for r in results) / len(results)
         print(f"{len(results)} images, net {ms:.1f} ms per image; wrote "

@@ -10,6 +10,12 @@ list the FCN first to get H-ReNet / FCN and + DenseCRF / FCN. Weights are
 optional (timing does not depend on them). Writes OUT/time.json and
 OUT/time.md; CPU unless --gpu N.
 
+ONNX Runtime column (on the CPU, when onnx and onnxruntime are installed;
+--no-onnx leaves it out): each net is exported in memory as
+tools/export_onnx.py does and --repeats passes of ONNX Runtime are timed
+on the same image (for CRF nets with the DenseCRF after it, run by
+pycaffe as tools/infer.py --onnx does). Skipped with --gpu.
+
 Example:
   time_net.py prototxt/fcn/a/deploy.prototxt \\
       prototxt/hrenet/d/deploy.prototxt \\
@@ -18,11 +24,12 @@ Example:
 import os
 import platform
 import sys
+from argparse import BooleanOptionalAction
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # _common puts python/ on the path
 from _common import (add_device, cli, int_range, nonneg_int,  # noqa: E402
-                     parser, positive_int)
+                     parser, positive_int, warn)
 from hrenet import inference, timing  # noqa: E402
 from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
 from hrenet.files import write_json, write_text  # noqa: E402
@@ -52,6 +59,13 @@ def parse_args(argv=None):
                    help="timed passes (default: %(default)s)")
     p.add_argument("--no-layers", action="store_true",
                    help="skip the per-layer passes (default: off)")
+    p.add_argument("--onnx", action=BooleanOptionalAction,
+                   default=True,
+                   help="time ONNX Runtime too, when installed (default: "
+                   "%(default)s)")
+    p.add_argument("--onnx-threads", type=nonneg_int, default=0,
+                   help="ONNX Runtime intra-op threads (default: "
+                   "%(default)s, its own choice: the physical cores)")
     p.add_argument("--out", default=None,
                    help="directory for time.json and time.md (default: "
                    "print only)")
@@ -86,8 +100,18 @@ def main(args):
     for path in args.models:
         inference.read_net_param(path)  # all parse before any time is spent
     device = inference.set_mode(args.gpu)
+    onnx = args.onnx
+    onnx_note = None
+    if onnx and args.gpu is not None:
+        onnx, onnx_note = False, "ONNX Runtime runs on the CPU only here"
+    elif onnx and timing.onnx_available():
+        onnx, onnx_note = False, ("onnx/onnxruntime not installed ("
+                                  + timing.onnx_available() + ")")
+    if onnx_note:
+        warn(f"no ONNX Runtime column: {onnx_note}")
     results = []
-    passes = args.repeats * (1 if args.no_layers else 2)
+    passes = args.repeats * (1 if args.no_layers else 2) + \
+        (args.repeats if onnx else 0)
     bar = tqdm(total=passes * len(args.models), unit="pass", desc="time",
                disable=args.quiet, dynamic_ncols=True, leave=False)
     try:
@@ -97,6 +121,13 @@ def main(args):
             r = timing.time_forward(model, args.height, args.width,
                                     args.warmup, args.repeats,
                                     not args.no_layers, bar.update)
+            if onnx:
+                try:
+                    r["onnx"] = timing.time_onnx(
+                        model, args.height, args.width, args.warmup,
+                        args.repeats, bar.update, args.onnx_threads)
+                except ToolError as e:  # a layer the export cannot map
+                    warn(f"{path}: no ONNX Runtime time: {e}")
             r["name"] = args.names[i] if args.names else default_name(path)
             r["model"] = os.path.abspath(path)
             results.append(r)
@@ -110,11 +141,13 @@ def main(args):
               platform.machine(), "cpu_count": os.cpu_count(),
               "height": args.height, "width": args.width,
               "warmup": args.warmup, "repeats": args.repeats,
-              "nets": results}
+              "onnx": onnx, "onnx_note": onnx_note, "nets": results}
     md = (f"Forward time per {args.height}x{args.width} image on {device} "
           f"(median of {args.repeats} passes after {args.warmup} warm-up; "
-          "per-type columns: sums of per-layer medians)\n\n"
-          + timing.format_markdown(results))
+          "per-type columns: sums of per-layer medians"
+          + ("; ONNX Runtime: the exported net on the CPU, CRF nets with "
+             "their DenseCRF through pycaffe after it" if onnx else "")
+          + ")\n\n" + timing.format_markdown(results))
     print(md, end="")
     if args.out:
         with StagedOutput(last=("time.json",)) as stage:

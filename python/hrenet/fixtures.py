@@ -373,3 +373,47 @@ def write_hybridnet_caffemodel(path, num_classes=21, seed=0,
     with open(path, "wb") as f:
         f.write(bytes(data))
     return values
+
+
+# --------------------------------------------------------------------------
+# Random weights at a trained net's scale.
+
+def randomize_weights(net, seed=0):
+    """Fill a caffe.Net's parameters with random values whose activations
+    stay at a trained net's scale, touching every part of every blob.
+
+    The generated nets' own fillers (N(0, 0.1) for conv6-conv8, BatchNorm
+    statistics of 0) give a random VGG trunk logits of 10^3-10^4: the
+    ReNet gates then saturate and float32 rounding alone moves outputs by
+    about 1e-4 of their range. Here instead: Convolution / Deconvolution
+    weights N(0, 2 / fan_in) (MSRA), biases N(0, 0.1); BatchNorm mean
+    N(0, 1), variance U(0.5, 2) and scale factor U(0.5, 2) (so the export
+    must divide by it); Scale U(0.5, 1.5) and bias N(0, 0.1); ReNet W, U
+    and b U(-0.2, 0.2); DenseCRF kernel weights near their defaults and
+    the compatibility -I plus N(0, 0.1) noise. Other layers' blobs N(0,
+    0.1).
+    """
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        blobs = [b.data for b in layer.blobs]
+        if not blobs:
+            continue
+        kind = layer.type
+        for i, a in enumerate(blobs):
+            if kind in ("Convolution", "Deconvolution") and i == 0:
+                fan_in = a[0].size if kind == "Convolution" else \
+                    a.shape[0] * a[0, 0].size
+                a[...] = rng.normal(0, np.sqrt(2.0 / fan_in), a.shape)
+            elif kind == "BatchNorm":
+                a[...] = (rng.normal(0, 1, a.shape) if i == 0 else
+                          rng.uniform(0.5, 2, a.shape))
+            elif kind == "Scale" and i == 0:
+                a[...] = rng.uniform(0.5, 1.5, a.shape)
+            elif kind == "ReNet":
+                a[...] = rng.uniform(-0.2, 0.2, a.shape)
+            elif kind == "DenseCRF":
+                a[...] = (a * rng.uniform(0.8, 1.2) if a.size == 1 else
+                          -np.eye(a.shape[-1]) + rng.normal(0, 0.1, a.shape))
+            else:
+                a[...] = rng.normal(0, 0.1, a.shape)
+    return net

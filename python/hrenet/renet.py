@@ -5,6 +5,8 @@ keeps, per direction (forward first), W (G*d x C*s*t), U (G*d x d) and
 b (G*d). Gate order: LSTM i, f, o, g (upstream Caffe's LSTMUnit); GRU r, z, n
 with PyTorch's reset convention; IRNN a single block. PyTorch's nn.LSTM uses
 i, f, g, o and two biases; the functions here convert between the two.
+ONNX's LSTM uses i, o, f, c, its GRU z, r, h and its RNN one block, each
+with an input and a recurrent bias (:func:`to_onnx`).
 
 Nothing runs at import; only NumPy is needed.
 """
@@ -13,6 +15,7 @@ import numpy as np
 __all__ = [
     "GATES", "patch_sequences", "sequences_to_map", "renet_forward",
     "lstm_from_torch", "lstm_to_torch", "gru_from_torch", "gru_to_torch",
+    "ONNX_OPS", "to_onnx",
 ]
 
 GATES = {"LSTM": 4, "GRU": 3, "IRNN": 1}
@@ -20,6 +23,11 @@ GATES = {"LSTM": 4, "GRU": 3, "IRNN": 1}
 # PyTorch LSTM rows (i, f, g, o) from ours (i, f, o, g) and back: both are
 # the same block permutation (it swaps blocks 2 and 3).
 _LSTM_SWAP = (0, 1, 3, 2)
+
+#: ONNX operator of each unit, and its gate blocks as indices into ours:
+#: LSTM (i, o, f, c) from (i, f, o, g); GRU (z, r, h) from (r, z, n).
+ONNX_OPS = {"LSTM": ("LSTM", (0, 2, 1, 3)), "GRU": ("GRU", (1, 0, 2)),
+            "IRNN": ("RNN", (0,))}
 
 
 def _blocks(a, order):
@@ -159,3 +167,20 @@ def gru_from_torch(weight_ih, weight_hh, bias_ih=None, bias_hh=None):
 def gru_to_torch(W, U, b):
     """(weight_ih, weight_hh, bias_ih, bias_hh) for PyTorch's GRU."""
     return np.asarray(W), np.asarray(U), np.asarray(b), np.zeros(np.shape(b))
+
+
+def to_onnx(unit, W, U, b):
+    """(W, R, B) of one direction for ONNX's LSTM / GRU / RNN operator.
+
+    W (G*d x K) and R (G*d x d) are ours with the gate blocks in ONNX's
+    order (:data:`ONNX_OPS`); B (2*G*d) is [Wb, Rb] with the whole bias in
+    the input bias Wb and Rb = 0. Exact: for the GRU, ONNX's
+    ``linear_before_reset=1`` is PyTorch's reset convention, and Rb_h = 0 is
+    the layer's b_hn = 0; the RNN needs ``activations=["Relu", "Relu"]``.
+    """
+    if unit not in ONNX_OPS:
+        raise ValueError(f"unit must be one of {sorted(GATES)}, got {unit!r}")
+    order = ONNX_OPS[unit][1]
+    b = _blocks(b, order)
+    return (_blocks(W, order), _blocks(U, order),
+            np.concatenate([b, np.zeros_like(b)]))

@@ -12,6 +12,12 @@ synchronised after each layer) and each layer's median is summed by type:
 ``ReNet``, ``convolution`` (Convolution and Deconvolution), ``DenseCRF``
 and ``rest``. The per-layer sum can exceed the whole pass slightly (one
 synchronisation per layer).
+
+:func:`time_onnx` times the same net exported to ONNX
+(:mod:`hrenet.onnx_export`, in memory, at the timed size) in an ONNX
+Runtime session on the CPU, with the same image, warm-up and repeats; for
+a net with a DenseCRF it includes the CRF, which runs after ONNX Runtime
+through pycaffe as ``tools/infer.py --onnx`` runs it.
 """
 import time
 
@@ -105,16 +111,79 @@ def time_forward(model, height=375, width=500, warmup=1, repeats=5,
     return result
 
 
+def onnx_available():
+    """None if onnx and onnxruntime import, else the reason."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return None
+
+
+def time_onnx(model, height=375, width=500, warmup=1, repeats=5,
+              progress=None, threads=None):
+    """Forward time of ``model`` (:class:`hrenet.inference.Model`) exported
+    to ONNX and run by ONNX Runtime; see the module doc. Returns a
+    :func:`spread` dict plus ``"crf"`` (whether a pycaffe CRF tail ran) and
+    ``"threads"`` (ONNX Runtime's intra-op threads, 0: its default).
+    Raises :class:`hrenet.onnx_export.UnsupportedLayer` for a net it
+    cannot export."""
+    from hrenet import onnx_export, onnx_run
+    from hrenet.inference import preprocess
+    net = model.net
+    x = preprocess(test_image(height, width), model.mean, model.scale)
+    data = net.blobs["data"]
+    if tuple(data.data.shape) != x.shape:
+        data.reshape(*x.shape)
+        net.reshape()
+    onnx_model, _ = onnx_export.convert_net(net, model.param,
+                                            mean=model.mean,
+                                            scale=model.scale)
+    runner = onnx_run.OnnxModel(onnx_model.SerializeToString(),
+                                threads=threads)
+    del onnx_model
+
+    def once():
+        outs = runner.run(x)
+        if runner.tail is not None:
+            runner.tail(outs, x)
+
+    for _ in range(warmup):
+        once()
+    totals = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        totals.append(time.perf_counter() - t0)
+        if progress:
+            progress(1)
+    result = spread(totals)
+    result["crf"] = runner.tail is not None
+    result["threads"] = int(threads or 0)
+    return result
+
+
 def format_markdown(results):
-    """One table over nets: median, spread, ratio to the first, per type."""
+    """One table over nets: median, spread, ratio to the first, per type;
+    with ONNX Runtime columns when a result has ``"onnx"`` (its median and
+    its ratio to Caffe's)."""
+    onnx = any("onnx" in r for r in results)
     lines = ["| net | median ms | IQR ms | min-max ms | vs first | ReNet ms "
-             "| convolution ms | DenseCRF ms | rest ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| convolution ms | DenseCRF ms | rest ms |"
+             + (" ONNX Runtime ms | ONNX Runtime / Caffe |" if onnx else ""),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+             + ("---:|---:|" if onnx else "")]
     base = results[0]["total"]["median_ms"] if results else 1.0
     for r in results:
         t = r["total"]
         types = r.get("types", {})
         cells = [f"{types[k]:.1f}" if k in types else "-" for k in TYPES]
+        if onnx:
+            o = r.get("onnx")
+            cells += ([f"{o['median_ms']:.1f}",
+                       f"{o['median_ms'] / t['median_ms']:.2f}x"] if o
+                      else ["-", "-"])
         lines.append(
             f"| {r['name']} | {t['median_ms']:.1f} | "
             f"{t['p25_ms']:.1f}-{t['p75_ms']:.1f} | "

@@ -224,7 +224,7 @@ def test_help_shows_defaults():
     import sys
     from _tools import TOOLS
     for tool in ("score", "infer", "train", "time_net", "visualize_features",
-                 "plot_log"):
+                 "plot_log", "export_onnx"):
         r = subprocess.run([sys.executable, os.path.join(TOOLS, tool + ".py"),
                             "--help"], capture_output=True, text=True,
                            timeout=120)
