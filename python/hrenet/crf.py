@@ -1,4 +1,4 @@
-"""Dense CRF post-processing of numpy arrays through the Caffe "DenseCRF" layer.
+"""Dense CRF post-processing of numpy arrays through Caffe's DenseCRF layer.
 
 The layer (caffe_layers/include/caffe/layers/dense_crf_layer.hpp) runs
 Kraehenbuehl & Koltun's mean-field inference on the permutohedral lattice.
@@ -53,9 +53,11 @@ def crf_prototxt(num, num_labels, height, width, max_iter=5, pos_w=3.0,
     return (
         'name: "dense_crf"\n'
         'layer {{ name: "scores" type: "Input" top: "scores"\n'
-        '  input_param {{ shape {{ dim: {n} dim: {l} dim: {h} dim: {w} }} }} }}\n'
+        '  input_param {{ shape {{ dim: {n} dim: {l} dim: {h} dim: {w} }} '
+        '}} }}\n'
         'layer {{ name: "image" type: "Input" top: "image"\n'
-        '  input_param {{ shape {{ dim: {n} dim: 3 dim: {h} dim: {w} }} }} }}\n'
+        '  input_param {{ shape {{ dim: {n} dim: 3 dim: {h} dim: {w} }} '
+        '}} }}\n'
         'layer {{ name: "crf" type: "DenseCRF" bottom: "scores" '
         'bottom: "image" top: "prob"\n'
         '  dense_crf_param {{\n'

@@ -249,14 +249,14 @@ def read_their_model(path):
         net_fields = wire_fields(data)
     except ValueError as e:
         raise HybridNetError("%s is not a complete caffemodel (%s): the file "
-                           "is truncated or not a Caffe model; download it "
-                           "again" % (path, e))
+                             "is truncated or not a Caffe model; download it "
+                             "again" % (path, e))
     layers = []
     for field, wire, value, _ in net_fields:
         if field == 2 and wire == 2:
             raise HybridNetError("%s holds V1 layers (a pre-2015 model); "
-                               "upgrade it with Caffe's "
-                               "upgrade_net_proto_binary first" % path)
+                                 "upgrade it with Caffe's "
+                                 "upgrade_net_proto_binary first" % path)
         if field != 100 or wire != 2:
             continue
         try:
@@ -268,14 +268,15 @@ def read_their_model(path):
             blobs = [decode_blob(v) for f, w, v, _ in fields
                      if f == 7 and w == 2]
         except Exception as e:  # protobuf raises its own DecodeError
-            raise HybridNetError("%s: layer %d cannot be decoded (%s); the "
-                               "file is damaged" % (path, len(layers) + 1, e))
+            raise HybridNetError(
+                "%s: layer %d cannot be decoded (%s); the file is damaged"
+                % (path, len(layers) + 1, e))
         private = {f: v for f, w, v, _ in fields
                    if f in PRIVATE_FIELDS and w == 2}
         layers.append(TheirLayer(proto, blobs, private))
     if not layers:
-        raise HybridNetError("%s holds no layers: it is not a caffemodel saved "
-                           "by Caffe" % path)
+        raise HybridNetError("%s holds no layers: it is not a caffemodel "
+                             "saved by Caffe" % path)
     return layers
 
 
@@ -288,8 +289,9 @@ def convert_renet(blobs, num_output, name):
     Returns ([W_fwd, U_fwd, b_fwd, W_bwd, U_bwd, b_bwd], peephole_max_abs).
     """
     if len(blobs) != 2 * BLOBS_PER_DIRECTION:
-        raise HybridNetError("layer %s (ReNetLSTM) has %d blobs; their layer "
-                           "stores 22 (11 per direction)" % (name, len(blobs)))
+        raise HybridNetError("layer %s (ReNetLSTM) has %d blobs; their "
+                             "layer stores 22 (11 per direction)"
+                             % (name, len(blobs)))
     d = num_output
     out = []
     peephole = 0.0
@@ -310,13 +312,13 @@ def convert_renet(blobs, num_output, name):
             gates[g] = w
             if biases[g].size != d:
                 raise HybridNetError("layer %s (ReNetLSTM): bias %s has %d "
-                                   "values, expected %d"
-                                   % (name, g, biases[g].size, d))
+                                     "values, expected %d"
+                                     % (name, g, biases[g].size, d))
         k = gates["i"].shape[1] - d
         for g in THEIR_GATES:
             if gates[g].shape[1] != k + d:
                 raise HybridNetError("layer %s (ReNetLSTM): the gates' "
-                                   "weights differ in shape" % name)
+                                     "weights differ in shape" % name)
         for p in b[4:7]:
             if p.size:
                 peephole = max(peephole, float(np.abs(p).max()))

@@ -276,7 +276,7 @@ def test_reference_lattice_is_a_gaussian_filter():
 
 
 def test_infer_runs_the_imported_model_as_their_demo(caffe, imported,
-                                                      tmp_path):
+                                                     tmp_path):
     """tools/infer.py on an image with the imported model gives the labels
     of their demo's preprocessing (RGB -> BGR, x 255, minus 104/117/123)
     and forward: the argmax of ``prob``."""
