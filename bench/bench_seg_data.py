@@ -19,8 +19,6 @@ import tempfile
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-sys.path.insert(0, os.path.join(ROOT, "python"))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
 def parse_args(argv=None):
@@ -59,19 +57,21 @@ def main(args):
     import caffe
     import cv2
     import numpy as np
-    import build_lmdb
-    import make_synthetic
+    import subprocess
     from hrenet import lmdb_io
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         syn, out = os.path.join(tmp, "syn"), os.path.join(tmp, "lmdb")
-        assert make_synthetic.main(make_synthetic.parse_args(
-            ["--out", syn, "--num", str(args.num), "--height",
-             str(args.height), "--width", str(args.width), "--quiet"])) == 0
-        assert build_lmdb.main(build_lmdb.parse_args(
-            ["--format", "voc", "--root", syn, "--split", "trainval",
-             "--classes", os.path.join(syn, "classes.txt"), "--out", out,
-             "--quiet"])) == 0
+        tools = os.path.join(ROOT, "tools")
+        subprocess.run([sys.executable, os.path.join(
+            tools, "make_synthetic.py"), "--out", syn, "--num",
+            str(args.num), "--height", str(args.height), "--width",
+            str(args.width), "--quiet"], check=True)
+        subprocess.run([sys.executable, os.path.join(
+            tools, "build_lmdb.py"), "--format", "voc", "--root", syn,
+            "--split", "trainval", "--classes",
+            os.path.join(syn, "classes.txt"), "--out", out, "--quiet"],
+            check=True)
 
         import lmdb
         pb2 = lmdb_io.caffe_pb2()

@@ -20,7 +20,6 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
 
 def parse_args(argv=None):
@@ -50,8 +49,7 @@ def main(args):
     import caffe
     from hrenet import fixtures, inference, onnx_export, onnx_run
     from hrenet.files import write_json
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from export_onnx import check_sizes
+    from hrenet.onnx_export import check_sizes
     caffe.set_mode_cpu()
     names = args.nets or sorted(
         os.path.relpath(os.path.dirname(p), os.path.join(ROOT, "prototxt"))

@@ -57,8 +57,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, os.pardir, "python"))
-from hrenet.files import write_json  # noqa: E402
+from hrenet.files import write_json
 
 # name: (N, C, H, W, (patch of the vertical layer, of the horizontal), d,
 #        backward)

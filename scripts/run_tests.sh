@@ -31,7 +31,10 @@ if [ "${1:-}" = "--asan" ]; then
   CMAKE_BUILD_PARALLEL_LEVEL=${JOBS:-$(nproc)} cmake --build "$BUILD_DIR" \
     > "$BUILD_DIR/build.log" 2>&1 || { tail -n 40 "$BUILD_DIR/build.log";
     echo "error: the ASan build failed ($BUILD_DIR/build.log)" >&2; exit 1; }
-  asan_lib=$(gcc -print-file-name=libasan.so)
+  # libstdc++ too: the ASan runtime must find __cxa_throw to intercept it
+  # in a Python that was not linked with it (else "CHECK failed ...
+  # real___cxa_throw" at the first C++ exception).
+  asan_lib="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=0:halt_on_error=1}
   export HRENET_ASAN_PRELOAD="$asan_lib"
   export HRENET_CAFFE_PYTHON="$root/$BUILD_DIR/caffe-src/python"
@@ -76,7 +79,7 @@ fi
 echo "== upstream pycaffe tests =="
 # Under --asan, Python gets the ASan runtime preloaded (it loads the
 # instrumented _caffe.so); the variable is empty otherwise.
-pyenv=(env ${HRENET_ASAN_PRELOAD:+LD_PRELOAD=$HRENET_ASAN_PRELOAD})
+pyenv=(env ${HRENET_ASAN_PRELOAD:+"LD_PRELOAD=$HRENET_ASAN_PRELOAD"})
 if ! (cd "$src/python" && "${pyenv[@]}" "$py" -m unittest discover -s caffe/test > "$logs/pycaffe" 2>&1); then
   failed+=(pycaffe)
 fi

@@ -76,14 +76,24 @@ if ! cmake --build "$BUILD_DIR" ${JOBS:+-j "$JOBS"} > "$build_log" 2>&1; then
   exit 1
 fi
 
-# ---- Make caffe usable from the venv -----------------------------------------
+# ---- The hrenet package, and caffe from the venv -------------------------------
+# hrenet (python/hrenet, pyproject.toml) is installed in editable mode:
+# `import hrenet` works from any folder and follows the checkout.
+pkg_stamp=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$VENV/.package-stamp" 2>/dev/null)" != "$pkg_stamp:$root" ]; then
+  log "installing the hrenet package (editable)"
+  "$venv_py" -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -e "$root"
+  echo "$pkg_stamp:$root" > "$VENV/.package-stamp"
+fi
 site=$("$venv_py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-# The .pth puts pycaffe and our package on the path and picks OpenBLAS's
-# kernels for this CPU before anything loads the library
-# (python/hrenet/blas_env.py); the venv's caffe does the same, then runs the
-# built binary.
-printf '%s\n%s\n%s\n' "$root/$BUILD_DIR/caffe-src/python" "$root/python" \
-  'import hrenet.blas_env; hrenet.blas_env.apply_quietly()' > "$site/hrenet-caffe.pth"
+# The .pth puts pycaffe on the path and picks OpenBLAS's kernels for this
+# CPU before anything loads the library (python/hrenet/blas_env.py: the one
+# place the process's environment is set, at interpreter start-up); the
+# venv's caffe does the same, then runs the built binary.
+printf '%s\n%s\n' "$root/$BUILD_DIR/caffe-src/python" \
+  'import os, hrenet.blas_env; hrenet.blas_env.apply_quietly(os.environ)' \
+  > "$site/hrenet-caffe.pth"
 rm -f "$VENV/bin/caffe"  # an older setup left a symlink to the binary here
 printf '#!/bin/sh\n# Written by scripts/setup.sh: the built caffe, with OPENBLAS_CORETYPE\n# chosen for this CPU (python/hrenet/blas_env.py).\nexec "%s" "%s" --exec "%s" "$@"\n' \
   "$venv_py" "$root/tools/blas_env.py" "$root/$BUILD_DIR/caffe-build/tools/caffe" > "$VENV/bin/caffe"

@@ -23,14 +23,12 @@ Examples:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (cli, int_range, nonneg_int, parser,  # noqa: E402
-                     seed)
-from hrenet import datasets as ds  # noqa: E402
-from hrenet import lmdb_io  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import (cli, int_range, nonneg_int, parser,
+                        seed)
+from hrenet import datasets as ds
+from hrenet import lmdb_io
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
 
 DEFAULT_SPLIT = {"stanford-bg": "all", "voc": "train", "sbd": "train",
                  "coco": None, "folder": "all"}
@@ -163,4 +161,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -32,12 +32,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, warn  # noqa: E402
-from hrenet import inference  # noqa: E402
-from hrenet.files import atomic_path  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import cli, warn
+from hrenet import inference
+from hrenet.files import atomic_path
+from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
@@ -67,22 +65,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_sizes(height, width, dynamic):
-    """The sizes the check runs at: the export size, and for a dynamic
-    model a second one, odd in both (no patch size divides it): 3/4 of
-    the first, or 5/4 where 3/4 has fewer than 10,000 pixels (below that,
-    99.99% identical labels would mean all of them)."""
-    if not dynamic:
-        return [(height, width)]
-    h2, w2 = max(8, height * 3 // 4) | 1, max(8, width * 3 // 4) | 1
-    if h2 * w2 < 10000 <= height * width:
-        h2, w2 = (height * 5 // 4) | 1, (width * 5 // 4) | 1
-    return [(height, width), (h2, w2)]
-
-
 @cli
 def main(args):
     from hrenet import onnx_export, onnx_run
+    from hrenet.onnx_export import check_sizes
     if args.dynamic and args.width is not None:
         raise ToolError("--width goes with --height; --dynamic leaves both "
                         "free")
@@ -121,8 +107,8 @@ def main(args):
         + ", ".join(info["outputs"]))
     if info["crf"] is not None:
         crf = info["crf"]
-        say(f"outside the graph (metadata hrenet.crf, run by pycaffe): the "
-            f"layers from the DenseCRF on, fed by "
+        say("outside the graph (metadata hrenet.crf, run by pycaffe): the "
+            "layers from the DenseCRF on, fed by "
             + ", ".join(f"{k} <- {v}" for k, v in crf["inputs"].items())
             + f"; prediction: {crf['output']}")
     if args.check:
@@ -150,4 +136,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

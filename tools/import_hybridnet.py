@@ -19,11 +19,9 @@ Example (then run tools/infer.py on their sample image; README):
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, parser  # noqa: E402
-from hrenet import hybridnet  # noqa: E402
-from hrenet.files import check_output_file  # noqa: E402
+from hrenet.cli import cli, parser
+from hrenet import hybridnet
+from hrenet.files import check_output_file
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
@@ -60,4 +58,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

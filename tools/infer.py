@@ -22,15 +22,13 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
-                     crf_params, fraction, nonneg_int, parser, warn)
-from hrenet import datasets as ds  # noqa: E402
-from hrenet import inference, scoring, visual  # noqa: E402
-from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
-from hrenet.files import write_json  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import (add_crf, add_device, add_transform, cli,
+                        crf_params, fraction, nonneg_int, parser, warn)
+from hrenet import datasets as ds
+from hrenet import inference, scoring, visual
+from hrenet.files import StagedOutput, check_output_dir
+from hrenet.files import write_json
+from hrenet.inference import ToolError
 
 MAX_SIDE = 1024
 
@@ -184,4 +182,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -19,12 +19,11 @@ import shlex
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cli, parser, positive_int, seed  # noqa: E402
+from hrenet.cli import cli, parser, positive_int, seed
 
-from hrenet import mainjob  # noqa: E402 (_common put python/ on sys.path)
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet import mainjob
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
@@ -100,4 +99,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

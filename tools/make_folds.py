@@ -12,12 +12,10 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, int_range, parser, seed  # noqa: E402
-from hrenet import datasets as ds  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import cli, int_range, parser, seed
+from hrenet import datasets as ds
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            os.pardir, "data", "stanford_bg", "folds")
@@ -53,4 +51,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -16,12 +16,10 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import USAGE_ERROR, cli, parser  # noqa: E402
-from hrenet import nets  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import USAGE_ERROR, cli, parser
+from hrenet import nets
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
@@ -116,4 +114,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

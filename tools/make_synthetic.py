@@ -22,12 +22,10 @@ import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, int_range, parser, positive_int, seed  # noqa: E402
-from hrenet import synthetic  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import cli, int_range, parser, positive_int, seed
+from hrenet import synthetic
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
 
 #: image sides: objects must fit far from the band (synthetic.make_sample)
 SIDE = int_range(32, 4096)
@@ -92,4 +90,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -15,11 +15,9 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, parser, seed  # noqa: E402
-from hrenet import lmdb_io  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
+from hrenet.cli import cli, parser, seed
+from hrenet import lmdb_io
+from hrenet.files import check_output_dir
 
 
 def parse_args(argv=None):
@@ -48,4 +46,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

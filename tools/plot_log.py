@@ -14,13 +14,11 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import cli, parser  # noqa: E402
-from hrenet import plots, training  # noqa: E402
-from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
-from hrenet.files import write_json_lines  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import cli, parser
+from hrenet import plots, training
+from hrenet.files import StagedOutput, check_output_dir
+from hrenet.files import write_json_lines
+from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
@@ -57,4 +55,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -25,13 +25,12 @@ import shlex
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cli, device, parser, positive_int  # noqa: E402
+from hrenet.cli import cli, device, parser, positive_int
 
-from hrenet import nets, studies  # noqa: E402 (_common put python/ on path)
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
-from hrenet.mainjob import clock, git_commit  # noqa: E402
+from hrenet import nets, studies
+from hrenet.files import check_output_dir
+from hrenet.inference import ToolError
+from hrenet.mainjob import clock, git_commit
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(
     os.path.abspath(__file__)), os.pardir))
@@ -224,4 +223,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

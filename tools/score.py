@@ -24,15 +24,13 @@ Examples:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (add_crf, add_device, add_transform, cli,  # noqa: E402
-                     crf_params, parser, positive_int, warn)
-from hrenet import datasets as ds  # noqa: E402
-from hrenet import inference, metrics, scoring, visual  # noqa: E402
-from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
-from hrenet.files import write_json, write_text  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import (add_crf, add_device, add_transform, cli,
+                        crf_params, parser, positive_int, warn)
+from hrenet import datasets as ds
+from hrenet import inference, metrics, scoring, visual
+from hrenet.files import StagedOutput, check_output_dir
+from hrenet.files import write_json, write_text
+from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
@@ -198,4 +196,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

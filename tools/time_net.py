@@ -26,14 +26,12 @@ import platform
 import sys
 from argparse import BooleanOptionalAction
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (add_device, cli, int_range, nonneg_int,  # noqa: E402
-                     parser, positive_int, warn)
-from hrenet import inference, timing  # noqa: E402
-from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
-from hrenet.files import write_json, write_text  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import (add_device, cli, int_range, nonneg_int,
+                        parser, positive_int, warn)
+from hrenet import inference, timing
+from hrenet.files import StagedOutput, check_output_dir
+from hrenet.files import write_json, write_text
+from hrenet.inference import ToolError
 
 
 SIDE = int_range(1, 8192)
@@ -158,4 +156,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -30,14 +30,12 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (add_device, cli, nonneg_int, parser,  # noqa: E402
-                     positive_int, warn)
-from hrenet import training  # noqa: E402
-from hrenet.files import check_output_dir  # noqa: E402
-from hrenet.files import write_json, write_text  # noqa: E402
-from hrenet.metrics import pct  # noqa: E402
+from hrenet.cli import (add_device, cli, nonneg_int, parser,
+                        positive_int, warn)
+from hrenet import training
+from hrenet.files import check_output_dir
+from hrenet.files import write_json, write_text
+from hrenet.metrics import pct
 
 
 def parse_args(argv=None):
@@ -133,4 +131,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -17,14 +17,12 @@ Example:
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# _common puts python/ on the path
-from _common import (add_device, cli, finite_float,  # noqa: E402
-                     int_range, nonzero_float, parser, positive_int, warn)
-from hrenet import inference, scoring, visual  # noqa: E402
-from hrenet.files import StagedOutput, check_output_dir  # noqa: E402
-from hrenet.files import write_json  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet.cli import (add_device, cli, finite_float,
+                        int_range, nonzero_float, parser, positive_int, warn)
+from hrenet import inference, scoring, visual
+from hrenet.files import StagedOutput, check_output_dir
+from hrenet.files import write_json
+from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
@@ -94,4 +92,5 @@ def main(args):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -79,20 +79,21 @@ def choose(environ=None, cpuinfo_path="/proc/cpuinfo"):
                    f"{'AVX2' if value == 'Haswell' else 'AVX-512'}")
 
 
-def apply(environ=None, cpuinfo_path="/proc/cpuinfo"):
-    """Set OPENBLAS_CORETYPE in environ (default os.environ) when unset and
-    the CPU calls for it. Returns the value in effect, or None."""
-    environ = os.environ if environ is None else environ
+def apply(environ, cpuinfo_path="/proc/cpuinfo"):
+    """Set OPENBLAS_CORETYPE in the mapping ``environ`` when unset and the
+    CPU calls for it. Returns the value in effect, or None."""
     value, _ = choose(environ, cpuinfo_path)
     if value is not None and not environ.get(VARIABLE):
         environ[VARIABLE] = value
     return value
 
 
-def apply_quietly():
-    """For the venv's .pth file: never let interpreter start-up fail."""
+def apply_quietly(environ):
+    """For the venv's .pth file (``apply_quietly(os.environ)``, before
+    anything loads OpenBLAS: the only place the process environment is set);
+    never lets interpreter start-up fail."""
     try:
-        apply()
+        apply(environ)
     except Exception:  # noqa: BLE001 - a .pth line must not break python
         pass
 
@@ -104,9 +105,10 @@ def main(argv=None):
             print("usage: blas_env.py --exec PROGRAM [ARGS...]",
                   file=sys.stderr)
             return 2
-        apply()
+        environ = dict(os.environ)
+        apply(environ)
         try:
-            os.execv(argv[1], argv[1:])
+            os.execve(argv[1], argv[1:], environ)
         except OSError as e:
             print(f"error: cannot run {argv[1]}: {e.strerror}; run "
                   "scripts/setup.sh to build it", file=sys.stderr)

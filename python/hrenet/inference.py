@@ -39,8 +39,10 @@ class ToolError(Exception):
 
 
 def import_caffe():
-    """``import caffe`` with glog quiet unless GLOG_minloglevel is set."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
+    """``import caffe``, or ToolError saying how to get it. Caffe's glog
+    prints INFO lines unless GLOG_minloglevel is set before the import
+    (the tools set it to 2 in their ``__main__``; this library leaves the
+    process's environment alone)."""
     try:
         import caffe
     except ImportError as e:
@@ -277,8 +279,7 @@ def cuda_build():
 
 
 _PROBE = """
-import os, sys
-os.environ.setdefault("GLOG_minloglevel", "2")
+import sys
 import caffe
 caffe.set_device(int(sys.argv[1]))
 caffe.set_mode_gpu()
@@ -294,7 +295,8 @@ def probe_gpu(device, timeout=300):
     a child, since Caffe aborts on a missing driver or device."""
     try:
         r = subprocess.run([sys.executable, "-c", _PROBE, str(device)],
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, GLOG_minloglevel="2"))
     except subprocess.TimeoutExpired:
         return False, f"probing GPU {device} took over {timeout} s"
     if r.returncode == 0 and r.stdout.strip().endswith("ok"):

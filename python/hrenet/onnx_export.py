@@ -886,3 +886,16 @@ def format_parity(records, rel_tol=REL_TOL, label_tol=LABEL_TOL):
             f"{r['range']:10.3g} {r['rel_diff']:9.2g} "
             f"{100 * r['labels']:8.4f}%  {'yes' if ok else 'NO'}{flips}")
     return "\n".join(lines) + "\n"
+
+
+def check_sizes(height, width, dynamic):
+    """The sizes the check runs at: the export size, and for a dynamic
+    model a second one, odd in both (no patch size divides it): 3/4 of
+    the first, or 5/4 where 3/4 has fewer than 10,000 pixels (below that,
+    99.99% identical labels would mean all of them)."""
+    if not dynamic:
+        return [(height, width)]
+    h2, w2 = max(8, height * 3 // 4) | 1, max(8, width * 3 // 4) | 1
+    if h2 * w2 < 10000 <= height * width:
+        h2, w2 = (height * 5 // 4) | 1, (width * 5 // 4) | 1
+    return [(height, width), (h2, w2)]

@@ -1,4 +1,4 @@
-"""Shared pieces of the CLIs in tools/: the argument parser, the numeric
+"""The command-line layer of tools/*.py: the argument parser, the numeric
 argument types, argument groups and the error handling.
 
 Every tool builds its parser with :func:`parser` and wraps its ``main``
@@ -15,13 +15,10 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                os.pardir, "python"))
-
-from hrenet import crf as crf_mod  # noqa: E402
-from hrenet.datasets import DataError  # noqa: E402
-from hrenet.files import os_error_message  # noqa: E402
-from hrenet.inference import ToolError  # noqa: E402
+from hrenet import crf as crf_mod
+from hrenet.datasets import DataError
+from hrenet.files import os_error_message
+from hrenet.inference import ToolError
 
 USAGE_ERROR = 2
 
