@@ -27,9 +27,8 @@ import sys
 from hrenet.cli import (add_crf, add_device, add_transform, cli,
                         crf_params, parser, positive_int, warn)
 from hrenet import datasets as ds
-from hrenet import inference, metrics, scoring, visual
+from hrenet import experiment, inference, metrics, scoring, visual
 from hrenet.files import StagedOutput, check_output_dir
-from hrenet.files import write_json, write_text
 from hrenet.inference import ToolError
 
 
@@ -168,23 +167,7 @@ def main(args):
         })
         if args.save_png:
             result["save_png"] = os.path.abspath(args.save_png)
-        from hrenet.plots import plot_confusion
-        md = (f"# Scores: {title}\n\n{result['images']} images of "
-              f"{result['split']}; "
-              f"{'with' if args.crf else 'without'} DenseCRF; "
-              f"{result['device']}; net {result['forward_ms']:.1f} ms per "
-              f"image, other work {result['bookkeeping_ms']:.1f} ms "
-              f"({100 * result['bookkeeping_fraction']:.1f}% of the total)."
-              "\n\nn/a: the class occurs in neither the ground truth nor "
-              "the predictions (IoU) or not in the ground truth (accuracy); "
-              "it does not count in the means.\n\n"
-              + metrics.format_markdown(result, names, title))
-        plot_confusion(result["confusion"], names,
-                       os.path.join(out, "confusion.png"),
-                       title=f"{title} (mean IoU "
-                       f"{metrics.pct(result['miou'])}%)")
-        write_text(os.path.join(out, "score.md"), md)
-        write_json(os.path.join(out, "score.json"), result)
+        experiment.write_score(out, result, names, title)
     if not args.quiet:
         print(f"{result['images']} images: mean IoU "
               f"{metrics.pct(result['miou'])}%, pixel acc. "

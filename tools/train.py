@@ -32,10 +32,8 @@ import sys
 
 from hrenet.cli import (add_device, cli, nonneg_int, parser,
                         positive_int, warn)
-from hrenet import training
+from hrenet import experiment
 from hrenet.files import check_output_dir
-from hrenet.files import write_json, write_text
-from hrenet.metrics import pct
 
 
 def parse_args(argv=None):
@@ -94,32 +92,20 @@ def main(args):
     stop = StopFlag()
     old = {s: signal.signal(s, stop.handler)
            for s in (signal.SIGINT, signal.SIGTERM)}
+    run = experiment.Run(
+        args.solver, args.out, weights=args.weights, snapshot=args.snapshot,
+        gpu=args.gpu, deploy=args.deploy, val_source=args.val_source,
+        schedule=experiment.Schedule(
+            iters=args.iters, display=args.display,
+            val_every=args.val_every, val_limit=args.val_limit))
     try:
-        summary = training.train(
-            args.solver, args.out, weights=args.weights,
-            snapshot=args.snapshot, gpu=args.gpu, val_every=args.val_every,
-            deploy=args.deploy, val_source=args.val_source, iters=args.iters,
-            display=args.display, progress=not args.quiet, should_stop=stop,
-            warn=warn, overwrite=args.overwrite, val_limit=args.val_limit,
+        summary = experiment.train(
+            run, progress=not args.quiet, should_stop=stop, warn=warn,
+            overwrite=args.overwrite,
             info=lambda m: print(m, file=sys.stderr))
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    summary["command"] = sys.argv
-    write_json(os.path.join(args.out, "summary.json"), summary)
-    val = summary["last_val"]
-    lines = [f"# Training run {args.out}", "",
-             f"- solver: {os.path.abspath(args.solver)}",
-             f"- status: {summary['status']} at iteration {summary['iter']} "
-             f"(started at {summary['start']}), {summary['wall']:.0f} s",
-             f"- last snapshot: {(summary['snapshot'] or ['none'])[-1]}"]
-    if val:
-        lines.append(f"- last validation (iteration {val['iter']}): mean IoU "
-                     f"{pct(val['miou'])}%, pixel acc. "
-                     f"{pct(val['pixel_acc'])}%, mean class acc. "
-                     f"{pct(val['class_acc'])}%")
-    lines += ["", "![curves](curves.png)", ""]
-    write_text(os.path.join(args.out, "summary.md"), "\n".join(lines))
     if summary["status"] == "interrupted":
         print(f"interrupted at iteration {summary['iter']}; snapshot "
               f"{summary['snapshot'][1]}; resume with --snapshot "

@@ -6,8 +6,9 @@ generator of :mod:`hrenet.nets` with smaller widths) carries the band's
 colour across the image; a local-context baseline (:func:`hrenet.nets.
 local_fcn`, a fully convolutional net of comparable parameter count whose
 receptive field is far smaller than the image) cannot. Both are trained
-with pycaffe (:func:`hrenet.training.train`), scored on the held-out split
-(:func:`hrenet.scoring.score`) and compared in ``report.md`` /
+with pycaffe and scored on the held-out split through the experiment API
+(:func:`hrenet.experiment.train`, :func:`hrenet.experiment.score`) and
+compared in ``report.md`` /
 ``report.json``.
 
 Settings (:func:`settings`): 400 synthetic images of 64 x 80 (320 train,
@@ -342,7 +343,7 @@ def write_report(out, results, details, images):
                                                    images["renet3_h"]),
               "", "Files: `report.json` (metrics), `details.json` "
               "(everything above), `<model>/` (prototxts, training log "
-              "`log.jsonl`, snapshots, `score.json`), `commit`, "
+              "`log.jsonl`, snapshots, `score/`), `commit`, "
               "`command`."]
     write_text(os.path.join(out, "report.md"), "\n".join(lines) + "\n")
     return report
@@ -407,13 +408,13 @@ def run(out, *args, **kwargs):
 
 
 def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
-        quick=False, iters=None, seed=0, crop=None, command="",
-        repo_root=None, stream=None):
+         quick=False, iters=None, seed=0, crop=None, command="",
+         repo_root=None, stream=None):
     """The job (see :func:`run`): ``fmt``/``root`` the dataset
     (synthetic: generated into the run folder), ``quick`` and ``iters``
     the size of the run (:func:`settings`), ``crop`` the training crop
     (default: the smallest training image, at most 128 x 160)."""
-    from hrenet import inference, plots, scoring, timing, training
+    from hrenet import experiment, inference, plots, timing
     stream = stream or sys.stdout
     s = settings(quick, iters, seed)
     t0 = time.monotonic()
@@ -455,9 +456,9 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
     weights = {}
     for m in MODELS:
         w = steps.next()
-        summary = training.train(paths[m]["solver"],
-                                 os.path.join(paths[m]["folder"], "train"),
-                                 progress=True)
+        summary = experiment.train(experiment.Run(
+            paths[m]["solver"], os.path.join(paths[m]["folder"], "train")),
+            progress=True)
         weights[m] = summary["snapshot"][0]
         paths[m]["train_seconds"] = summary["wall"]
         steps.finish(w)
@@ -465,13 +466,9 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
     w = steps.next()
     results, models = {}, {}
     for m in MODELS:
-        r = scoring.score(paths[m]["deploy"], weights[m], lmdbs["val"],
-                          progress=False)
-        results[m] = r
-        from hrenet.files import write_json
-        from hrenet.metrics import json_safe
-        write_json(os.path.join(paths[m]["folder"], "score.json"),
-                   json_safe(r))
+        results[m] = experiment.score(
+            paths[m]["deploy"], weights[m], lmdbs["val"],
+            out=os.path.join(paths[m]["folder"], "score"), title=TITLES[m])
         models[m] = inference.load_model(paths[m]["deploy"], weights[m])
     steps.finish(w)
 

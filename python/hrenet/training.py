@@ -283,21 +283,21 @@ def check_copy(src, dst, dst_path):
 # ---------------------------------------------------------------------------
 # The loop
 
-def train(solver_path, out, weights=None, snapshot=None, gpu=None,
-          val_every=0, deploy=None, val_source=None, iters=None,
-          display=None, progress=True, should_stop=lambda: False,
-          warn=None, overwrite=False, val_limit=None, info=None):
-    """Train; returns a summary dict (``status`` "done" or "interrupted",
-    ``iter``, ``snapshot`` paths of the last snapshot, ``last_val``)."""
+def train(run, progress=True, should_stop=lambda: False, warn=None,
+          overwrite=False, info=None):
+    """Train ``run`` (:class:`hrenet.experiment.Run`: solver, out, weights
+    or snapshot, gpu, validation net and split, schedule); returns a summary
+    dict (``status`` "done" or "interrupted", ``iter``, ``start``,
+    ``snapshot`` paths of the last snapshot, ``last_val``, ``wall``). Use
+    it through :func:`hrenet.experiment.train`, which also writes the
+    run's summary."""
     from hrenet import inference
-    inference.set_mode(gpu)  # a bad --gpu stops before anything is written
-    out = os.path.abspath(out)
+    inference.set_mode(run.gpu)  # a bad --gpu stops before anything is
+    out = os.path.abspath(run.out)  # written
     created = not os.path.exists(out)
     before = set() if created else set(os.listdir(out))
     try:
-        solver, val = _set_up(solver_path, out, weights, snapshot, gpu,
-                              val_every, deploy, val_source, iters,
-                              overwrite, info)
+        solver, val = _set_up(run, out, overwrite, info)
     except BaseException:
         if created:  # a start-up failure leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -309,14 +309,18 @@ def train(solver_path, out, weights=None, snapshot=None, gpu=None,
                 else:
                     os.remove(path)
         raise
-    return _loop(solver, val, out, snapshot, display, progress,
-                 should_stop, val_every, val_limit)
+    sched = run.schedule
+    return _loop(solver, val, out, run.snapshot, sched.display, progress,
+                 should_stop, sched.val_every, sched.val_limit)
 
 
-def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
-            val_source, iters, overwrite, info):
+def _set_up(run, out, overwrite, info):
     """Check the inputs, write OUT/solver.prototxt, build the solver (and
     the validation net and split)."""
+    solver_path, weights, snapshot, gpu = (run.solver, run.weights,
+                                           run.snapshot, run.gpu)
+    deploy, val_source = run.deploy, run.val_source
+    val_every, iters = run.schedule.val_every, run.schedule.iters
     from google.protobuf import text_format
 
     from hrenet import inference, scoring
@@ -349,21 +353,21 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
     os.makedirs(os.path.join(out, "snapshots"), exist_ok=True)
 
     # the solver as run
-    run = type(sp)()
-    run.CopyFrom(sp)
-    if run.net:
-        run.net = os.path.abspath(train_path)
+    ran = type(sp)()
+    ran.CopyFrom(sp)
+    if ran.net:
+        ran.net = os.path.abspath(train_path)
     else:
-        run.train_net = os.path.abspath(train_path)
+        ran.train_net = os.path.abspath(train_path)
     prefix = os.path.basename(sp.snapshot_prefix or "") or "snapshot"
-    run.snapshot_prefix = os.path.join(out, "snapshots", prefix)
+    ran.snapshot_prefix = os.path.join(out, "snapshots", prefix)
     if iters is not None:
-        run.max_iter = int(iters)
-    run.solver_mode = run.CPU if gpu is None else run.GPU
+        ran.max_iter = int(iters)
+    ran.solver_mode = ran.CPU if gpu is None else ran.GPU
     if gpu is not None:
-        run.device_id = gpu
+        ran.device_id = gpu
     run_solver = os.path.join(out, "solver.prototxt")
-    write_text(run_solver, text_format.MessageToString(run))
+    write_text(run_solver, text_format.MessageToString(ran))
 
     solver = caffe.get_solver(run_solver)
     if weights_param is not None:
@@ -384,7 +388,7 @@ def _set_up(solver_path, out, weights, snapshot, gpu, val_every, deploy,
                                      warn=None)
         names = check_copy(solver.net, model.net, deploy)
         val = (model, names, scoring.lmdb_split(val_source))
-    return (solver, sp, run), val
+    return (solver, sp, ran), val
 
 
 def _loop(solvers, val, out, snapshot, display, progress, should_stop,

@@ -55,8 +55,10 @@ def test_quick_main_job_report(tmp_path):
     assert details["models"]["nrenet"]["forward_ms"] > 0
     for model in ("nrenet", "baseline"):
         for name in ("train_val.prototxt", "deploy.prototxt",
-                     "solver.prototxt", "score.json", "train/log.jsonl",
-                     "train/curves.png"):
+                     "solver.prototxt", "score/score.json",
+                     "score/score.md", "score/confusion.png",
+                     "train/log.jsonl", "train/curves.png",
+                     "train/summary.json"):
             assert (out / model / name).is_file(), (model, name)
     assert (out / "commit").read_text().strip()
     assert "--quick" in (out / "command").read_text()

@@ -248,9 +248,12 @@ def test_validation_preprocessing_falls_back_to_the_data_layer(toolsetup,
     assert mean == [104.0, 117.0, 123.0] and scale == pytest.approx(0.017)
     assert training.validation_transform(
         inference.read_net_param(s.deploy), train_param) == (None, None)
-    summary = training.train(s.solver, str(tmp_path / "run"), iters=2,
-                             val_every=2, deploy=str(bare), progress=False)
+    from hrenet import experiment
+    run = experiment.Run(s.solver, str(tmp_path / "run"), deploy=str(bare),
+                         schedule=experiment.Schedule(iters=2, val_every=2))
+    summary = experiment.train(run, progress=False)
     assert summary["last_val"]["iter"] == 2
+    assert (tmp_path / "run" / "summary.json").is_file()
 
 
 def test_snapshot_of_another_net(caffe, toolsetup, tmp_path, capsys):

@@ -1,0 +1,148 @@
+"""One way to run an experiment: a net and its solver, trained on its data
+with a schedule into a run folder, then scored on a held-out split.
+
+Every caller goes through these functions, in-process: ``tools/train.py``
+and ``tools/score.py``, the main job (:mod:`hrenet.mainjob`) and every study
+of the paper (:mod:`hrenet.studies`, ``tools/run_study.py``). They write the
+same files, so a run folder reads the same whoever made it:
+
+``OUT/log.jsonl``, ``OUT/curves.png``, ``OUT/solver.prototxt``,
+``OUT/snapshots/``          training (:func:`hrenet.training.train`)
+``OUT/summary.{json,md}``   the training summary (:func:`write_summary`)
+``SCORE/score.{json,md}``, ``SCORE/confusion.png``
+                            a scored split (:func:`write_score`)
+
+A :class:`Run` says what to train (the solver file, whose net reads its
+LMDBs; optional starting weights or a snapshot to resume; a device) and
+where; its :class:`Schedule` says for how long and how to validate on the
+way. :func:`train` trains, :func:`score` scores the deploy net on an LMDB
+split, :func:`train_and_score` does both and returns the two results.
+"""
+import dataclasses
+import os
+import sys
+from typing import Optional
+
+from hrenet.files import StagedOutput, write_json, write_text
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a run trains. ``iters``: the iteration to train to (default:
+    the solver's ``max_iter``); ``display``: log the loss every N
+    iterations (default: the solver's); ``val_every``: score the held-out
+    split every N iterations (0: never), at most ``val_limit`` images."""
+    iters: Optional[int] = None
+    display: Optional[int] = None
+    val_every: int = 0
+    val_limit: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A training run: ``solver`` (a solver prototxt whose net reads its
+    data) trained into ``out``, from ``weights`` (a .caffemodel, layers
+    copied by name) or resuming ``snapshot`` (a .solverstate), on GPU
+    ``gpu`` (None: the CPU). Validation (``schedule.val_every``) scores
+    ``deploy`` (default: deploy.prototxt beside the net) on ``val_source``
+    (default: the net's TEST-phase SegData source)."""
+    solver: str
+    out: str
+    weights: Optional[str] = None
+    snapshot: Optional[str] = None
+    gpu: Optional[int] = None
+    deploy: Optional[str] = None
+    val_source: Optional[str] = None
+    schedule: Schedule = Schedule()
+
+
+def train(run, progress=True, should_stop=None, warn=None, overwrite=False,
+          info=None):
+    """Train ``run`` (:func:`hrenet.training.train`); returns its summary
+    dict (``status``, ``iter``, ``start``, ``snapshot``, ``last_val``,
+    ``wall``, ...) and writes ``summary.{json,md}`` into ``run.out``.
+
+    ``should_stop()`` is polled between iterations (a stop request takes a
+    snapshot); ``warn`` and ``info`` receive one-line messages;
+    ``overwrite`` lets a run start again in a folder that holds one.
+    """
+    from hrenet import training
+    summary = training.train(
+        run, progress=progress,
+        should_stop=should_stop or (lambda: False), warn=warn,
+        overwrite=overwrite, info=info)
+    summary["command"] = list(sys.argv)
+    write_summary(run, summary)
+    return summary
+
+
+def write_summary(run, summary):
+    """``summary.json`` and ``summary.md`` of a training run in run.out."""
+    from hrenet.metrics import pct
+    write_json(os.path.join(run.out, "summary.json"), summary)
+    val = summary.get("last_val")
+    lines = [f"# Training run {run.out}", "",
+             f"- solver: {os.path.abspath(run.solver)}",
+             f"- status: {summary['status']} at iteration {summary['iter']} "
+             f"(started at {summary['start']}), {summary['wall']:.0f} s",
+             f"- last snapshot: {(summary['snapshot'] or ['none'])[-1]}"]
+    if val:
+        lines.append(f"- last validation (iteration {val['iter']}): mean IoU "
+                     f"{pct(val['miou'])}%, pixel acc. "
+                     f"{pct(val['pixel_acc'])}%, mean class acc. "
+                     f"{pct(val['class_acc'])}%")
+    lines += ["", "![curves](curves.png)", ""]
+    write_text(os.path.join(run.out, "summary.md"), "\n".join(lines))
+
+
+def score(deploy, weights, source, out=None, crf=False, crf_params=None,
+          gpu=None, limit=None, progress=False, title=None):
+    """Score ``deploy`` with ``weights`` on the LMDB split ``source``
+    (:func:`hrenet.scoring.score`); with ``out``, write the report there
+    (:func:`write_score`). Returns the scores dict."""
+    from hrenet import scoring
+    result = scoring.score(deploy, weights, source, crf=crf,
+                           crf_params=crf_params, gpu=gpu, limit=limit,
+                           progress=progress)
+    result.update({"model": os.path.abspath(deploy),
+                   "weights": os.path.abspath(weights),
+                   "split": os.path.abspath(source), "crf": bool(crf),
+                   "device": "cpu" if gpu is None else f"gpu{gpu}"})
+    if out is not None:
+        with StagedOutput(last=("score.json",)) as stage:
+            write_score(stage.folder(out), result, result["classes"],
+                        title or os.path.basename(weights))
+    return result
+
+
+def write_score(folder, result, names, title):
+    """The report of a scored split into ``folder``: ``score.md`` (the
+    metrics and the per-class table), ``confusion.png`` and, last,
+    ``score.json`` (the whole result dict)."""
+    from hrenet import metrics
+    from hrenet.plots import plot_confusion
+    md = (f"# Scores: {title}\n\n{result['images']} images of "
+          f"{result['split']}; "
+          f"{'with' if result.get('crf') else 'without'} DenseCRF; "
+          f"{result.get('device', 'cpu')}; net {result['forward_ms']:.1f} "
+          f"ms per image, other work {result['bookkeeping_ms']:.1f} ms "
+          f"({100 * result['bookkeeping_fraction']:.1f}% of the total)."
+          "\n\nn/a: the class occurs in neither the ground truth nor "
+          "the predictions (IoU) or not in the ground truth (accuracy); "
+          "it does not count in the means.\n\n"
+          + metrics.format_markdown(result, names, title))
+    plot_confusion(result["confusion"], names,
+                   os.path.join(folder, "confusion.png"),
+                   title=f"{title} (mean IoU {metrics.pct(result['miou'])}%)")
+    write_text(os.path.join(folder, "score.md"), md)
+    write_json(os.path.join(folder, "score.json"), result)
+
+
+def train_and_score(run, deploy, source, score_out=None, progress=True,
+                    **train_kwargs):
+    """:func:`train` then :func:`score` of the last snapshot's weights on
+    ``source``; returns (training summary, scores)."""
+    summary = train(run, progress=progress, **train_kwargs)
+    weights = summary["snapshot"][0]
+    result = score(deploy, weights, source, out=score_out, gpu=run.gpu)
+    return summary, result
