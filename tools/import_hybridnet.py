@@ -12,7 +12,7 @@ order, input and recurrent parts), checks every shape, prints what it
 converted and writes OUT atomically: a missing, unknown or misshapen
 layer stops it with one line and nothing written.
 
-Example (then run tools/infer.py on their sample image; README):
+Example (then run tools/infer.py on their sample image; docs/NETS.md):
   import_hybridnet.py --weights H_ReNet_iter_36000.caffemodel \\
       --out runs/hrenet_released.caffemodel
 """

@@ -10,7 +10,7 @@ scored with tools/score.py into RUN/<family>_<variant>/; the table goes to
 RUN/results.md and RUN/results.json.
 
 --dataset voc (stanford-bg for nrenet_cv) uses the committed prototxts and
-the LMDBs they name (README: the paper's nets), with the paper's schedule
+the LMDBs they name (docs/NETS.md), with the paper's schedule
 unless --iters; --dataset synthetic generates the synthetic context dataset
 into RUN and trains the same nets, pointed at it, on a CPU in minutes.
 

@@ -12,7 +12,7 @@ compared in ``report.md`` /
 ``report.json``.
 
 Settings (:func:`settings`): 400 synthetic images of 64 x 80 (320 train,
-80 held out), 4 object classes; N-ReNet widths 16, 16, 16 (47,845
+80 held out), 4 object classes; N-ReNet widths 16, 16, 16 (47,525
 parameters) against a baseline of 47,709; Adam, lr 0.003 (x0.1 at 3/4),
 batch 8, 1000 iterations each. The small N-ReNet departs from the paper's
 initialisation on two points, both arguments of the generator: its narrow
