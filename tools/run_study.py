@@ -5,9 +5,12 @@ and write its results table beside the paper's figures.
 Studies: table4 (variants a-g), table5 (renet1's input; feature
 combination), crop_size (training crops, FCN and H-ReNet), lstm_vs_irnn,
 l2_vs_bn (L2 lambda grid against BN), nrenet_cv (N-ReNet 5-fold
-cross-validation, Table 1). Each model is trained with tools/train.py and
-scored with tools/score.py into RUN/<family>_<variant>/; the table goes to
-RUN/results.md and RUN/results.json.
+cross-validation, Table 1). Each model is trained and scored in this
+process through the experiment API (hrenet.experiment, what tools/train.py
+and tools/score.py run) into RUN/<family>_<variant>/{train,score}/, with a
+log per step beside them; the table goes to RUN/results.md and
+RUN/results.json. --dry-run prints the schedule and each step as the
+equivalent tools/ command.
 
 --dataset voc (stanford-bg for nrenet_cv) uses the committed prototxts and
 the LMDBs they name (docs/NETS.md), with the paper's schedule
@@ -107,25 +110,6 @@ def check_real_data(name):
                                 f"{command}")
 
 
-def run_tool(argv, log):
-    """Run ``python tools/X.py ARGS`` (as printed) in this process, its
-    output in ``log``: the same as the command, without loading Caffe
-    again for each step."""
-    import contextlib
-    import importlib.util
-    path = os.path.join(ROOT, argv[1])
-    spec = importlib.util.spec_from_file_location(
-        "study_" + os.path.basename(path)[:-3], path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    with open(log, "w") as f, contextlib.redirect_stdout(f), \
-            contextlib.redirect_stderr(f):
-        try:
-            return tool.main(tool.parse_args(argv[2:]))
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else 1
-
-
 @cli(interrupted="the steps that finished are kept; rerun with --resume "
      "to continue")
 def main(args):
@@ -157,7 +141,7 @@ def main(args):
         splits, num_classes = prepare_synthetic(run, name, args.dry_run)
         val = {k: v["val"] for k, v in splits.items()}
     solvers, cmds = studies.plan(name, dataset, run, args.iters, args.gpu,
-                                 args.weights, sys.executable, val)
+                                 args.weights, val)
     print(f"# study {name} on {dataset}: {len(solvers)} models to train, "
           f"{sum(c.what.startswith('score') for c in cmds)} rows to score;"
           f" run folder {run}")
@@ -166,7 +150,7 @@ def main(args):
               f"iterations, lr x0.1 every {s.stepsize}, iter_size "
               f"{s.iter_size} -> {s.folder}/solver.prototxt")
     for c in cmds:
-        print(studies.format_command(c.argv))
+        print(studies.format_command(studies.command(c, sys.executable)))
     if args.dry_run:
         return 0
     os.makedirs(run, exist_ok=True)
@@ -202,13 +186,9 @@ def main(args):
         ran += 1
         print(f"[{name} {i + 1}/{len(cmds)}] {c.what} (elapsed "
               f"{clock(elapsed)}, ETA {eta})", flush=True)
-        out = c.argv[c.argv.index("--out") + 1]
+        out = c.train.out if c.train is not None else c.score["out"]
         log = os.path.join(os.path.dirname(out), c.what.split()[0] + ".log")
-        os.makedirs(os.path.dirname(log), exist_ok=True)
-        rc = run_tool(c.argv, log)
-        if rc != 0:
-            raise ToolError(f"{c.what} failed (exit {rc}); its log is "
-                            f"{log}; fix and rerun with --resume")
+        studies.execute(c, log)
         if not os.path.exists(c.done):
             raise ToolError(f"{c.what} finished but did not write {c.done};"
                             f" its log is {log}; fix and rerun with "

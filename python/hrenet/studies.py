@@ -199,46 +199,50 @@ def write_solver(v, folder, net, max_iter, stepsize, iter_size, test=True):
     return path
 
 
-Command = collections.namedtuple("Command", ["what", "argv", "done"])
+# One step of a study: ``what`` ("train fcn/a", "score hrenet/f"),
+# ``train``: the :class:`hrenet.experiment.Run` to train, or ``score``: the
+# arguments of :func:`hrenet.experiment.score`; ``done``: the file whose
+# existence means the step finished (``--resume`` skips it).
+Step = collections.namedtuple("Step", ["what", "train", "score", "done"])
 Solver = collections.namedtuple("Solver", ["variant", "folder", "max_iter",
                                            "stepsize", "iter_size"])
 
 
 def weights_path(run, v, max_iter):
-    """The caffemodel tools/train.py leaves for ``v`` in the run."""
+    """The caffemodel training leaves for ``v`` in the run."""
     return os.path.join(model_dir(run, v), "train", "snapshots",
                         "%s_%s_iter_%d.caffemodel"
                         % (v.family, v.name, max_iter))
 
 
 def plan(name, dataset, run, iters=None, gpu=None, weights=None,
-         python="python", val_source=None):
-    """The solvers to write and the commands of study ``name``.
+         val_source=None):
+    """The solvers to write and the steps of study ``name``.
 
-    Returns ([Solver], [Command]). Every trained model gets its solver in
+    Returns ([Solver], [Step]). Every trained model gets its solver in
     ``<run>/<family>_<variant>/`` (the committed one with the run's
     schedule: ``iters`` iterations, lr x0.1 half-way, or the paper's);
     synthetic runs use ``iter_size`` 1 and score on ``val_source`` (a
-    path, or {(family, variant): path}).
-    ``done`` of a command names the file whose existence means it finished
-    (``--resume`` skips it).
+    path, or {(family, variant): path}). :func:`execute` runs a step
+    in-process through :mod:`hrenet.experiment`; :func:`command` is the
+    same step as a tools/ command line.
     """
-    solvers, cmds = [], []
-    dev = ["--gpu", str(gpu)] if gpu is not None else []
+    from hrenet import experiment
+    solvers, steps = [], []
     final = {}
     for v in trained_variants(name):
         d = model_dir(run, v)
         max_iter, stepsize, iter_size = schedule(
             v, iters, 1 if dataset == "synthetic" else None)
         solvers.append(Solver(v, d, max_iter, stepsize, iter_size))
-        argv = [python, "tools/train.py", "--solver",
-                os.path.join(d, "solver.prototxt"), "--out",
-                os.path.join(d, "train"), "--overwrite", "--quiet"] + dev
-        if weights and v.family != "nrenet" and dataset != "synthetic":
-            argv += ["--weights", weights]
+        start = weights if weights and v.family != "nrenet" and \
+            dataset != "synthetic" else None
+        train = experiment.Run(os.path.join(d, "solver.prototxt"),
+                               os.path.join(d, "train"), weights=start,
+                               gpu=gpu)
         final[(v.family, v.name)] = weights_path(run, v, max_iter)
-        cmds.append(Command("train %s/%s" % (v.family, v.name), argv,
-                            final[(v.family, v.name)]))
+        steps.append(Step("train %s/%s" % (v.family, v.name), train, None,
+                          final[(v.family, v.name)]))
     for v in scored_variants(name):
         src = nets.variant(v.family, v.weights_from) if v.weights_from \
             else v
@@ -250,12 +254,60 @@ def plan(name, dataset, run, iters=None, gpu=None, weights=None,
         else:
             deploy = "prototxt/%s/%s/deploy.prototxt" % (v.family, v.name)
             val = v.data["test_source"][0]
-        argv = [python, "tools/score.py", "--model", deploy, "--weights",
-                final[(src.family, src.name)], "--source", val, "--out",
-                os.path.join(d, "score"), "--quiet"] + dev
-        cmds.append(Command("score %s/%s" % (v.family, v.name), argv,
-                            os.path.join(d, "score", "score.json")))
-    return solvers, cmds
+        score = dict(deploy=deploy, weights=final[(src.family, src.name)],
+                     source=val, out=os.path.join(d, "score"), gpu=gpu)
+        steps.append(Step("score %s/%s" % (v.family, v.name), None, score,
+                          os.path.join(d, "score", "score.json")))
+    return solvers, steps
+
+
+def command(step, python="python"):
+    """The tools/ command line that does what ``step`` does (for a dry run
+    and the logs; :func:`execute` runs the step in-process)."""
+    if step.train is not None:
+        r = step.train
+        argv = [python, "tools/train.py", "--solver", r.solver, "--out",
+                r.out, "--overwrite", "--quiet"]
+        if r.weights:
+            argv += ["--weights", r.weights]
+        gpu = r.gpu
+    else:
+        sc = step.score
+        argv = [python, "tools/score.py", "--model", sc["deploy"],
+                "--weights", sc["weights"], "--source", sc["source"],
+                "--out", sc["out"], "--quiet"]
+        gpu = sc["gpu"]
+    if gpu is not None:
+        argv += ["--gpu", str(gpu)]
+    return argv
+
+
+def execute(step, log):
+    """Run ``step`` through :mod:`hrenet.experiment`, its messages and any
+    progress in the file ``log``. Raises ToolError if it fails."""
+    import contextlib
+    from hrenet import experiment
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f, contextlib.redirect_stdout(f), \
+            contextlib.redirect_stderr(f):
+        print(format_command(command(step)), flush=True)
+        try:
+            if step.train is not None:
+                summary = experiment.train(
+                    step.train, progress=False, overwrite=True,
+                    warn=lambda m: print("warning: " + m),
+                    info=lambda m: print(m))
+                print("trained to iteration %d" % summary["iter"])
+            else:
+                sc = step.score
+                r = experiment.score(sc["deploy"], sc["weights"],
+                                     sc["source"], out=sc["out"],
+                                     gpu=sc["gpu"])
+                print("mean IoU %.4f" % r["miou"])
+        except (ToolError, RuntimeError, OSError) as e:
+            print("error: %s" % e)
+            raise ToolError("%s failed (%s); its log is %s; fix and rerun "
+                            "with --resume" % (step.what, e, log)) from e
 
 
 def format_command(argv):

@@ -8,9 +8,4 @@
 #       [--resume] [--out DIR]
 #
 # Details: tools/run_study.py --help.
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-py="$root/.venv/bin/python"
-[ -x "$py" ] || { echo "error: $py missing; run scripts/setup.sh first" >&2; exit 1; }
-export GLOG_minloglevel=${GLOG_minloglevel:-2}
-exec "$py" "$root/tools/run_study.py" l2_vs_bn "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/study.sh" l2_vs_bn "$@"
