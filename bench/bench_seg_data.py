@@ -10,7 +10,6 @@ Writes a synthetic dataset (tools/make_synthetic.py) of --num images of
     (whole images, batch 1), via pycaffe forward passes after a warm-up.
 Prints a Markdown table and writes JSON (--json).
 """
-import argparse
 import json
 import os
 import platform
@@ -18,19 +17,15 @@ import sys
 import tempfile
 import time
 
+from hrenet.cli import add_count, add_size, parser
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num", type=int, default=60,
-                   help="images (default: %(default)s)")
-    p.add_argument("--height", type=int, default=375,
-                   help="image height (default: %(default)s)")
-    p.add_argument("--width", type=int, default=500,
-                   help="image width (default: %(default)s)")
+    p = parser(__doc__)
+    add_count(p, "--num", 60, "images")
+    add_size(p, 375, 500)
     p.add_argument("--crop", type=int, default=320,
                    help="TRAIN crop (square, default: %(default)s)")
     p.add_argument("--batch", type=int, default=10,

@@ -242,8 +242,9 @@ def markdown(results, threads, reference):
             "%.0f" % run["best_cpu_ms"][c] for c in cols)))
     mem = results["peak_memory_mib_above_inputs_5_iters"]
     lines.append("")
-    lines.append("Peak memory above the input data (5 iterations): " + ", ".join(
-        "%s %.0f MiB" % (k, v) for k, v in sorted(mem.items())))
+    lines.append("Peak memory above the input data (5 iterations): "
+                 + ", ".join("%s %.0f MiB" % (k, v)
+                             for k, v in sorted(mem.items())))
     lines.append("Load average before / after: %s / %s" % (
         " ".join("%.1f" % x for x in results["machine"]["load_before"]),
         " ".join("%.1f" % x for x in results["machine"]["load_after"])))

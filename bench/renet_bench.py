@@ -56,8 +56,9 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 from hrenet.files import write_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name: (N, C, H, W, (patch of the vertical layer, of the horizontal), d,
 #        backward)
@@ -96,7 +97,8 @@ def timed(fn, repeats, warmup):
     for _ in range(warmup):
         fn()
     times = []
-    m0, o0, w0 = _machine_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+    m0, o0 = _machine_cpu_seconds(), _own_cpu_seconds()
+    w0 = time.perf_counter()
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
@@ -226,7 +228,8 @@ def worker_torch(case, threads, repeats, warmup, onednn):
         order, zero-padded at the bottom/right."""
         nn_, cc, hh, ww = inp.shape
         if gh * p != hh or gw * p != ww:
-            inp = torch.nn.functional.pad(inp, (0, gw * p - ww, 0, gh * p - hh))
+            inp = torch.nn.functional.pad(
+                inp, (0, gw * p - ww, 0, gh * p - hh))
         t = inp.reshape(nn_, cc, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
         return t.reshape(nn_, gh, gw, cc * p * p)
 

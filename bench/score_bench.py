@@ -12,27 +12,21 @@ forward), and the bookkeeping: LMDB read and decode, argmax, confusion
 update, PNG writing and the loop itself. Prints a Markdown table; --json
 writes the numbers.
 """
-import argparse
 import json
 import os
 import platform
 import sys
 import tempfile
 
+from hrenet.cli import add_count, add_size, parser
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--num", type=int, default=50,
-                   help="images (default: %(default)s)")
-    p.add_argument("--height", type=int, default=96,
-                   help="image height (default: %(default)s, "
-                   "make_synthetic's)")
-    p.add_argument("--width", type=int, default=128,
-                   help="image width (default: %(default)s)")
+    p = parser(__doc__)
+    add_size(p, 96, 128)
+    add_count(p, "--num", 50, "images")
     p.add_argument("--classes", type=int, default=4,
                    help="object classes K, labels 0..K (default: "
                    "%(default)s)")

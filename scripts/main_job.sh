@@ -4,9 +4,4 @@
 # scored on the CPU; report in runs/main-<date>-<time>/report.md. All
 # arguments go to tools/main_job.py (--quick, --iters N, --seed N,
 # --format F --root DIR, --out DIR; see --help).
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-py="$root/.venv/bin/python"
-[ -x "$py" ] || { echo "error: $py missing; run scripts/setup.sh first" >&2; exit 1; }
-export GLOG_minloglevel=${GLOG_minloglevel:-2}
-exec "$py" "$root/tools/main_job.py" "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/tool.sh" main_job "$@"

@@ -5,7 +5,8 @@
 #      the BLAS does every product, as on a CPU without AVX-512),
 #   2. upstream's pycaffe unit tests,
 #   3. our pytest suite (python/tests),
-#   4. the Caffe source's cpp_lint.py over our C++ files (scripts/lint.sh).
+#   4. lint (scripts/lint.sh): the Caffe source's cpp_lint.py over our C++
+#      files, flake8 over our Python.
 # Extra arguments go to pytest. GTEST_FILTER narrows the C++ run.
 #
 #   scripts/run_tests.sh --asan [pytest args]
@@ -92,12 +93,13 @@ rc=${PIPESTATUS[0]}
 set -e
 [ $rc -eq 0 ] || failed+=(pytest)
 
-echo "== lint (cpp_lint.py) =="
+echo "== lint (cpp_lint.py, flake8) =="
 if ! PYTHON="$py" "$root/scripts/lint.sh" "$src" 2>&1 | tee "$logs/lint"; then
   failed+=(lint)
 fi
 
-# One closing line over the suites (lint counts as one test).
+# One closing line over the suites (cpp_lint and flake8 count as one test
+# each).
 "$py" - "$logs" <<'PY'
 import re, sys, os
 d = sys.argv[1]
@@ -111,11 +113,12 @@ passed = failed = skipped = 0
 for g in (read("gtest"), read("gtest_portable")):
     m = re.search(r"\[  PASSED  \] (\d+) test", g); passed += int(m.group(1)) if m else 0
     m = re.search(r"\[  FAILED  \] (\d+) test", g); failed += int(m.group(1)) if m else 0
-m = re.search(r"Total errors found: (\d+)", read("lint"))
-if m and m.group(1) == "0":
-    passed += 1
-else:
-    failed += 1
+for pattern in (r"Total errors found: (\d+)", r"flake8 problems found: (\d+)"):
+    m = re.search(pattern, read("lint"))
+    if m and m.group(1) == "0":
+        passed += 1
+    else:
+        failed += 1
 m = re.search(r"^Ran (\d+) test", u, re.M)
 if m:
     bad = sum(int(x) for x in re.findall(r"(?:failures|errors)=(\d+)", u))

@@ -23,8 +23,9 @@ Examples:
 import os
 import sys
 
-from hrenet.cli import (cli, int_range, nonneg_int, parser,
-                        seed)
+from hrenet.cli import (add_classes, add_dataset, add_out, add_overwrite,
+                        add_quiet, add_seed, cli, int_range, nonneg_int,
+                        parser)
 from hrenet import datasets as ds
 from hrenet import lmdb_io
 from hrenet.files import check_output_dir
@@ -39,29 +40,14 @@ DEFAULT_CLASSES = {"stanford-bg": ds.STANFORD_BG_CLASSES,
 
 def parse_args(argv=None):
     p = parser(__doc__)
-    p.add_argument("--format", required=True, choices=ds.FORMATS,
-                   help="dataset layout of --root")
-    p.add_argument("--root", required=True,
-                   help="dataset directory (coco: the image directory)")
-    p.add_argument("--out", required=True,
-                   help="output directory (image_lmdb, label_lmdb, meta.json)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--split", default=None,
-                       help="split name: voc train|val|trainval, sbd "
-                       "train|val|aug; stanford-bg and folder: all "
-                       "(default: %s)" % ", ".join(
-                           f"{k} {v}" for k, v in DEFAULT_SPLIT.items() if v))
-    which.add_argument("--list", default=None, metavar="FILE",
-                       help="file of image names (one per line) instead of "
-                       "--split")
-    p.add_argument("--annotations", default=None, metavar="JSON",
-                   help="coco: the instances JSON (default: %(default)s)")
-    p.add_argument("--voc-root", default=None, metavar="DIR",
-                   help="sbd --split aug: the VOC2012 directory whose "
-                   "train/val lists and labels it uses (default: %(default)s)")
-    p.add_argument("--classes", default=None, metavar="FILE",
-                   help="class names, one per line; sets the number of "
-                   "classes (default: the format's own classes)")
+    add_dataset(p, required=True, split_help="split name: voc "
+                "train|val|trainval, sbd train|val|aug; stanford-bg and "
+                "folder: all (default: %s)" % ", ".join(
+                    f"{k} {v}" for k, v in DEFAULT_SPLIT.items() if v),
+                root_help="dataset directory (coco: the image directory)")
+    add_out(p, "output directory (image_lmdb, label_lmdb, meta.json)")
+    add_classes(p, "sets the number of classes; default: the format's "
+                "own classes")
     p.add_argument("--num-classes", type=int_range(1, 255), default=None,
                    help="number of classes when there is no --classes file "
                    "(1-255: label values 0..N-1, 255 = ignore; required for "
@@ -72,15 +58,12 @@ def parse_args(argv=None):
                    % ds.COCO_MIN_VOC_PIXELS)
     p.add_argument("--shuffle", action="store_true",
                    help="write the pairs in a random order (default: off)")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="seed of --shuffle (default: %(default)s)")
+    add_seed(p, "seed of --shuffle")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad pairs and list them in meta.json instead "
                    "of stopping (default: off)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (default: refuse)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar or summary (default: off)")
+    add_overwrite(p)
+    add_quiet(p, "no progress bar or summary")
     return p.parse_args(argv)
 
 

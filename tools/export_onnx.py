@@ -32,36 +32,28 @@ import argparse
 import os
 import sys
 
-from hrenet.cli import cli, warn
+from hrenet.cli import (add_model, add_out, add_quiet, add_seed, add_size, cli,
+                        parser, warn)
 from hrenet import inference
 from hrenet.files import atomic_path
 from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="deploy prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p = parser(__doc__)
+    add_model(p)
+    add_out(p, "the .onnx file to write")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--dynamic", action="store_true",
                       help="batch, height and width left free (default: "
                       "fixed)")
-    size.add_argument("--height", type=int, default=None,
-                      help="input height (default: the Input layer's)")
-    p.add_argument("--width", type=int, default=None,
-                   help="input width (default: the Input layer's)")
+    add_size(p, None, None, group=size)
     p.add_argument("--check", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="compare with pycaffe before writing (default: "
                    "%(default)s)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the check's noise image (default: "
-                   "%(default)s)")
-    p.add_argument("--quiet", action="store_true",
-                   help="print only errors (default: off)")
+    add_seed(p, "seed of the check's noise image")
+    add_quiet(p, "print only errors")
     return p.parse_args(argv)
 
 

@@ -22,8 +22,9 @@ Example:
 import os
 import sys
 
-from hrenet.cli import (add_crf, add_device, add_transform, cli,
-                        crf_params, fraction, nonneg_int, parser, warn)
+from hrenet.cli import (add_classes, add_crf, add_device, add_model, add_out,
+                        add_quiet, add_transform, cli, crf_params, fraction,
+                        nonneg_int, parser, warn)
 from hrenet import datasets as ds
 from hrenet import inference, scoring, visual
 from hrenet.files import StagedOutput, check_output_dir
@@ -37,18 +38,13 @@ def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files or folders of images")
-    p.add_argument("--model", default=None,
-                   help="deploy prototxt (required unless --onnx)")
-    p.add_argument("--weights", default=None,
-                   help=".caffemodel (required unless --onnx)")
+    add_model(p, required=False, note=" (required unless --onnx)")
     p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
                    help="run an exported model with ONNX Runtime instead "
                    "(default: none)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--classes", default=None, metavar="FILE",
-                   help="class names for the legend, one per line (default: "
-                   "VOC's for 21 classes, Stanford Background's for 8, else "
-                   "numbers)")
+    add_out(p)
+    add_classes(p, "the legend's; default: VOC's for 21 classes, Stanford "
+                "Background's for 8, else numbers")
     p.add_argument("--palette", default="auto",
                    choices=("auto", "voc", "stanford-bg"),
                    help="colours (default: %(default)s: Stanford Background's "
@@ -64,8 +60,7 @@ def parse_args(argv=None):
                    "(a 5000x5000 photo needs about 12 GB at full size even "
                    "on a tiny net); 0: always full size (default: "
                    "%(default)s)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (default: off)")
+    add_quiet(p)
     add_device(p)
     add_transform(p)
     add_crf(p)

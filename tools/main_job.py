@@ -19,7 +19,8 @@ import shlex
 import shutil
 import sys
 
-from hrenet.cli import cli, parser, positive_int, seed
+from hrenet.cli import (add_classes, add_overwrite, add_seed, cli, parser,
+                        positive_int)
 
 from hrenet import mainjob
 from hrenet.files import check_output_dir
@@ -37,22 +38,19 @@ def parse_args(argv=None):
                    help="dataset folder for --format other than synthetic")
     p.add_argument("--voc-root", default=None,
                    help="sbd: the VOC2012 folder (default: %(default)s)")
-    p.add_argument("--classes", default=None, metavar="FILE",
-                   help="class names, one per line (default: the format's)")
+    add_classes(p, "default: the format's")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations of each model (default: %d; "
                    "--quick: %d)" % (mainjob.settings()["iters"],
                                      mainjob.settings(True)["iters"]))
-    p.add_argument("--seed", type=seed, default=0,
-                   help="data and solver seed (default: %(default)s)")
+    add_seed(p, "data and solver seed")
     p.add_argument("--quick", action="store_true",
                    help="smoke version, seconds long: fewer, smaller "
                    "images and a few iterations (default: off)")
     p.add_argument("--out", default=None,
                    help="run folder (default: runs/main-<date>-<time>)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a run folder that --out already holds "
-                   "(finished, or left by a killed run) (default: refuse)")
+    add_overwrite(p, "replace a run folder that --out already holds "
+                  "(finished, or left by a killed run)")
     return p.parse_args(argv)
 
 
@@ -91,10 +89,10 @@ def main(args):
     report = mainjob.run(out, args.format, args.root, args.classes,
                          args.voc_root, args.quick, args.iters, args.seed,
                          command=command, repo_root=ROOT)
-    m = report["models"]
-    print(f"report: {os.path.join(out, 'report.md')}")
-    print(f"mean IoU: N-ReNet {100 * m['nrenet']['miou']:.1f}%, "
-          f"baseline {100 * m['baseline']['miou']:.1f}%")
+    miou = {k: 100 * v["miou"] for k, v in report["models"].items()}
+    print(f"report: {os.path.join(out, 'report.md')}\n"
+          f"mean IoU: N-ReNet {miou['nrenet']:.1f}%, "
+          f"baseline {miou['baseline']:.1f}%")
     return 0
 
 

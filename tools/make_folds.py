@@ -12,7 +12,7 @@ Example:
 import os
 import sys
 
-from hrenet.cli import cli, int_range, parser, seed
+from hrenet.cli import add_seed, cli, int_range, parser
 from hrenet import datasets as ds
 from hrenet.files import check_output_dir
 from hrenet.inference import ToolError
@@ -29,8 +29,7 @@ def parse_args(argv=None):
                    help="directory of the fold lists (default: %(default)s)")
     p.add_argument("--folds", type=int_range(2), default=5,
                    help="number of folds (default: %(default)s)")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="permutation seed (default: %(default)s)")
+    add_seed(p, "permutation seed")
     return p.parse_args(argv)
 
 
@@ -51,5 +50,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

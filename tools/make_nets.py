@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 
-from hrenet.cli import USAGE_ERROR, cli, parser
+from hrenet.cli import USAGE_ERROR, add_switch, cli, parser
 from hrenet import nets
 from hrenet.files import check_output_dir
 from hrenet.inference import ToolError
@@ -34,11 +34,9 @@ def parse_args(argv=None):
                    % ", ".join(nets.FAMILIES))
     p.add_argument("--variant", nargs="+", default=None,
                    help="only these variants of --family (default: all)")
-    p.add_argument("--list", action="store_true",
-                   help="list the variants and exit")
-    p.add_argument("--check", action="store_true",
-                   help="compare --out with a fresh generation; exit 1 and "
-                   "list the differing files if they differ")
+    add_switch(p, "--list", "list the variants and exit")
+    add_switch(p, "--check", "compare --out with a fresh generation; exit 1 "
+               "and list the differing files if they differ")
     return p.parse_args(argv)
 
 
@@ -114,5 +112,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -22,35 +22,28 @@ import os
 import shutil
 import sys
 
-from hrenet.cli import cli, int_range, parser, positive_int, seed
+from hrenet.cli import (add_count, add_out, add_overwrite, add_quiet, add_seed,
+                        add_size, cli, int_range, parser)
 from hrenet import synthetic
 from hrenet.files import check_output_dir
 from hrenet.inference import ToolError
 
 #: image sides: objects must fit far from the band (synthetic.make_sample)
-SIDE = int_range(32, 4096)
 
 
 def parse_args(argv=None):
     p = parser(__doc__)
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p)
     p.add_argument("--format", default="voc", choices=("voc", "stanford-bg"),
                    help="layout to write (default: %(default)s)")
-    p.add_argument("--num", type=positive_int, default=200,
-                   help="number of images (default: %(default)s)")
-    p.add_argument("--height", type=SIDE, default=96,
-                   help="image height, 32-4096 (default: %(default)s)")
-    p.add_argument("--width", type=SIDE, default=128,
-                   help="image width, 32-4096 (default: %(default)s)")
+    add_count(p, "--num", 200, "number of images")
+    add_size(p, 96, 128, 32, 4096)
     p.add_argument("--classes", type=int_range(1, 254), default=4,
                    help="object classes K, 1-254; labels are 0..K "
                    "(default: %(default)s)")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="random seed (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (default: refuse)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (default: off)")
+    add_seed(p)
+    add_overwrite(p)
+    add_quiet(p)
     return p.parse_args(argv)
 
 
@@ -90,5 +83,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

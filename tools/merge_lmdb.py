@@ -12,10 +12,9 @@ Example:
       data/coco/lmdb/train2014 data/coco/lmdb/val2014 \\
       data/voc/lmdb/trainval_aug
 """
-import os
 import sys
 
-from hrenet.cli import cli, parser, seed
+from hrenet.cli import add_out, add_overwrite, add_seed, cli, parser
 from hrenet import lmdb_io
 from hrenet.files import check_output_dir
 
@@ -24,14 +23,12 @@ def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="dataset folders written by build_lmdb.py")
-    p.add_argument("--out", required=True, help="output dataset folder")
+    add_out(p, "output dataset folder")
     p.add_argument("--shuffle", action="store_true",
                    help="write the records in a random order (default: "
                    "off: the sources one after the other)")
-    p.add_argument("--seed", type=seed, default=0,
-                   help="seed of --shuffle (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (default: refuse)")
+    add_seed(p, "seed of --shuffle")
+    add_overwrite(p)
     return p.parse_args(argv)
 
 
@@ -46,5 +43,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

@@ -14,7 +14,7 @@ Example:
 import os
 import sys
 
-from hrenet.cli import cli, parser
+from hrenet.cli import add_out, cli, parser
 from hrenet import plots, training
 from hrenet.files import StagedOutput, check_output_dir
 from hrenet.files import write_json_lines
@@ -24,8 +24,7 @@ from hrenet.inference import ToolError
 def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("log", help="caffe train log file")
-    p.add_argument("--out", required=True,
-                   help="directory for log.jsonl and curves.png")
+    add_out(p, "directory for log.jsonl and curves.png")
     p.add_argument("--title", default=None,
                    help="figure title (default: the log's file name)")
     return p.parse_args(argv)
@@ -55,5 +54,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("GLOG_minloglevel", "2")  # quiet Caffe's log
     sys.exit(main(parse_args()))

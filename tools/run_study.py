@@ -28,7 +28,7 @@ import shlex
 import sys
 import time
 
-from hrenet.cli import cli, device, parser, positive_int
+from hrenet.cli import add_device, add_switch, cli, parser, positive_int
 
 from hrenet import nets, studies
 from hrenet.files import check_output_dir
@@ -49,19 +49,17 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations of every model, lr x0.1 "
                    "half-way (default: the paper's schedule)")
-    p.add_argument("--gpu", type=device, default=None, metavar="N",
-                   help="train and score on GPU N (default: CPU)")
+    add_device(p)
     p.add_argument("--weights", default=None,
                    help="VGG-16 caffemodel for conv1-conv5 (real datasets; "
                    "default: none, random initialisation)")
     p.add_argument("--out", default=None,
                    help="run folder (default: runs/<study>-<dataset> in the "
                    "repository)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the schedule and every command; run nothing")
-    p.add_argument("--resume", action="store_true",
-                   help="skip the steps whose results exist in the run "
-                   "folder (default: off: the folder must be new)")
+    add_switch(p, "--dry-run", "print the schedule and every step's command; "
+               "run nothing")
+    add_switch(p, "--resume", "skip the steps whose results exist in the "
+               "run folder; off: the folder must be new")
     return p.parse_args(argv)
 
 

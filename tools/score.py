@@ -24,7 +24,8 @@ Examples:
 import os
 import sys
 
-from hrenet.cli import (add_crf, add_device, add_transform, cli,
+from hrenet.cli import (add_classes, add_crf, add_dataset, add_device,
+                        add_model, add_out, add_quiet, add_transform, cli,
                         crf_params, parser, positive_int, warn)
 from hrenet import datasets as ds
 from hrenet import experiment, inference, metrics, scoring, visual
@@ -34,31 +35,14 @@ from hrenet.inference import ToolError
 
 def parse_args(argv=None):
     p = parser(__doc__)
-    p.add_argument("--model", required=True, help="deploy prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel")
-    p.add_argument("--out", required=True,
-                   help="output directory (score.json, score.md, "
-                   "confusion.png)")
+    add_model(p)
+    add_out(p, "output directory (score.json, score.md, confusion.png)")
     src = p.add_argument_group("split (one of --source or --format/--root)")
     src.add_argument("--source", default=None, metavar="DIR",
                      help="LMDB directory written by tools/build_lmdb.py")
-    src.add_argument("--format", default=None, choices=ds.FORMATS,
-                     help="dataset layout of --root")
-    src.add_argument("--root", default=None, help="dataset directory")
-    which = src.add_mutually_exclusive_group()
-    which.add_argument("--split", default=None,
-                       help="split name as for build_lmdb.py (default: voc "
-                       "val, sbd val, stanford-bg and folder all)")
-    which.add_argument("--list", default=None, metavar="FILE",
-                       help="file of image names instead of --split")
-    src.add_argument("--voc-root", default=None,
-                     help="sbd --split aug: the VOC2012 directory "
-                     "(default: %(default)s)")
-    src.add_argument("--annotations", default=None,
-                     help="coco: the instances JSON (default: %(default)s)")
-    p.add_argument("--classes", default=None, metavar="FILE",
-                   help="class names, one per line (default: meta.json's, "
-                   "the format's, or numbers)")
+    add_dataset(p, group=src, split_help="split name as for build_lmdb.py "
+                "(default: voc val, sbd val, stanford-bg and folder all)")
+    add_classes(p, "default: meta.json's, the format's, or numbers")
     p.add_argument("--save-png", default=None, metavar="DIR",
                    help="write each prediction as a palette PNG here (VOC "
                    "palette for VOC, the dataset's own colours otherwise)")
@@ -67,8 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--title", default=None,
                    help="row name in the Markdown table (default: the "
                    "weights file's name)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar or summary (default: off)")
+    add_quiet(p, "no progress bar or summary")
     add_device(p)
     add_transform(p)
     add_crf(p)

@@ -26,15 +26,12 @@ import platform
 import sys
 from argparse import BooleanOptionalAction
 
-from hrenet.cli import (add_device, cli, int_range, nonneg_int,
-                        parser, positive_int, warn)
+from hrenet.cli import (add_device, add_out, add_quiet, add_size, add_timing,
+                        cli, nonneg_int, parser, warn)
 from hrenet import inference, timing
 from hrenet.files import StagedOutput, check_output_dir
 from hrenet.files import write_json, write_text
 from hrenet.inference import ToolError
-
-
-SIDE = int_range(1, 8192)
 
 
 def parse_args(argv=None):
@@ -47,14 +44,8 @@ def parse_args(argv=None):
                    help="names for the table (default: family/variant of "
                    "prototxt/<family>/<variant>/deploy.prototxt, else "
                    "folder/file)")
-    p.add_argument("--height", type=SIDE, default=375,
-                   help="image height, 1-8192 (default: %(default)s)")
-    p.add_argument("--width", type=SIDE, default=500,
-                   help="image width, 1-8192 (default: %(default)s)")
-    p.add_argument("--warmup", type=nonneg_int, default=1,
-                   help="untimed passes first (default: %(default)s)")
-    p.add_argument("--repeats", type=positive_int, default=5,
-                   help="timed passes (default: %(default)s)")
+    add_size(p, 375, 500)
+    add_timing(p)
     p.add_argument("--no-layers", action="store_true",
                    help="skip the per-layer passes (default: off)")
     p.add_argument("--onnx", action=BooleanOptionalAction,
@@ -64,11 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--onnx-threads", type=nonneg_int, default=0,
                    help="ONNX Runtime intra-op threads (default: "
                    "%(default)s, its own choice: the physical cores)")
-    p.add_argument("--out", default=None,
-                   help="directory for time.json and time.md (default: "
-                   "print only)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (default: off)")
+    add_out(p, "directory for time.json and time.md", required=False)
+    add_quiet(p)
     add_device(p)
     return p.parse_args(argv)
 

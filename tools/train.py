@@ -30,8 +30,8 @@ import os
 import signal
 import sys
 
-from hrenet.cli import (add_device, cli, nonneg_int, parser,
-                        positive_int, warn)
+from hrenet.cli import (add_device, add_out, add_overwrite, add_quiet, cli,
+                        nonneg_int, parser, positive_int, warn)
 from hrenet import experiment
 from hrenet.files import check_output_dir
 
@@ -39,7 +39,7 @@ from hrenet.files import check_output_dir
 def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("--solver", required=True, help="solver prototxt")
-    p.add_argument("--out", required=True, help="run directory")
+    add_out(p, "run directory")
     p.add_argument("--weights", default=None,
                    help="initial weights, copied by layer name, e.g. VGG-16 "
                    "(default: the net's fillers)")
@@ -63,11 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--display", type=positive_int, default=None,
                    help="log the mean loss every N iterations (default: the "
                    "solver's display, else 20)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again in an --out that holds a log (default: "
-                   "refuse)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (default: off)")
+    add_overwrite(p, "start again in an --out that holds a log")
+    add_quiet(p)
     return p.parse_args(argv)
 
 

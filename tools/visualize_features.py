@@ -17,8 +17,8 @@ Example:
 import os
 import sys
 
-from hrenet.cli import (add_device, cli, finite_float,
-                        int_range, nonzero_float, parser, positive_int, warn)
+from hrenet.cli import (add_device, add_model, add_out, add_transform, cli,
+                        int_range, parser, positive_int, warn)
 from hrenet import inference, scoring, visual
 from hrenet.files import StagedOutput, check_output_dir
 from hrenet.files import write_json
@@ -28,8 +28,7 @@ from hrenet.inference import ToolError
 def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("image", help="input image")
-    p.add_argument("--model", required=True, help="deploy prototxt")
-    p.add_argument("--weights", required=True, help=".caffemodel")
+    add_model(p)
     p.add_argument("--blobs", nargs="+", required=True,
                    help="blob names, e.g. renet1_v renet3_h")
     p.add_argument("--k", type=positive_int, default=16,
@@ -39,12 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--zoom", type=int_range(1, 64), default=1,
                    help="enlarge each map this many times, 1-64 (default: "
                    "%(default)s)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--mean", type=finite_float, nargs=3, default=None,
-                   metavar=("B", "G", "R"),
-                   help="BGR mean (default: the deploy net's, else 0)")
-    p.add_argument("--scale", type=nonzero_float, default=None,
-                   help="scale (default: the deploy net's, else 1)")
+    add_out(p)
+    add_transform(p, blob=False)
     add_device(p)
     return p.parse_args(argv)
 

@@ -1,4 +1,5 @@
-"""HRENet: Python tools for the HRENet Caffe fork (datasets, LMDBs, CRF, scoring).
+"""HRENet: Python tools for the HRENet Caffe fork (datasets, LMDBs, CRF,
+scoring).
 
 Modules are imported on demand; nothing runs at import.
 """

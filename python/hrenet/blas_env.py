@@ -113,6 +113,11 @@ def main(argv=None):
             print(f"error: cannot run {argv[1]}: {e.strerror}; run "
                   "scripts/setup.sh to build it", file=sys.stderr)
             return 127
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: blas_env.py [--shell | --exec PROGRAM [ARGS...]]\n\n"
+              "Prints the OPENBLAS_CORETYPE this CPU needs and why; --shell "
+              "prints it as an export line, --exec runs PROGRAM with it set.")
+        return 0
     value, reason = choose()
     if argv == ["--shell"]:
         if value is not None:

@@ -120,14 +120,104 @@ def nonzero_float(text):
 
 
 # ---------------------------------------------------------------------------
-# Argument groups
+# Argument groups: every flag that several tools share is declared here once.
+
+def add_out(p, what="output directory", required=True, default=None):
+    """--out: where the tool writes."""
+    p.add_argument("--out", required=required, default=default,
+                   help=what if required else
+                   f"{what} (default: {default or 'print only'})")
+
+
+def add_switch(p, flag, what):
+    """An on/off flag, off by default."""
+    p.add_argument(flag, action="store_true", help=f"{what} (default: off)")
+
+
+def add_count(p, flag, default, what):
+    """A positive whole number."""
+    p.add_argument(flag, type=positive_int, default=default,
+                   help=f"{what} (default: %(default)s)")
+
+
+def add_quiet(p, what="no progress bar"):
+    p.add_argument("--quiet", action="store_true",
+                   help=f"{what} (default: off)")
+
+
+def add_overwrite(p, what="replace an existing --out"):
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"{what} (default: refuse)")
+
+
+def add_seed(p, what="random seed", default=0):
+    p.add_argument("--seed", type=seed, default=default,
+                   help=f"{what} (default: %(default)s)")
+
+
+def add_size(p, height, width, low=1, high=8192, group=None):
+    """--height and --width in [low, high] pixels."""
+    side = int_range(low, high)
+    g = group or p
+    g.add_argument("--height", type=side, default=height,
+                   help=f"image height, {low}-{high} (default: "
+                   "%(default)s)")
+    p.add_argument("--width", type=side, default=width,
+                   help=f"image width, {low}-{high} (default: %(default)s)")
+
+
+def add_timing(p, warmup=1, repeats=5):
+    """--warmup and --repeats of a timing."""
+    p.add_argument("--warmup", type=nonneg_int, default=warmup,
+                   help="untimed passes first (default: %(default)s)")
+    p.add_argument("--repeats", type=positive_int, default=repeats,
+                   help="timed passes (default: %(default)s)")
+
+
+def add_model(p, required=True, note=""):
+    """--model (deploy prototxt) and --weights (.caffemodel)."""
+    p.add_argument("--model", required=required, default=None,
+                   help="deploy prototxt" + note)
+    p.add_argument("--weights", required=required, default=None,
+                   help=".caffemodel" + note)
+
+
+def add_dataset(p, required=False, split_help="split name",
+                root_help="dataset directory", group=None):
+    """A dataset in a published layout: --format, --root, --split or
+    --list, --voc-root (sbd aug), --annotations (coco)."""
+    from hrenet import datasets
+    g = group or p
+    g.add_argument("--format", required=required, default=None,
+                   choices=datasets.FORMATS, help="dataset layout of --root")
+    g.add_argument("--root", required=required, default=None,
+                   help=root_help)
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--split", default=None, help=split_help)
+    which.add_argument("--list", default=None, metavar="FILE",
+                       help="file of image names (one per line) instead of "
+                       "--split")
+    g.add_argument("--voc-root", default=None, metavar="DIR",
+                   help="sbd --split aug: the VOC2012 directory whose "
+                   "train/val lists and labels it uses (default: "
+                   "%(default)s)")
+    g.add_argument("--annotations", default=None, metavar="JSON",
+                   help="coco: the instances JSON (default: %(default)s)")
+
+
+def add_classes(p, what):
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help=f"class names, one per line ({what})")
+
 
 def add_device(p):
     p.add_argument("--gpu", type=device, default=None, metavar="N",
                    help="run on GPU N (default: CPU)")
 
 
-def add_transform(p):
+def add_transform(p, blob=True):
+    """--mean and --scale (the net's preprocessing) and, with ``blob``,
+    --blob (the output to predict from)."""
     p.add_argument("--mean", type=finite_float, nargs=3, default=None,
                    metavar=("B", "G", "R"),
                    help="BGR mean subtracted from the image (default: the "
@@ -135,6 +225,8 @@ def add_transform(p):
     p.add_argument("--scale", type=nonzero_float, default=None,
                    help="scale applied after the mean (default: the deploy "
                    "net's transform_param, else 1)")
+    if not blob:
+        return
     p.add_argument("--blob", default=None,
                    help="output blob to take the prediction from (default: "
                    "the net's last output)")

@@ -89,35 +89,33 @@ def voc_palette():
     return palette
 
 
-def read_class_names(path):
-    """Class names from a text file, one per line (blank lines ignored)."""
+def _read_text_lines(path, what, item, first_column=False):
+    """The non-blank lines of a text file (stripped, or their first
+    column), or DataError naming the file: missing, not text, empty."""
     if not os.path.isfile(path):
-        raise DataError(path, "class file does not exist; give a text file "
-                        "with one class name per line")
+        raise DataError(path, f"{what} does not exist; give a text file "
+                        f"with one {item} per line")
     try:
         with open(path) as f:
-            names = [line.strip() for line in f if line.strip()]
+            lines = [line.split()[0] if first_column else line.strip()
+                     for line in f if line.strip()]
     except UnicodeDecodeError as e:
-        raise DataError(path, "class file is not text; give a text file "
-                        "with one class name per line") from e
-    if not names:
-        raise DataError(path, "class file is empty")
-    return names
+        raise DataError(path, f"{what} is not text; give a text file with "
+                        f"one {item} per line") from e
+    if not lines:
+        raise DataError(path, f"{what} is empty")
+    return lines
+
+
+def read_class_names(path):
+    """Class names from a text file, one per line (blank lines ignored)."""
+    return _read_text_lines(path, "class file", "class name")
 
 
 def read_list(path):
     """Names from a split list (first column of each non-blank line)."""
-    if not os.path.isfile(path):
-        raise DataError(path, "split list does not exist")
-    try:
-        with open(path) as f:
-            names = [line.split()[0] for line in f if line.strip()]
-    except UnicodeDecodeError as e:
-        raise DataError(path, "split list is not text; give a text file "
-                        "with one image name per line") from e
-    if not names:
-        raise DataError(path, "split list is empty")
-    return names
+    return _read_text_lines(path, "split list", "image name",
+                            first_column=True)
 
 
 # ---------------------------------------------------------------------------

@@ -35,17 +35,9 @@ def atomic_path(path):
 
 def write_bytes(path, data):
     """``data`` to ``path`` through a temporary file in the same folder."""
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path) or ".",
-                       f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def write_text(path, text):

@@ -169,23 +169,20 @@ def make_coco(root, size=(40, 48)):
         rect(30, 37, 2, 9)
     car = rect(30, 37, 30, 37)
     voc = {cid: i + 1 for i, cid in enumerate(COCO_VOC_IDS)}
-    anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-         "segmentation": polygon(5, 29, 2, 27), "area": float(person.sum()),
-         "bbox": [2, 5, 26, 25]},
-        {"id": 2, "image_id": 1, "category_id": 18, "iscrowd": 0,
-         "segmentation": {"size": [h, w], "counts": rle_counts(dog)},
-         "area": float(dog.sum()), "bbox": [20, 15, 24, 20]},
-        {"id": 3, "image_id": 1, "category_id": 90, "iscrowd": 0,
-         "segmentation": polygon(0, 3, 30, 45), "area": 64.0,
-         "bbox": [30, 0, 16, 4]},
-        {"id": 4, "image_id": 1, "category_id": 17, "iscrowd": 1,
-         "segmentation": {"size": [h, w], "counts": rle_counts(cats)},
-         "area": float(cats.sum()), "bbox": [2, 30, 8, 8]},
-        {"id": 5, "image_id": 2, "category_id": 3, "iscrowd": 0,
-         "segmentation": polygon(30, 37, 30, 37), "area": 64.0,
-         "bbox": [30, 30, 8, 8]},
-    ]
+
+    def rle(mask):
+        return {"size": [h, w], "counts": rle_counts(mask)}
+
+    # (image, category, crowd, segmentation, area, bbox x y w h)
+    anns = [(1, 1, 0, polygon(5, 29, 2, 27), person.sum(), [2, 5, 26, 25]),
+            (1, 18, 0, rle(dog), dog.sum(), [20, 15, 24, 20]),
+            (1, 90, 0, polygon(0, 3, 30, 45), 64, [30, 0, 16, 4]),
+            (1, 17, 1, rle(cats), cats.sum(), [2, 30, 8, 8]),
+            (2, 3, 0, polygon(30, 37, 30, 37), 64, [30, 30, 8, 8])]
+    anns = [{"id": i + 1, "image_id": image, "category_id": cat,
+             "iscrowd": crowd, "segmentation": seg, "area": float(area),
+             "bbox": bbox}
+            for i, (image, cat, crowd, seg, area, bbox) in enumerate(anns)]
     categories = [{"id": i, "name": f"cat{i}", "supercategory": "x"}
                   for i in sorted(set(COCO_VOC_IDS) | {90})]
     images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": h,

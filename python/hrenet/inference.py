@@ -69,16 +69,7 @@ def require_file(path, what, fix=""):
 def read_net_param(path):
     """The NetParameter of a prototxt; checks that it parses and that every
     layer type is registered in this build."""
-    from google.protobuf import text_format
-    require_file(path, "net prototxt")
-    pb2 = caffe_pb2()
-    param = pb2.NetParameter()
-    try:
-        with open(path) as f:
-            text_format.Merge(f.read(), param)
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ToolError(f"{path}: cannot parse the prototxt "
-                        f"({str(e).splitlines()[0]})") from e
+    param = _parse_prototxt(path, caffe_pb2().NetParameter(), "net")
     known = set(import_caffe().layer_type_list())
     for layer in param.layer:
         if layer.type not in known:
@@ -89,14 +80,20 @@ def read_net_param(path):
 
 
 def read_solver_param(path):
+    """The SolverParameter of a solver prototxt; checks that it parses."""
+    return _parse_prototxt(path, caffe_pb2().SolverParameter(), "solver")
+
+
+def _parse_prototxt(path, param, what):
+    """Merges the text file `path` into the message `param`; a missing file
+    or a parse error is a ToolError naming the file."""
     from google.protobuf import text_format
-    require_file(path, "solver prototxt")
-    param = caffe_pb2().SolverParameter()
+    require_file(path, f"{what} prototxt")
     try:
         with open(path) as f:
             text_format.Merge(f.read(), param)
     except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ToolError(f"{path}: cannot parse the solver prototxt "
+        raise ToolError(f"{path}: cannot parse the {what} prototxt "
                         f"({str(e).splitlines()[0]})") from e
     return param
 
@@ -440,26 +437,34 @@ class Model(object):
         return 4.0 * total / max(1, h * w)
 
     def predict_label(self, image, max_side=0):
-        """(label uint8 H x W, forward seconds, size the net ran at).
+        """(label uint8 H x W, forward seconds, size the net ran at); see
+        :func:`predict_label`."""
+        return predict_label(self, image, max_side)
 
-        ``max_side`` > 0: an image whose longer side exceeds it runs
-        scaled down to that side (area interpolation); the scores are
-        upsampled bilinearly to the full size in bands of rows and the
-        label is their argmax, so memory stays that of the smaller run.
-        """
-        h, w = image.shape[:2]
-        if not max_side or max(h, w) <= max_side:
-            label, _, seconds = self.predict(image)
-            return label, seconds, (h, w)
-        import cv2
-        f = max_side / float(max(h, w))
-        sh, sw = max(1, int(round(h * f))), max(1, int(round(w * f)))
-        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        t0 = time.perf_counter()
-        scores = self.forward(small, copy=False)
-        device_sync()
-        seconds = time.perf_counter() - t0
-        return upsample_argmax(scores, h, w), seconds, (sh, sw)
+
+def predict_label(model, image, max_side=0):
+    """(label uint8 H x W, forward seconds, size the net ran at) of
+    ``model`` (a :class:`Model`, or :class:`hrenet.onnx_run.OnnxModel`: any
+    object with ``predict(image)`` and ``forward(image, copy)``).
+
+    ``max_side`` > 0: an image whose longer side exceeds it runs scaled
+    down to that side (area interpolation); the scores are upsampled
+    bilinearly to the full size in bands of rows and the label is their
+    argmax, so memory stays that of the smaller run.
+    """
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        label, _, seconds = model.predict(image)
+        return label, seconds, (h, w)
+    import cv2
+    f = max_side / float(max(h, w))
+    sh, sw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+    small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    t0 = time.perf_counter()
+    scores = model.forward(small, copy=False)
+    device_sync()
+    seconds = time.perf_counter() - t0
+    return upsample_argmax(scores, h, w), seconds, (sh, sw)
 
 
 def argmax_channels(scores):

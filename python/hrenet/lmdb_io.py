@@ -264,6 +264,26 @@ def _publish(tmp, out, meta):
         os.rename(tmp, out)
 
 
+def _in_order(items, shuffle, seed):
+    """The items as a list, in a seeded random order when shuffle is set."""
+    items = list(items)
+    if shuffle:
+        order = np.random.RandomState(seed).permutation(len(items))
+        items = [items[i] for i in order]
+    return items
+
+
+def _staging_folder(out):
+    """A fresh, empty temporary folder beside ``out`` (renamed to it when
+    a dataset is complete)."""
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    return tmp
+
+
 def build_dataset(samples, out, num_classes, class_names=None, fmt="",
                   shuffle=False, seed=0, skip_bad=False, overwrite=False,
                   min_foreground=None, progress=True, extra_meta=None):
@@ -285,16 +305,8 @@ def build_dataset(samples, out, num_classes, class_names=None, fmt="",
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for "
                          f"{num_classes} classes")
-    samples = list(samples)
-    if shuffle:
-        order = np.random.RandomState(seed).permutation(len(samples))
-        samples = [samples[i] for i in order]
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    samples = _in_order(samples, shuffle, seed)
+    tmp = _staging_folder(out)
     envs = []
     try:
         envs = [lmdb.open(os.path.join(tmp, name), map_size=MAP_SIZE,
@@ -455,15 +467,9 @@ def merge_datasets(sources, out, shuffle=False, seed=0, overwrite=False):
                     entries.append((i, k))
         finally:
             env.close()
-    if shuffle:
-        order = np.random.RandomState(seed).permutation(len(entries))
-        entries = [entries[j] for j in order]
+    entries = _in_order(entries, shuffle, seed)
     import lmdb
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f"{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    tmp = _staging_folder(out)
     readers = []
     try:
         for src in sources:

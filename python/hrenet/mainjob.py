@@ -247,14 +247,14 @@ def _stack(tiles, pad=2):
 def sample_grid(rows):
     """Rows of RGB tiles -> one RGB image (white gaps)."""
     lines = [_stack(r) for r in rows]
-    w = max(l.shape[1] for l in lines)
+    w = max(line.shape[1] for line in lines)
     pad = 2
-    out = np.full((sum(l.shape[0] for l in lines) + pad * (len(lines) - 1),
-                   w, 3), 255, np.uint8)
+    out = np.full((sum(line.shape[0] for line in lines)
+                   + pad * (len(lines) - 1), w, 3), 255, np.uint8)
     y = 0
-    for l in lines:
-        out[y:y + l.shape[0], :l.shape[1]] = l
-        y += l.shape[0] + pad
+    for line in lines:
+        out[y:y + line.shape[0], :line.shape[1]] = line
+        y += line.shape[0] + pad
     return out
 
 

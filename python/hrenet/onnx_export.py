@@ -360,10 +360,10 @@ def _eltwise(b, L):
         raise L.unsupported("coeff needs operation SUM and one per bottom")
     xs = list(L.x)
     if coeffs:
-        xs = [x if c == 1 else b.op("Mul", [x, b.const(L.name + "/coeff",
-                                                        np.float32(c))],
-                                    hint=L.name + "/mul")
-              for x, c in zip(xs, coeffs)]
+        for i, c in enumerate(coeffs):
+            if c != 1:
+                k = b.const(L.name + "/coeff", np.float32(c))
+                xs[i] = b.op("Mul", [xs[i], k], hint=L.name + "/mul")
     onnx_op = {"SUM": "Sum", "PROD": "Mul", "MAX": "Max"}[op]
     if onnx_op == "Mul":
         y = xs[0]

@@ -193,19 +193,7 @@ class OnnxModel(object):
         return 0.0
 
     def predict_label(self, image, max_side=0):
-        """As :meth:`hrenet.inference.Model.predict_label`: (label, seconds,
-        size the net ran at), an image above ``max_side`` run scaled down
-        and its scores upsampled in bands."""
-        h, w = image.shape[:2]
-        if not max_side or max(h, w) <= max_side:
-            label, _, seconds = self.predict(image)
-            return label, seconds, (h, w)
-        import cv2
-        from hrenet.inference import upsample_argmax
-        f = max_side / float(max(h, w))
-        sh, sw = max(1, int(round(h * f))), max(1, int(round(w * f)))
-        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        t0 = time.perf_counter()
-        scores = self.forward(small)
-        seconds = time.perf_counter() - t0
-        return upsample_argmax(scores, h, w), seconds, (sh, sw)
+        """As :func:`hrenet.inference.predict_label`: (label, seconds, size
+        the net ran at), an image above ``max_side`` run scaled down."""
+        from hrenet.inference import predict_label
+        return predict_label(self, image, max_side)

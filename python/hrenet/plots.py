@@ -64,6 +64,11 @@ def plot_curves(records, path, title=None):
     ax2.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path):
+    """Lay ``fig`` out, write it to ``path`` atomically, close it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
@@ -101,8 +106,4 @@ def plot_confusion(matrix, class_names, path, title=None):
                             color="white" if norm[i, j] > 0.5 else "black")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

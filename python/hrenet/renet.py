@@ -63,7 +63,8 @@ def patch_sequences(x, direction, patch_h=1, patch_w=1):
 
 
 def sequences_to_map(seq, direction, grid):
-    """Inverse of the sequence layout for the top: T x B x D -> N x D x gh x gw."""
+    """Inverse of the sequence layout for the top:
+    T x B x D -> N x D x gh x gw."""
     n, gh, gw = grid
     dim = seq.shape[-1]
     if direction == "VERTICAL":
@@ -102,7 +103,8 @@ def _sweep(seq, W, U, b, unit, reverse):
         elif unit == "IRNN":
             h = np.maximum(wx + uh, 0)
         else:
-            raise ValueError(f"unit must be one of {sorted(GATES)}, got {unit!r}")
+            raise ValueError(
+                f"unit must be one of {sorted(GATES)}, got {unit!r}")
         out[t] = h
     return out
 

@@ -7,7 +7,8 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
 
 
 def load_tool(name):
-    """Import tools/<name>.py and return the module (nothing runs at import)."""
+    """Import tools/<name>.py and return the module (nothing runs at
+    import)."""
     spec = importlib.util.spec_from_file_location(
         name, os.path.join(TOOLS, name + ".py"))
     module = importlib.util.module_from_spec(spec)

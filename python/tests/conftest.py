@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: pycaffe in CPU mode, quiet glog, a temp net helper."""
+"""Shared pytest fixtures: pycaffe in CPU mode, quiet glog, a temp net
+helper."""
 import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")

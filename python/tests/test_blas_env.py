@@ -9,14 +9,16 @@ import pytest
 
 from hrenet import blas_env
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                     os.pardir, os.pardir))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 # scripts/run_tests.sh exports BUILD_DIR and VENV (relative to the root).
-VENV_CAFFE = os.path.join(ROOT, os.environ.get("VENV", ".venv"), "bin", "caffe")
+VENV_CAFFE = os.path.join(ROOT, os.environ.get("VENV", ".venv"), "bin",
+                          "caffe")
 CAFFE_BIN = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"),
                          "caffe-build", "tools", "caffe")
 
-AVX512 = "fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl"
+AVX512 = ("fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw "
+          "avx512vl")
 
 
 def cpuinfo(vendor, flags, processors=2):
@@ -31,7 +33,8 @@ def cpuinfo(vendor, flags, processors=2):
     ("GenuineIntel", "sse sse2 avx avx2 fma", "Haswell"),
     ("GenuineIntel", "sse sse2 avx avx2", None),       # no FMA: not Haswell
     ("GenuineIntel", "sse sse2 sse3", None),
-    ("GenuineIntel", "avx2 fma avx512f avx512bw", "Haswell"),  # partial AVX-512
+    # partial AVX-512
+    ("GenuineIntel", "avx2 fma avx512f avx512bw", "Haswell"),
     ("AuthenticAMD", AVX512 + " avx512_bf16", None),   # left to OpenBLAS
 ])
 def test_coretype_for_flags(vendor, flags, expected):
@@ -73,8 +76,9 @@ def test_shell_and_exec_cli(tmp_path):
         [sys.executable, tool, "--exec", "/usr/bin/env"], env=env,
         capture_output=True, text=True, check=True).stdout
     assert (f"OPENBLAS_CORETYPE={want}\n" in out) == bool(want)
-    r = subprocess.run([sys.executable, tool, "--exec",
-                        str(tmp_path / "nope")], capture_output=True, text=True)
+    nope = str(tmp_path / "nope")
+    r = subprocess.run([sys.executable, tool, "--exec", nope],
+                       capture_output=True, text=True)
     assert r.returncode == 127 and "cannot run" in r.stderr
     r = subprocess.run([sys.executable, tool, "--bogus"], capture_output=True,
                        text=True)

@@ -11,7 +11,6 @@ from hrenet import fixtures, lmdb_io
 from _tools import TOOLS, load_tool  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def tool():
     return load_tool("build_lmdb")

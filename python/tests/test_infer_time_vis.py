@@ -115,7 +115,7 @@ def test_time_net(toolsetup, tmp_path, capsys):
         crf["total"]["median_ms"] / plain["total"]["median_ms"])
     assert plain["types"]["ReNet"] > 0 and plain["types"]["convolution"] > 0
     assert plain["types"]["DenseCRF"] == 0 and crf["types"]["DenseCRF"] > 0
-    assert [l["type"] for l in plain["layers"]] == [
+    assert [layer["type"] for layer in plain["layers"]] == [
         "Input", "Split", "Convolution", "ReLU", "ReNet", "Convolution",
         "Deconvolution", "Crop"]
     t = plain["total"]

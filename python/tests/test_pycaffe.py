@@ -1,4 +1,5 @@
-"""The fork's Python side: pycaffe imports, runs a tiny net, sees our protos."""
+"""The fork's Python side: pycaffe imports, runs a tiny net, sees our
+protos."""
 import numpy as np
 from google.protobuf import text_format
 
@@ -51,17 +52,19 @@ def test_conv_forward_matches_numpy(net_from_string):
             ref += np.einsum("nchw,oc->nohw", xp[:, :, dy:dy + 5, dx:dx + 4],
                              w[:, :, dy, dx])
     ref += b[None, :, None, None]
-    np.testing.assert_allclose(net.blobs["score"].data, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net.blobs["score"].data, ref,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_hrenet_proto_messages_visible(caffe):
     from caffe.proto import caffe_pb2
     layer = caffe_pb2.LayerParameter()
     text_format.Merge(
-        'name: "r" type: "ReNet" renet_param { num_output: 8 direction: HORIZONTAL '
-        'patch_h: 2 patch_w: 2 unit: GRU } '
+        'name: "r" type: "ReNet" renet_param { num_output: 8 '
+        'direction: HORIZONTAL patch_h: 2 patch_w: 2 unit: GRU } '
         'dense_crf_param { max_iter: 2 unary_type: PROB } '
-        'seg_data_param { source: "x" crop_h: 4 crop_w: 5 mean_value: 1 }', layer)
+        'seg_data_param { source: "x" crop_h: 4 crop_w: 5 mean_value: 1 }',
+        layer)
     assert layer.renet_param.num_output == 8
     assert layer.renet_param.direction == caffe_pb2.ReNetParameter.HORIZONTAL
     assert layer.renet_param.unit == caffe_pb2.ReNetParameter.GRU
@@ -82,6 +85,7 @@ def test_caffe_tool_runs():
     import subprocess
     import sys
     caffe_bin = os.path.join(os.path.dirname(sys.executable), "caffe")
-    out = subprocess.run([caffe_bin, "--version"], capture_output=True, text=True)
+    out = subprocess.run([caffe_bin, "--version"], capture_output=True,
+                         text=True)
     assert out.returncode == 0
     assert "1.0.0" in out.stdout + out.stderr

@@ -355,15 +355,15 @@ def test_image_jobs_match_single_images(net_from_string, unit, direction,
     products here over 2^20 multiply-adds): each direction and image's
     sweep, then each direction's parameter gradients and each image's
     bottom diff (the layout copies, too small here to take two threads, are
-    jobs in test_large_input_split_copies). Vertical 1 x 1 patches are read in place; 2 x 2
-    patches of 8 channels (32 features, zero padding at 33 x 47) take the
-    LSTM's step projection, whose scratch is per block. Three images must
-    give what each gives alone: outputs and bottom diffs image by image,
-    parameter diffs summed over the images (the single-image net
-    accumulates them over its three backward passes). The three-image net
-    runs backward twice (its bottom diff is written anew, its parameter
-    diffs accumulate), so that state left by the first pass (the LSTM's
-    dL/dc carry) would show."""
+    jobs in test_large_input_split_copies). Vertical 1 x 1 patches are read
+    in place; 2 x 2 patches of 8 channels (32 features, zero padding at
+    33 x 47) take the LSTM's step projection, whose scratch is per block. Three
+    images must give what each gives alone: outputs and bottom diffs image by
+    image, parameter diffs summed over the images (the single-image net
+    accumulates them over its three backward passes). The three-image net runs
+    backward twice (its bottom diff is written anew, its parameter diffs
+    accumulate), so that state left by the first pass (the LSTM's dL/dc carry)
+    would show."""
     rng = np.random.RandomState(37)
     params = random_params(rng, unit, shape[1], *patch, d, scale=0.3)
     x = rng.uniform(-1, 1, shape)

@@ -210,7 +210,8 @@ def test_bad_prototxt(toolsetup, tmp_path, capsys):
                                  toolsetup.weights, "--source",
                                  toolsetup.val, "--out", tmp_path / "o",
                                  "--quiet"], capsys)
-    assert_one_line_error(rc, err, "bad.prototxt: cannot parse the prototxt")
+    assert_one_line_error(rc, err,
+                          "bad.prototxt: cannot parse the net prototxt")
     bad.write_text('layer { name: "data" type: "Inptu" top: "data" }\n')
     rc, err = run_tool("score", ["--model", bad, "--weights",
                                  toolsetup.weights, "--source",

@@ -1,6 +1,5 @@
 """The SegData layer through pycaffe, on an LMDB that tools/build_lmdb.py
 built from a synthetic dataset that tools/make_synthetic.py wrote."""
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from hrenet import lmdb_io
 
 from _tools import load_tool  # noqa: E402
 H, W = 40, 48
-
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ def test_dry_run_lists_every_variant(study, tmp_path):
         v = nets.variant(row.family, row.variant)
         assert f"--model prototxt/{v.family}/{v.name}/deploy.prototxt" in out
         src = nets.variant(v.family, v.weights_from or v.name)
-        assert f"# {src.family}/{src.name}: {src.iters} iterations, lr " \
-            f"x0.1 every {src.iters // 2 if src.name != 'd_coco_pretrain' else 50000}" in out
+        step = src.iters // 2 if src.name != "d_coco_pretrain" else 50000
+        assert (f"# {src.family}/{src.name}: {src.iters} iterations, lr "
+                f"x0.1 every {step}") in out
     assert "--gpu 0" in out
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
 

@@ -1,5 +1,4 @@
 """The synthetic context dataset: determinism, labels, cue, real layouts."""
-import os
 
 import numpy as np
 import pytest
@@ -71,7 +70,6 @@ def test_objects_look_the_same_for_every_class():
     assert len(means) == 3
     for k in means:
         assert np.abs(means[k] - means[1]).max() < 6
-
 
 
 def test_cli_voc_layout_read_by_voc_reader(tmp_path):

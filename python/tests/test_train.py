@@ -175,7 +175,7 @@ I1201 10:00:03.500000  123 sgd_solver.cpp:105] Iteration 10, lr = 0.005
 I1201 10:00:04.000000  123 solver.cpp:330] Iteration 10, Testing net (#0)
 I1201 10:00:04.250000  123 solver.cpp:397]     Test net output #0: accuracy = 0.5
 I1201 10:00:04.250000  123 solver.cpp:397]     Test net output #1: miou = 0.375
-"""
+"""  # noqa: E501 (caffe's log lines, verbatim)
 
 
 def test_parse_caffe_log_and_plot_log(tmp_path, capsys):
@@ -193,7 +193,8 @@ def test_parse_caffe_log_and_plot_log(tmp_path, capsys):
     with_year = CAFFE_LOG.replace("I1201 10:00:0", "I20261231 23:59:5")
     assert [r["wall"] for r in training.parse_caffe_log(
         with_year.splitlines())] == [1.0, 1.5, 3.5, 4.25]
-    midnight = with_year.replace("I20261231 23:59:53.5", "I20270101 00:00:03.5")
+    midnight = with_year.replace("I20261231 23:59:53.5",
+                                 "I20270101 00:00:03.5")
     assert training.parse_caffe_log(midnight.splitlines())[2]["wall"] == 13.5
     log = tmp_path / "train.log"
     log.write_text(CAFFE_LOG)
@@ -301,8 +302,8 @@ def test_diverging_training_stops_with_one_line(toolsetup, tmp_path,
         in err
 
 
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(toolsetup,
-                                                              tmp_path):
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(
+        toolsetup, tmp_path):
     """kill -9 after a periodic snapshot, resume from it: the loss curve
     and the final weights equal the uninterrupted run's to the last bit
     (the data layer's stream position and generators are in the

@@ -8,4 +8,4 @@
 #       [--resume] [--out DIR]
 #
 # Details: tools/run_study.py --help.
-exec "$(dirname "${BASH_SOURCE[0]}")/study.sh" crop_size "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/../tool.sh" run_study crop_size "$@"

@@ -8,4 +8,4 @@
 #       [--resume] [--out DIR]
 #
 # Details: tools/run_study.py --help.
-exec "$(dirname "${BASH_SOURCE[0]}")/study.sh" table4 "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/../tool.sh" run_study table4 "$@"

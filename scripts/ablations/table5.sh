@@ -8,4 +8,4 @@
 #       [--resume] [--out DIR]
 #
 # Details: tools/run_study.py --help.
-exec "$(dirname "${BASH_SOURCE[0]}")/study.sh" table5 "$@"
+exec "$(dirname "${BASH_SOURCE[0]}")/../tool.sh" run_study table5 "$@"

@@ -34,6 +34,27 @@ HRENET_HD inline void BilinearResizeCoord(int o, int in, int out, int* lo,
 }
 
 /**
+ * @brief Element @p index of a stack of out_h x out_w output planes: returns
+ *        its plane, and sets @p taps to the offsets (within an in_h x in_w
+ *        input plane) of its four neighbours (lo, lo), (lo, hi), (hi, lo),
+ *        (hi, hi) and @p a, @p b to its row and column fractions. The CPU
+ *        loops and the CUDA kernels both walk the output with it.
+ */
+template <typename Dtype>
+HRENET_HD inline int BilinearResizeTaps(int index, int in_h, int in_w,
+    int out_h, int out_w, int* taps, Dtype* a, Dtype* b) {
+  const int x = index % out_w, y = (index / out_w) % out_h;
+  int y0, y1, x0, x1;
+  BilinearResizeCoord(y, in_h, out_h, &y0, &y1, a);
+  BilinearResizeCoord(x, in_w, out_w, &x0, &x1, b);
+  taps[0] = y0 * in_w + x0;
+  taps[1] = y0 * in_w + x1;
+  taps[2] = y1 * in_w + x0;
+  taps[3] = y1 * in_w + x1;
+  return index / (out_w * out_h);
+}
+
+/**
  * @brief Output value of one pixel from its four neighbours @p v00 (lo, lo),
  *        @p v01 (lo, hi), @p v10 (hi, lo), @p v11 (hi, hi) and the fractions
  *        @p a (rows) and @p b (columns).

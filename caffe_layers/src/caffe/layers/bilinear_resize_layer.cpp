@@ -70,25 +70,16 @@ void BilinearResizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
 template <typename Dtype>
 void BilinearResizeLayer<Dtype>::Forward_cpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  const int planes = bottom[0]->shape(0) * channels_;
-  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
+  const int in_hw = in_h_ * in_w_, count = top[0]->count();
   const Dtype* in = bottom[0]->cpu_data();
   Dtype* out = top[0]->mutable_cpu_data();
-  for (int y = 0; y < out_h_; ++y) {
-    int y0, y1;
-    Dtype a;
-    BilinearResizeCoord(y, in_h_, out_h_, &y0, &y1, &a);
-    for (int x = 0; x < out_w_; ++x) {
-      int x0, x1;
-      Dtype b;
-      BilinearResizeCoord(x, in_w_, out_w_, &x0, &x1, &b);
-      for (int p = 0; p < planes; ++p) {
-        const Dtype* src = in + p * in_hw;
-        out[p * out_hw + y * out_w_ + x] = BilinearResizeMix(
-            src[y0 * in_w_ + x0], src[y0 * in_w_ + x1],
-            src[y1 * in_w_ + x0], src[y1 * in_w_ + x1], a, b);
-      }
-    }
+  for (int index = 0; index < count; ++index) {
+    int t[4];
+    Dtype a, b;
+    const Dtype* src = in + in_hw * BilinearResizeTaps(index, in_h_, in_w_,
+        out_h_, out_w_, t, &a, &b);
+    out[index] = BilinearResizeMix(src[t[0]], src[t[1]], src[t[2]],
+                                   src[t[3]], a, b);
   }
 }
 
@@ -102,28 +93,20 @@ void BilinearResizeLayer<Dtype>::Backward_cpu(
   if (!propagate_down[0]) {
     return;
   }
-  const int planes = bottom[0]->shape(0) * channels_;
-  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
+  const int in_hw = in_h_ * in_w_, count = top[0]->count();
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* diff = bottom[0]->mutable_cpu_diff();
   caffe_set(bottom[0]->count(), Dtype(0), diff);
-  for (int y = 0; y < out_h_; ++y) {
-    int y0, y1;
-    Dtype a;
-    BilinearResizeCoord(y, in_h_, out_h_, &y0, &y1, &a);
-    for (int x = 0; x < out_w_; ++x) {
-      int x0, x1;
-      Dtype b;
-      BilinearResizeCoord(x, in_w_, out_w_, &x0, &x1, &b);
-      for (int p = 0; p < planes; ++p) {
-        const Dtype g = top_diff[p * out_hw + y * out_w_ + x];
-        Dtype* dst = diff + p * in_hw;
-        dst[y0 * in_w_ + x0] += (1 - a) * (1 - b) * g;
-        dst[y0 * in_w_ + x1] += (1 - a) * b * g;
-        dst[y1 * in_w_ + x0] += a * (1 - b) * g;
-        dst[y1 * in_w_ + x1] += a * b * g;
-      }
-    }
+  for (int index = 0; index < count; ++index) {
+    int t[4];
+    Dtype a, b;
+    Dtype* dst = diff + in_hw * BilinearResizeTaps(index, in_h_, in_w_,
+        out_h_, out_w_, t, &a, &b);
+    const Dtype g = top_diff[index];
+    dst[t[0]] += (1 - a) * (1 - b) * g;
+    dst[t[1]] += (1 - a) * b * g;
+    dst[t[2]] += a * (1 - b) * g;
+    dst[t[3]] += a * b * g;
   }
 }
 

@@ -11,15 +11,12 @@ __global__ void BilinearResizeForward(const int count, const Dtype* in,
     const int in_h, const int in_w, const int out_h, const int out_w,
     Dtype* out) {
   CUDA_KERNEL_LOOP(index, count) {
-    const int x = index % out_w, y = (index / out_w) % out_h;
-    const int p = index / (out_w * out_h);
-    int y0, y1, x0, x1;
+    int t[4];
     Dtype a, b;
-    BilinearResizeCoord(y, in_h, out_h, &y0, &y1, &a);
-    BilinearResizeCoord(x, in_w, out_w, &x0, &x1, &b);
-    const Dtype* src = in + p * in_h * in_w;
-    out[index] = BilinearResizeMix(src[y0 * in_w + x0], src[y0 * in_w + x1],
-        src[y1 * in_w + x0], src[y1 * in_w + x1], a, b);
+    const Dtype* src = in + in_h * in_w * BilinearResizeTaps(index, in_h,
+        in_w, out_h, out_w, t, &a, &b);
+    out[index] = BilinearResizeMix(src[t[0]], src[t[1]], src[t[2]],
+                                   src[t[3]], a, b);
   }
 }
 
@@ -29,18 +26,15 @@ __global__ void BilinearResizeBackward(const int count, const Dtype* top_diff,
     const int in_h, const int in_w, const int out_h, const int out_w,
     Dtype* diff) {
   CUDA_KERNEL_LOOP(index, count) {
-    const int x = index % out_w, y = (index / out_w) % out_h;
-    const int p = index / (out_w * out_h);
-    int y0, y1, x0, x1;
+    int t[4];
     Dtype a, b;
-    BilinearResizeCoord(y, in_h, out_h, &y0, &y1, &a);
-    BilinearResizeCoord(x, in_w, out_w, &x0, &x1, &b);
+    Dtype* dst = diff + in_h * in_w * BilinearResizeTaps(index, in_h, in_w,
+        out_h, out_w, t, &a, &b);
     const Dtype g = top_diff[index];
-    Dtype* dst = diff + p * in_h * in_w;
-    caffe_gpu_atomic_add((1 - a) * (1 - b) * g, dst + y0 * in_w + x0);
-    caffe_gpu_atomic_add((1 - a) * b * g, dst + y0 * in_w + x1);
-    caffe_gpu_atomic_add(a * (1 - b) * g, dst + y1 * in_w + x0);
-    caffe_gpu_atomic_add(a * b * g, dst + y1 * in_w + x1);
+    caffe_gpu_atomic_add((1 - a) * (1 - b) * g, dst + t[0]);
+    caffe_gpu_atomic_add((1 - a) * b * g, dst + t[1]);
+    caffe_gpu_atomic_add(a * (1 - b) * g, dst + t[2]);
+    caffe_gpu_atomic_add(a * b * g, dst + t[3]);
   }
 }
 
