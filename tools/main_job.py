@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """The main job: show on a CPU that context across the whole image matters.
 
-Generates the synthetic context dataset (or reads --format/--root), builds
-its LMDBs, trains a small N-ReNet and a local-context baseline with pycaffe,
-scores both on the held-out split and writes RUN/report.md (with PNGs) and
+Generates the synthetic context dataset (--variant: any set of the family;
+or reads --format/--root), builds its LMDBs (every 8th training image kept
+apart to validate on), trains a small N-ReNet and a local-context baseline
+with pycaffe, each until its validation score stops improving (or --budget
+per model), scores the best weights of each on the held-out split and
+writes RUN/report.md (with PNGs) and
 RUN/report.json ({"models": {"nrenet": {"miou", "pixel_acc", "class_acc"},
 "baseline": {...}}}). The run folder also keeps the prototxts, the training
 logs, the git commit and the command line.
 
 Examples:
-  main_job.py                              # synthetic, 2-4 min on 2 cores
+  main_job.py                              # synthetic, 2-5 min on 2 cores
   main_job.py --quick                      # the few-second smoke version
-  main_job.py --format voc --root VOCdevkit/VOC2012 --iters 2000
+  main_job.py --variant ring-96x128-k3 --budget 4m
+  main_job.py --format voc --root VOCdevkit/VOC2012 --budget 20m
 """
 import datetime
 import os
@@ -19,10 +23,10 @@ import shlex
 import shutil
 import sys
 
-from hrenet.cli import (add_classes, add_overwrite, add_seed, cli, parser,
-                        positive_int)
+from hrenet.cli import (add_classes, add_overwrite, add_seed, cli, duration,
+                        parser, positive_int)
 
-from hrenet import mainjob
+from hrenet import mainjob, synthetic
 from hrenet.files import check_output_dir
 from hrenet.inference import ToolError
 
@@ -39,10 +43,19 @@ def parse_args(argv=None):
     p.add_argument("--voc-root", default=None,
                    help="sbd: the VOC2012 folder (default: %(default)s)")
     add_classes(p, "default: the format's")
+    p.add_argument("--variant", default=mainjob.DEFAULT_VARIANT,
+                   choices=sorted(synthetic.VARIANTS),
+                   help="--format synthetic: which set of the family to "
+                   "generate (default: %(default)s)")
     p.add_argument("--iters", type=positive_int, default=None,
-                   help="training iterations of each model (default: %d; "
-                   "--quick: %d)" % (mainjob.settings()["iters"],
-                                     mainjob.settings(True)["iters"]))
+                   help="train each model exactly this many iterations, "
+                   "without early stops (default: until the validation "
+                   "score stops improving, at most %d; --quick: %d)" % (
+                       mainjob.settings()["iters"],
+                       mainjob.settings(True)["iters"]))
+    p.add_argument("--budget", type=duration, default=None,
+                   help="most training time per model, e.g. 4m (default: "
+                   "%s)" % mainjob.clock(mainjob.settings()["budget"]))
     add_seed(p, "data and solver seed")
     p.add_argument("--quick", action="store_true",
                    help="smoke version, seconds long: fewer, smaller "
@@ -88,7 +101,8 @@ def main(args):
                        ["tools/main_job.py"] + sys.argv[1:])
     report = mainjob.run(out, args.format, args.root, args.classes,
                          args.voc_root, args.quick, args.iters, args.seed,
-                         command=command, repo_root=ROOT)
+                         command=command, repo_root=ROOT,
+                         variant=args.variant, budget=args.budget)
     miou = {k: 100 * v["miou"] for k, v in report["models"].items()}
     print(f"report: {os.path.join(out, 'report.md')}\n"
           f"mean IoU: N-ReNet {miou['nrenet']:.1f}%, "

@@ -15,7 +15,10 @@ curves continue.
 --val-every K scores the validation split with the deploy net and the
 current weights every K iterations (mean IoU, pixel and class accuracy). By
 default the deploy net is deploy.prototxt beside the solver's net file and
-the split is the source of that net's TEST-phase SegData layer. Relative
+the split is the source of that net's TEST-phase SegData layer. With it,
+the best validation's weights are kept and --patience/--lr-drops stop the
+run on a plateau; --budget 5m stops it on time (see the group below).
+Relative
 paths in the solver and nets are taken from the current directory, as caffe
 does.
 
@@ -26,12 +29,14 @@ Examples:
   train.py --solver prototxt/hrenet/d/solver.prototxt --out runs/hrenet_d \\
       --snapshot runs/hrenet_d/snapshots/hrenet_d_iter_6000.solverstate
 """
+import argparse
 import os
 import signal
 import sys
 
 from hrenet.cli import (add_device, add_out, add_overwrite, add_quiet, cli,
-                        nonneg_int, parser, positive_int, warn)
+                        duration, float_range, fraction, nonneg_int, parser,
+                        positive_int, warn)
 from hrenet import experiment
 from hrenet.files import check_output_dir
 
@@ -57,6 +62,37 @@ def parse_args(argv=None):
                    "TEST-phase SegData source)")
     p.add_argument("--val-limit", type=positive_int, default=None, metavar="N",
                    help="validate on the first N images only (default: all)")
+    stops = p.add_argument_group(
+        "validation-driven schedule",
+        "A validation that beats the best mean IoU so far by more than "
+        "--min-delta is kept as snapshots/best_iter_N.caffemodel. After "
+        "--patience validations in a row without a new best the learning "
+        "rate is multiplied by --lr-factor, --lr-drops times, then the run "
+        "stops. --budget stops it after that much training time. Each stop "
+        "takes a snapshot; the summary says why it stopped.")
+    stops.add_argument("--patience", type=nonneg_int, default=0, metavar="N",
+                       help="validations without a new best that make a "
+                       "plateau (needs --val-every; default: %(default)s = "
+                       "never stop early)")
+    stops.add_argument("--min-delta", type=fraction, default=0.0,
+                       help="how much mean IoU (0-1) a new best must gain "
+                       "(default: %(default)s)")
+    stops.add_argument("--lr-drops", type=nonneg_int, default=0, metavar="N",
+                       help="learning-rate drops on plateaus before the "
+                       "stop (default: %(default)s)")
+    stops.add_argument("--min-iters", type=nonneg_int, default=0,
+                       metavar="N", help="validations up to iteration N "
+                       "do not count towards a plateau (default: "
+                       "%(default)s)")
+    stops.add_argument("--lr-factor", type=float_range(
+        "a number between 0 and 1", lambda v: 0 < v < 1), default=0.1,
+        help="the drop's factor (default: %(default)s)")
+    stops.add_argument("--budget", type=duration, default=None,
+                       help="stop after this much training time, e.g. 5m, "
+                       "90s, 1h30m (default: none)")
+    stops.add_argument("--keep-best", action=argparse.BooleanOptionalAction,
+                       default=True, help="save the best validation's "
+                       "weights (default: %(default)s)")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="train to this iteration instead of the solver's "
                    "max_iter (default: max_iter)")
@@ -65,7 +101,11 @@ def parse_args(argv=None):
                    "solver's display, else 20)")
     add_overwrite(p, "start again in an --out that holds a log")
     add_quiet(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if (args.patience or args.lr_drops) and not args.val_every:
+        p.error("--patience and --lr-drops need --val-every K (the "
+                "plateau is seen on the validation split)")
+    return args
 
 
 class StopFlag(object):
@@ -94,7 +134,11 @@ def main(args):
         gpu=args.gpu, deploy=args.deploy, val_source=args.val_source,
         schedule=experiment.Schedule(
             iters=args.iters, display=args.display,
-            val_every=args.val_every, val_limit=args.val_limit))
+            val_every=args.val_every, val_limit=args.val_limit,
+            patience=args.patience, min_delta=args.min_delta,
+            lr_drops=args.lr_drops, lr_factor=args.lr_factor,
+            min_iters=args.min_iters,
+            budget=args.budget, keep_best=args.keep_best))
     try:
         summary = experiment.train(
             run, progress=not args.quiet, should_stop=stop, warn=warn,
@@ -109,7 +153,12 @@ def main(args):
               f"{summary['snapshot'][1]} --out {args.out}", file=sys.stderr)
         return 128 + (stop.signum or signal.SIGINT)
     if not args.quiet:
-        print(f"trained to iteration {summary['iter']}; wrote {args.out}")
+        best = summary.get("best_val")
+        print(f"trained to iteration {summary['iter']} (stopped: "
+              f"{experiment.STOPS[summary['stop']]})"
+              + (f"; best val mean IoU {100 * best['miou']:.2f}% at "
+                 f"iteration {best['iter']}" if best else "")
+              + f"; wrote {args.out}")
     return 0
 
 

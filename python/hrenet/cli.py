@@ -111,6 +111,24 @@ nonneg_float = float_range("a finite number >= 0", lambda v: v >= 0)
 fraction = float_range("a number from 0 to 1", lambda v: 0 <= v <= 1)
 
 
+def parse_duration(text):
+    """Seconds in ``text``: "300", "90s", "5m", "1h30m", "2.5m"; None if it
+    is not a duration."""
+    import re
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+#: a positive time span: 300 (seconds), 90s, 5m, 1h30m
+duration = _typed(parse_duration, "a time span such as 300, 90s, 5m or "
+                  "1h30m", lambda v: True if v > 0 else "")
+
+
 def nonzero_float(text):
     value = finite_float(text)
     if value == 0:
@@ -155,15 +173,18 @@ def add_seed(p, what="random seed", default=0):
                    help=f"{what} (default: %(default)s)")
 
 
-def add_size(p, height, width, low=1, high=8192, group=None):
-    """--height and --width in [low, high] pixels."""
+def add_size(p, height, width, low=1, high=8192, group=None, default=None):
+    """--height and --width in [low, high] pixels; ``default`` describes
+    the defaults in the help where they are None (set later). With
+    ``group`` (a mutually exclusive group), --height joins it (an argparse
+    group can hold only one of two flags that go together)."""
     side = int_range(low, high)
-    g = group or p
-    g.add_argument("--height", type=side, default=height,
-                   help=f"image height, {low}-{high} (default: "
-                   "%(default)s)")
+    shown = default or "%(default)s"
+    (group or p).add_argument(
+        "--height", type=side, default=height,
+        help=f"image height, {low}-{high} (default: {shown})")
     p.add_argument("--width", type=side, default=width,
-                   help=f"image width, {low}-{high} (default: %(default)s)")
+                   help=f"image width, {low}-{high} (default: {shown})")
 
 
 def add_timing(p, warmup=1, repeats=5):

@@ -28,14 +28,49 @@ from hrenet.files import StagedOutput, write_json, write_text
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """How a run trains. ``iters``: the iteration to train to (default:
-    the solver's ``max_iter``); ``display``: log the loss every N
-    iterations (default: the solver's); ``val_every``: score the held-out
-    split every N iterations (0: never), at most ``val_limit`` images."""
+    """How a run trains and when it stops.
+
+    ``iters``: the iteration to train to at the most (default: the
+    solver's ``max_iter``); ``display``: log the loss every N iterations
+    (default: the solver's); ``val_every``: score the validation split
+    every N iterations (0: never), at most ``val_limit`` images.
+
+    Validation-driven stops (they need ``val_every``): a validation whose
+    mean IoU beats the best so far by more than ``min_delta`` is the new
+    best, and with ``keep_best`` its weights are saved as
+    ``OUT/snapshots/best_iter_N.caffemodel``. After ``patience``
+    validations in a row without a new best (0: never; validations up to
+    iteration ``min_iters`` do not count, so a slow start is no plateau)
+    the run is on a plateau: it multiplies the learning rate by
+    ``lr_factor`` and goes on, ``lr_drops`` times, then stops.
+    ``budget``: stop once training has taken this many seconds (counted
+    across resumes; validation included). Every stop
+    takes a snapshot, so a stopped run can be resumed with a larger
+    ``iters`` or ``budget``.
+    """
     iters: Optional[int] = None
     display: Optional[int] = None
     val_every: int = 0
     val_limit: Optional[int] = None
+    patience: int = 0
+    min_delta: float = 0.0
+    lr_drops: int = 0
+    lr_factor: float = 0.1
+    min_iters: int = 0
+    budget: Optional[float] = None
+    keep_best: bool = True
+
+    def __post_init__(self):
+        if (self.patience or self.lr_drops) and not self.val_every:
+            raise ValueError("patience and lr_drops need val_every > 0 "
+                             "(the plateau is seen on the validation "
+                             "split)")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor {self.lr_factor}: use a number "
+                             "between 0 and 1")
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError(f"budget {self.budget}: use a positive number "
+                             "of seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +94,10 @@ class Run:
 def train(run, progress=True, should_stop=None, warn=None, overwrite=False,
           info=None):
     """Train ``run`` (:func:`hrenet.training.train`); returns its summary
-    dict (``status``, ``iter``, ``start``, ``snapshot``, ``last_val``,
-    ``wall``, ...) and writes ``summary.{json,md}`` into ``run.out``.
+    dict (``status``, ``stop``: why it ended, ``iter``, ``start``,
+    ``snapshot``, ``last_val``, ``best_val``, ``best``: the best
+    validation's weights, ``wall``, ...) and writes ``summary.{json,md}``
+    into ``run.out``.
 
     ``should_stop()`` is polled between iterations (a stop request takes a
     snapshot); ``warn`` and ``info`` receive one-line messages;
@@ -76,6 +113,12 @@ def train(run, progress=True, should_stop=None, warn=None, overwrite=False,
     return summary
 
 
+#: why a run ended (the summary's ``stop``)
+STOPS = {"iters": "the last iteration", "plateau": "no better validation "
+         "after the last learning-rate drop", "budget": "the time budget",
+         "interrupted": "a stop request (resume from the snapshot)"}
+
+
 def write_summary(run, summary):
     """``summary.json`` and ``summary.md`` of a training run in run.out."""
     from hrenet.metrics import pct
@@ -84,13 +127,17 @@ def write_summary(run, summary):
     lines = [f"# Training run {run.out}", "",
              f"- solver: {os.path.abspath(run.solver)}",
              f"- status: {summary['status']} at iteration {summary['iter']} "
-             f"(started at {summary['start']}), {summary['wall']:.0f} s",
+             f"(started at {summary['start']}), {summary['wall']:.0f} s; "
+             f"stopped: {STOPS[summary['stop']]}",
              f"- last snapshot: {(summary['snapshot'] or ['none'])[-1]}"]
-    if val:
-        lines.append(f"- last validation (iteration {val['iter']}): mean IoU "
-                     f"{pct(val['miou'])}%, pixel acc. "
-                     f"{pct(val['pixel_acc'])}%, mean class acc. "
-                     f"{pct(val['class_acc'])}%")
+    for what, v in (("last", val), ("best", summary.get("best_val"))):
+        if v:
+            lines.append(f"- {what} validation (iteration {v['iter']}): "
+                         f"mean IoU {pct(v['miou'])}%, pixel acc. "
+                         f"{pct(v['pixel_acc'])}%, mean class acc. "
+                         f"{pct(v['class_acc'])}%")
+    if summary.get("best"):
+        lines.append(f"- best weights: {summary['best']}")
     lines += ["", "![curves](curves.png)", ""]
     write_text(os.path.join(run.out, "summary.md"), "\n".join(lines))
 

@@ -39,24 +39,51 @@ from hrenet.inference import ToolError
 MODELS = ("nrenet", "baseline")
 TITLES = {"nrenet": "N-ReNet (small)", "baseline": "local-context FCN"}
 SPLITS = ("train", "val")
+#: every DEV_EVERY-th training image (sorted by name) is left out of
+#: training to validate on during it (the schedule's split); the held-out
+#: val split is scored only at the end
+DEV_EVERY = 8
 FORMATS = ("synthetic", "voc", "sbd", "stanford-bg", "folder")
 
 
-def settings(quick=False, iters=None, seed=0):
+#: the synthetic set the job generates unless told otherwise
+DEFAULT_VARIANT = "band-64x80-k4"
+
+
+def settings(quick=False, iters=None, seed=0, variant=DEFAULT_VARIANT,
+             budget=None):
     """The job's settings; ``quick`` is the seconds-long smoke version
-    the tests run (fewer, smaller images and a few iterations)."""
+    the tests run (fewer, smaller images and a few iterations).
+
+    Each model trains until its validation mean IoU (on the dev split,
+    :data:`DEV_EVERY`) stops improving: validated every ``val_every``
+    iterations, a plateau is ``patience`` validations without a gain of
+    ``min_delta``; the first plateau divides the learning rate by 10, the
+    second stops the run, as does ``iters`` (the most iterations) or
+    ``budget`` (seconds of training per model). The best validation's
+    weights are scored. ``iters`` set: exactly that many iterations, no
+    early stop (the fixed schedule of earlier versions).
+    """
+    from hrenet import synthetic
+    v = synthetic.VARIANTS[variant]
     s = dict(
-        num_images=40 if quick else 400, height=64, width=80, classes=4,
+        num_images=40 if quick else 400, height=v.height, width=v.width,
+        classes=v.classes, style=v.style, variant=variant,
         nrenet_widths=(8, 8, 8) if quick else (16, 16, 16),
         baseline_widths=(8, 8, 8) if quick else (24, 40, 48),
-        nrenet_forget_bias=3.0,
+        nrenet_forget_bias=1.0, nrenet_forget_bias_long=5.0,
         batch_size=4 if quick else 8,
-        iters=20 if quick else 1000,
-        base_lr=0.003, solver_type="Adam",
+        iters=20 if quick else 8000, val_every=10 if quick else 100,
+        patience=0 if quick else 5, min_delta=0.002, lr_drops=1,
+        min_iters=1500,
+        budget=budget if budget is not None else (None if quick else 120.0),
+        base_lr=0.001, solver_type="Adam", clip_gradients=10.0,
         scale=1.0 / 128, seed=seed, samples=4, feature_channels=4,
         time_repeats=2 if quick else 5)
+    s["lr_policy"] = "fixed"  # drops come from the plateaus
     if iters is not None:
-        s["iters"] = int(iters)
+        s.update(iters=int(iters), patience=0, budget=budget,
+                 lr_policy="step")  # x0.1 at 3/4
     return s
 
 
@@ -116,8 +143,8 @@ def make_synthetic(out, s):
     from hrenet import synthetic
     root = os.path.join(out, "synthetic")
     synthetic.write_voc(root, synthetic.generate(
-        s["num_images"], s["height"], s["width"], s["classes"], s["seed"]),
-        s["classes"])
+        s["num_images"], s["height"], s["width"], s["classes"], s["seed"],
+        s.get("style", synthetic.DEFAULT_STYLE)), s["classes"])
     return root
 
 
@@ -159,7 +186,10 @@ def class_names_of(fmt, root, classes_file=None):
 
 
 def build_lmdbs(fmt, root, out, names, voc_root=None):
-    """{split: LMDB folder} for train and val; a missing or empty split
+    """{split: LMDB folder} for train, dev and val: dev is every
+    :data:`DEV_EVERY`-th image of the dataset's train split (the
+    validation split of the schedule), train the rest; val is the
+    dataset's val split, held out until the end. A missing or empty split
     stops with one line naming it."""
     from hrenet import lmdb_io
     dirs = {}
@@ -168,17 +198,27 @@ def build_lmdbs(fmt, root, out, names, voc_root=None):
             samples = list(dataset_samples(fmt, root, split, voc_root))
         except ds.DataError as e:
             raise ToolError(f"{e.path}: {e.problem}") from e
-        if not samples:
-            raise ToolError(f"{root}: the {split} split has no images; give "
-                            f"a dataset root with {fmt} {split} data")
-        path = os.path.join(out, "lmdb_" + split)
-        try:
-            lmdb_io.build_dataset(samples, path, len(names), names,
-                                  "voc" if fmt == "synthetic" else fmt,
-                                  progress=False)
-        except ds.DataError as e:
-            raise ToolError(f"{e.path}: {e.problem}") from e
-        dirs[split] = path
+        if not samples or (split == "train" and len(samples) < 2):
+            raise ToolError(f"{root}: the {split} split has "
+                            f"{len(samples) or 'no'} images; give a dataset "
+                            f"root with {fmt} {split} data")
+        parts = {split: samples}
+        if split == "train":
+            samples = sorted(samples, key=lambda x: x.name)
+            parts = {"dev": samples[DEV_EVERY - 1::DEV_EVERY] or samples[-1:],
+                     "train": [x for i, x in enumerate(samples)
+                               if i % DEV_EVERY != DEV_EVERY - 1]}
+            if len(samples) < DEV_EVERY:
+                parts["train"] = samples[:-1]
+        for name, part in parts.items():
+            path = os.path.join(out, "lmdb_" + name)
+            try:
+                lmdb_io.build_dataset(part, path, len(names), names,
+                                      "voc" if fmt == "synthetic" else fmt,
+                                      progress=False)
+            except ds.DataError as e:
+                raise ToolError(f"{e.path}: {e.problem}") from e
+            dirs[name] = path
     return dirs
 
 
@@ -195,9 +235,12 @@ def write_nets(out, lmdbs, num_classes, s, crop):
     builders = {
         "nrenet": lambda mode: nets.nrenet(
             mode, data, num_classes, s["nrenet_widths"],
+            unit=s.get("nrenet_unit", "LSTM"),
             forget_bias=s["nrenet_forget_bias"],
+            forget_bias_long=s.get("nrenet_forget_bias_long"),
             classifier_filler=dict(type="xavier"),
-            renet_filler=dict(type="xavier"), name="nrenet_small"),
+            renet_filler=s.get("nrenet_filler", dict(type="xavier")),
+            norm=s.get("nrenet_norm"), name="nrenet_small"),
         "baseline": lambda mode: nets.local_fcn(
             mode, data, num_classes, s["baseline_widths"],
             name="local_baseline"),
@@ -217,7 +260,12 @@ def write_nets(out, lmdbs, num_classes, s, crop):
                           iter_size=1, solver_type=s["solver_type"],
                           weight_decay=0.0005, snapshot=0,
                           display=max(1, min(20, s["iters"] // 10)),
-                          random_seed=s["seed"] + 1)
+                          random_seed=s["seed"] + 1,
+                          clip_gradients=s.get("clip_gradients"))
+        if s["lr_policy"] == "fixed":
+            sol.lr_policy = "fixed"
+            sol.ClearField("stepsize")
+            sol.ClearField("gamma")
         sol.ClearField("test_iter")
         sol.ClearField("test_interval")
         sol.ClearField("test_initialization")
@@ -266,6 +314,38 @@ def _save_rgb(path, rgb, zoom=1):
     im.save(path)
 
 
+#: the thesis demonstration's targets: N-ReNet's held-out mean IoU, and
+#: its lead over the local baseline
+TARGET_MIOU, TARGET_GAP = 0.90, 0.20
+STOP_WORDS = {"iters": "all", "plateau": "plateau", "budget": "budget",
+              "interrupted": "interrupted"}
+
+
+def verdict_line(results):
+    """N-ReNet's lead over the baseline and whether the targets are met."""
+    gap = results["nrenet"]["miou"] - results["baseline"]["miou"]
+    met = results["nrenet"]["miou"] >= TARGET_MIOU and gap >= TARGET_GAP
+    return ("N-ReNet minus baseline: %+.1f points of mean IoU (target: "
+            "N-ReNet >= %d%% and >= %d points above the baseline: %s)."
+            % (100 * gap, 100 * TARGET_MIOU, 100 * TARGET_GAP,
+               "met" if met else "NOT met"))
+
+
+def warning_line(results):
+    """A warning when the N-ReNet is not ahead by the target, else None."""
+    n, b = results["nrenet"]["miou"], results["baseline"]["miou"]
+    if n <= b:
+        return ("the N-ReNet (%.1f%%) is not ahead of the local baseline "
+                "(%.1f%%): on this data it did not learn to use the "
+                "context; see the training curves below" % (100 * n, 100 * b))
+    if n < TARGET_MIOU or n - b < TARGET_GAP:
+        return ("the N-ReNet (%.1f%%) leads the baseline (%.1f%%) by less "
+                "than the targets (%d%%, +%d points); see the training "
+                "curves below" % (100 * n, 100 * b, 100 * TARGET_MIOU,
+                                  100 * TARGET_GAP))
+    return None
+
+
 def write_report(out, results, details, images):
     """report.json (the required shape), details.json and report.md."""
     from hrenet.files import write_json, write_text
@@ -274,44 +354,57 @@ def write_report(out, results, details, images):
                          for m in MODELS}}
     write_json(os.path.join(out, "report.json"), report)
     write_json(os.path.join(out, "details.json"), details)
-    d = details
+    d, st = details, details["settings"]
     lines = [
         "# Main job: context across the image matters",
         "",
-        "Dataset: %s (%s), %d training and %d held-out images, %d classes "
-        "(%s)." % (d["dataset"], d["root"], d["images"]["train"],
-                   d["images"]["val"], len(d["classes"]),
-                   ", ".join(d["classes"])),
-        "On the synthetic set an object's class is told only by a coloured "
-        "band at least H/8 pixels away from it; locally all objects look "
-        "alike.",
+        "Dataset: %s (%s), %d training, %d validation (for the schedule) "
+        "and %d held-out images, %d classes (%s)." % (
+            d["dataset"] + (" " + st["variant"] if d["dataset"] ==
+                            "synthetic" else ""), d["root"],
+            d["images"]["train"], d["images"]["dev"], d["images"]["val"],
+            len(d["classes"]), ", ".join(d["classes"])),
+        "On the synthetic sets an object's class is told only by a coloured "
+        "cue at least an eighth of the image away from it; locally all "
+        "objects look alike.",
         "",
         "| model | parameters | receptive field | mean IoU | pixel acc. | "
-        "class acc. | forward / image |",
-        "|---|---|---|---|---|---|---|",
+        "class acc. | iterations | best val. mean IoU | forward / image |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in MODELS:
         r, info = results[m], d["models"][m]
         rf = "whole image" if info["receptive_field"] is None else \
             "%d x %d px" % (info["receptive_field"], info["receptive_field"])
-        lines.append("| %s | %d | %s | %.1f%% | %.1f%% | %.1f%% | %.1f ms |"
+        best = info.get("best_dev")
+        lines.append("| %s | %d | %s | %.1f%% | %.1f%% | %.1f%% | %d (%s) | "
+                     "%s | %.1f ms |"
                      % (TITLES[m], info["params"], rf, 100 * r["miou"],
                         100 * r["pixel_acc"], 100 * r["class_acc"],
-                        info["forward_ms"]))
-    gap = results["nrenet"]["miou"] - results["baseline"]["miou"]
+                        info["iterations"], STOP_WORDS[info["stop"]],
+                        "%.1f%% at %d" % (100 * best["miou"], best["iter"])
+                        if best else "–", info["forward_ms"]))
+    lines += ["", verdict_line(results)]
+    warning = warning_line(results)
+    if warning:
+        lines += ["", "**Warning:** " + warning]
+    if st["patience"]:
+        how = ("each until its validation mean IoU stopped improving (every "
+               "%d iterations; %d validations without a gain: learning "
+               "rate x0.1, then stop), at most %d iterations%s; the best "
+               "validation's weights scored" % (
+                   st["val_every"], st["patience"], st["iters"],
+                   " or %s of training" % clock(st["budget"])
+                   if st["budget"] else ""))
+    else:
+        how = "%d iterations each" % st["iters"]
     lines += [
         "",
-        "N-ReNet minus baseline: %+.1f points of mean IoU (target: N-ReNet "
-        ">= 85%% and >= 15 points above the baseline: %s)."
-        % (100 * gap, "met" if results["nrenet"]["miou"] >= 0.85 and
-           gap >= 0.15 else "NOT met"),
-        "",
-        "Both trained %d iterations (batch %d, %s lr %g) on %s crops, "
-        "scored on whole held-out images; times on %s, %d threads. Whole "
-        "job: %s." % (d["settings"]["iters"], d["settings"]["batch_size"],
-                      d["settings"]["solver_type"], d["settings"]["base_lr"],
-                      "x".join(str(v) for v in d["crop"]), d["machine"],
-                      d["threads"], clock(d["seconds"])),
+        "Trained %s (batch %d, %s lr %g) on %s crops, scored on whole "
+        "held-out images; times on %s, %d threads. Whole job: %s." % (
+            how, st["batch_size"], st["solver_type"], st["base_lr"],
+            "x".join(str(v) for v in d["crop"]), d["machine"],
+            d["threads"], clock(d["seconds"])),
         "",
         "## Per-class IoU",
         "",
@@ -409,14 +502,18 @@ def run(out, *args, **kwargs):
 
 def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
          quick=False, iters=None, seed=0, crop=None, command="",
-         repo_root=None, stream=None):
+         repo_root=None, stream=None, variant=DEFAULT_VARIANT, budget=None,
+         overrides=None):
     """The job (see :func:`run`): ``fmt``/``root`` the dataset
-    (synthetic: generated into the run folder), ``quick`` and ``iters``
-    the size of the run (:func:`settings`), ``crop`` the training crop
-    (default: the smallest training image, at most 128 x 160)."""
+    (synthetic: the ``variant`` of :data:`hrenet.synthetic.VARIANTS`,
+    generated into the run folder), ``quick``, ``iters`` and ``budget``
+    the size of the run (:func:`settings`; ``overrides`` replaces
+    settings by name), ``crop`` the training crop (default: the smallest
+    training image, at most 128 x 160)."""
     from hrenet import experiment, inference, plots, timing
     stream = stream or sys.stdout
-    s = settings(quick, iters, seed)
+    s = settings(quick, iters, seed, variant, budget)
+    s.update(overrides or {})
     t0 = time.monotonic()
     if fmt != "synthetic" and not root:
         raise ToolError(f"--format {fmt} needs --root DIR")
@@ -453,14 +550,19 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
     steps.finish(w)
 
     inference.set_mode(None)
-    weights = {}
+    weights, trained = {}, {}
+    schedule = experiment.Schedule(
+        iters=s["iters"], val_every=s["val_every"], patience=s["patience"],
+        min_delta=s["min_delta"], lr_drops=s["lr_drops"],
+        min_iters=s["min_iters"], budget=s["budget"])
     for m in MODELS:
         w = steps.next()
         summary = experiment.train(experiment.Run(
-            paths[m]["solver"], os.path.join(paths[m]["folder"], "train")),
-            progress=True)
-        weights[m] = summary["snapshot"][0]
-        paths[m]["train_seconds"] = summary["wall"]
+            paths[m]["solver"], os.path.join(paths[m]["folder"], "train"),
+            deploy=paths[m]["deploy"], val_source=lmdbs["dev"],
+            schedule=schedule), progress=True)
+        weights[m] = summary["best"] or summary["snapshot"][0]
+        trained[m] = summary
         steps.finish(w)
 
     w = steps.next()
@@ -476,9 +578,8 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
     images = pictures(out, models, lmdbs["val"], s)
     details = {"dataset": fmt, "root": os.path.abspath(root),
                "classes": list(names), "crop": list(crop),
-               "images": {k: metas[k]["count"] for k in SPLITS},
-               "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                            for k, v in s.items()},
+               "images": {k: metas[k]["count"] for k in metas},
+               "settings": _jsonable(s),
                "machine": _machine(), "threads": os.cpu_count(),
                "models": {}}
     h, wd = s["height"], s["width"]
@@ -501,14 +602,37 @@ def _run(out, fmt="synthetic", root=None, classes_file=None, voc_root=None,
             "receptive_field": paths[m]["rf"],
             "forward_ms": float(t["total"]["median_ms"]),
             "forward_size": [h, wd],
-            "train_seconds": paths[m]["train_seconds"],
+            "train_seconds": trained[m]["wall"],
+            "iterations": trained[m]["iter"],
+            "stop": trained[m]["stop"],
+            "best_dev": trained[m]["best_val"],
             "weights": os.path.relpath(weights[m], out),
             "iou": results[m]["iou"],
             "fwiou": results[m]["fwiou"]}
     details["seconds"] = time.monotonic() - t0
+    details["warning"] = warning_line(results)
     report = write_report(out, results, details, images)
     steps.finish(w)
+    for m in MODELS:
+        info = details["models"][m]
+        print("%s: %d iterations in %s (stopped: %s)" % (
+            TITLES[m], info["iterations"], clock(info["train_seconds"]),
+            STOP_WORDS[info["stop"]]), file=stream)
+    if details["warning"]:
+        print("warning: " + details["warning"], file=stream)
     return report
+
+
+def _jsonable(s):
+    """The settings as JSON values (the style as a dict, tuples as
+    lists)."""
+    import dataclasses
+    out = {}
+    for k, v in s.items():
+        if dataclasses.is_dataclass(v):
+            v = dataclasses.asdict(v)
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _machine():

@@ -131,11 +131,14 @@ def _max_pool(n, name, bottom, ks, stride, pad=0):
 
 
 def _renet(n, name, bottom, width, direction, patch=1, unit="LSTM",
-           forget_bias=0.0, weight_filler=None, init=0.2):
+           forget_bias=0.0, weight_filler=None, init=0.2,
+           forget_bias_long=None):
     """One ReNet layer: ``num_output`` = ``width`` per direction (top 2w).
 
     Parameters U[-init, init] (the paper's rule, weights and biases) unless
     ``weight_filler`` is given for W and U (biases then start at 0).
+    ``forget_bias_long``: the forget-gate bias of the second half of the
+    units (the first half keeps ``forget_bias``).
     """
     pb2 = _pb2()
     uniform = dict(type="uniform", min=-init, max=init)
@@ -148,17 +151,21 @@ def _renet(n, name, bottom, width, direction, patch=1, unit="LSTM",
              else uniform)
     if forget_bias:
         p["forget_bias"] = forget_bias
+    if forget_bias_long is not None:
+        p["forget_bias_long"] = forget_bias_long
     setattr(n, name, _caffe().layers.ReNet(bottom, renet_param=p))
     return getattr(n, name)
 
 
 def _renet_group(n, index, bottom, width, patch=1, unit="LSTM",
-                 forget_bias=0.0, weight_filler=None):
+                 forget_bias=0.0, weight_filler=None, forget_bias_long=None):
     """Layer group ``renet<index>``: VERTICAL ``_v`` then HORIZONTAL ``_h``."""
     v = _renet(n, "renet%d_v" % index, bottom, width, "VERTICAL", patch, unit,
-               forget_bias, weight_filler)
+               forget_bias, weight_filler,
+               forget_bias_long=forget_bias_long)
     return _renet(n, "renet%d_h" % index, v, width, "HORIZONTAL", patch, unit,
-                  forget_bias, weight_filler)
+                  forget_bias, weight_filler,
+                  forget_bias_long=forget_bias_long)
 
 
 TRAIN_SEED = 1  # SegData's shuffle seed: one permutation on every GPU
@@ -264,7 +271,7 @@ NRENET_WIDTHS = (64, 128, 256)  # hidden units per direction, groups 1-3
 
 def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
            forget_bias=0.0, classifier_filler=None, renet_filler=None,
-           name="nrenet"):
+           norm=None, forget_bias_long=None, name="nrenet"):
     """N-ReNet: three ReNet layer groups, 1x1 conv, bilinear x4 upsampling.
 
     Group 1 sweeps 2x2 patches in both its layers (resolution /4); groups 2
@@ -272,14 +279,20 @@ def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
     per direction of both layers of group k+1 (their tops have 2*widths[k]
     channels). ReNet parameters follow the paper's U[-0.2, 0.2] unless
     ``renet_filler`` (e.g. xavier, which keeps the signal's scale through
-    a deep stack of narrow layers) is given.
+    a deep stack of narrow layers) is given. ``norm`` ("bn"; default none,
+    as in the paper) normalises each group's output (:func:`_normalise`).
+    ``forget_bias_long``: half of each LSTM's units start with this
+    forget-gate bias, half with ``forget_bias`` (a short and a long memory;
+    the paper has one forget bias, 0).
     """
     n = _caffe().NetSpec()
     x = _data(n, mode, data)
     for k, width in enumerate(widths):
         x = _renet_group(n, k + 1, x, width, patch=2 if k == 0 else 1,
                          unit=unit, forget_bias=forget_bias,
-                         weight_filler=renet_filler)
+                         weight_filler=renet_filler,
+                         forget_bias_long=forget_bias_long)
+        x = _normalise(n, "renet%d" % (k + 1), x, norm)
     filler = classifier_filler or gaussian(0.1)
     _head(n, mode, x, num_classes, filler, filler, "classifier",
           data=data)

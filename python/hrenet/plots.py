@@ -27,7 +27,8 @@ def plot_curves(records, path, title=None):
     ``records``: dicts as tools/train.py and tools/plot_log.py write them:
     ``{"type": "train", "iter", "loss", "lr", ...}`` and
     ``{"type": "val", "iter", "miou", ...}`` (any other numeric val keys are
-    drawn when there is no ``miou``).
+    drawn when there is no ``miou``); the last ``{"type": "best"}`` is
+    starred, ``{"type": "lr"}`` drops are dashed lines.
     """
     plt = _pyplot()
     train = [r for r in records if r.get("type") == "train"
@@ -54,6 +55,14 @@ def plot_curves(records, path, title=None):
             ax2.plot([p[0] for p in pts], [scale * p[1] for p in pts],
                      marker="o", ms=3, lw=1.2,
                      label="val mean IoU (%)" if key == "miou" else key)
+    best = [r for r in records if r.get("type") == "best"]
+    if best and keys == ["miou"]:
+        ax2.plot([best[-1]["iter"]], [100.0 * best[-1]["miou"]], marker="*",
+                 ms=12, color="tab:red", ls="none", label="best (kept)")
+    for r in records:
+        if r.get("type") == "lr":  # a learning-rate drop on a plateau
+            for ax in (ax1, ax2):
+                ax.axvline(r["iter"], color="grey", ls="--", lw=0.8)
     if keys and val:
         ax2.legend(loc="lower right")
     else:

@@ -8,12 +8,20 @@ so that it can log, validate and stop between iterations:
   iterations (loss: mean over those iterations of the train net's loss
   outputs; lr: :func:`learning_rate`; wall: seconds of training, counted
   across resumes), ``{"type": "val", "iter", "miou", "pixel_acc",
-  "class_acc", "fwiou", "wall"}`` after validation, and ``{"type":
-  "snapshot", "iter", "caffemodel", "solverstate"}``.
+  "class_acc", "fwiou", "wall"}`` after validation, ``{"type": "best",
+  "iter", "caffemodel", "miou"}`` when a validation is the best so far
+  (its weights saved as ``OUT/snapshots/best_iter_N.caffemodel``, the
+  previous best's removed), ``{"type": "lr", "iter", "drop", "base_lr"}``
+  when a plateau lowers the learning rate, and ``{"type": "snapshot",
+  "iter", "caffemodel", "solverstate"}``.
 * ``OUT/curves.png`` (:func:`hrenet.plots.plot_curves`), redrawn after each
   validation and at the end.
 * ``OUT/solver.prototxt``: the solver as run (net path made absolute,
   snapshots redirected to ``OUT/snapshots/``, ``max_iter`` as overridden).
+
+The schedule (:class:`hrenet.experiment.Schedule`) stops the run at its last
+iteration, on a plateau of the validation mean IoU (after its learning-rate
+drops) or when its time budget is spent; the summary's ``stop`` says which.
 
 Validation (``val_every`` > 0) copies the current weights by layer name into
 the deploy net and scores the validation split with
@@ -309,9 +317,8 @@ def train(run, progress=True, should_stop=lambda: False, warn=None,
                 else:
                     os.remove(path)
         raise
-    sched = run.schedule
-    return _loop(solver, val, out, run.snapshot, sched.display, progress,
-                 should_stop, sched.val_every, sched.val_limit)
+    return _loop(solver, val, out, run.snapshot, run.schedule, progress,
+                 should_stop)
 
 
 def _set_up(run, out, overwrite, info):
@@ -391,8 +398,48 @@ def _set_up(run, out, overwrite, info):
     return (solver, sp, ran), val
 
 
-def _loop(solvers, val, out, snapshot, display, progress, should_stop,
-          val_every, val_limit):
+class _Plateau(object):
+    """The validation-driven part of a schedule: the best validation so
+    far, how many validations have not beaten it, the learning-rate drops
+    taken. Rebuilt from a log's records when a run resumes."""
+
+    def __init__(self, schedule, records=()):
+        self.schedule = schedule
+        self.best = None      # the best val record
+        self.best_file = None  # its weights
+        self.since = 0        # validations since the best
+        self.drops = 0
+        for r in records:
+            if r.get("type") == "val":
+                self.update(r)
+            elif r.get("type") == "best":
+                self.best_file = r["caffemodel"]
+            elif r.get("type") == "lr":
+                self.drops, self.since = r["drop"], 0
+
+    @property
+    def lr_scale(self):
+        return self.schedule.lr_factor ** self.drops
+
+    def update(self, rec):
+        """Takes a val record; returns True when it is a new best."""
+        if self.best is None or \
+                rec["miou"] > self.best["miou"] + self.schedule.min_delta:
+            self.best, self.since = rec, 0
+            return True
+        if rec["iter"] > self.schedule.min_iters:
+            self.since += 1  # no plateau before min_iters
+        return False
+
+    def verdict(self):
+        """None (go on), "drop" (lower the learning rate) or "stop"."""
+        s = self.schedule
+        if not s.patience or self.since < s.patience:
+            return None
+        return "drop" if self.drops < s.lr_drops else "stop"
+
+
+def _loop(solvers, val, out, snapshot, schedule, progress, should_stop):
     from hrenet import plots, scoring
     solver, sp, run = solvers
     net = solver.net
@@ -404,8 +451,19 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
                    if r.get("iter", 0) < start or
                    (r.get("type") != "train" and r.get("iter", 0) <= start)]
     write_json_lines(log_path, records)
+    # best weights from the part of the log that a resume dropped
+    best_prefix = os.path.join(out, "snapshots", "best_iter_")
+    for name in os.listdir(os.path.join(out, "snapshots")):
+        path = os.path.join(out, "snapshots", name)
+        m = re.match(r"best_iter_(\d+)\.caffemodel$", name)
+        if m and int(m.group(1)) > start:
+            os.remove(path)
+    plateau = _Plateau(schedule, records)
+    if plateau.drops:
+        solver.param.base_lr = sp.base_lr * plateau.lr_scale
     wall0 = max([r.get("wall", 0.0) for r in records] + [0.0])
-    display = int(display or sp.display or 20)
+    display = int(schedule.display or sp.display or 20)
+    val_every, budget = schedule.val_every, schedule.budget
     max_iter = run.max_iter
     losses = loss_blobs(net)
     t0 = time.perf_counter()
@@ -424,11 +482,20 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
     def validate():
         model, names, split = val
         copy_params(net, model.net, names)
-        r = scoring.score_split(model, split, limit=val_limit)
+        r = scoring.score_split(model, split, limit=schedule.val_limit)
         rec = {"type": "val", "iter": int(solver.iter), "miou": r["miou"],
                "pixel_acc": r["pixel_acc"], "class_acc": r["class_acc"],
                "fwiou": r["fwiou"], "images": r["images"], "wall": wall()}
         emit(rec)
+        if plateau.update(rec) and schedule.keep_best:
+            path = f"{best_prefix}{solver.iter}.caffemodel"
+            net.save(path)
+            if plateau.best_file and plateau.best_file != path and \
+                    os.path.exists(plateau.best_file):
+                os.remove(plateau.best_file)
+            plateau.best_file = path
+            emit({"type": "best", "iter": int(solver.iter),
+                  "caffemodel": path, "miou": rec["miou"], "wall": wall()})
         plots.plot_curves(records, os.path.join(out, CURVES))
         return rec
 
@@ -444,12 +511,12 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
         from tqdm import tqdm
         bar = tqdm(total=max_iter, initial=start, unit="it", desc="train",
                    dynamic_ncols=True, leave=False)
-    status, last_val, snap = "done", None, None
+    status, stop, last_val, snap = "done", "iters", None, None
     window = []
     try:
         while solver.iter < max_iter:
             if should_stop():
-                status = "interrupted"
+                status = stop = "interrupted"
                 break
             it = solver.iter
             solver.step(1)
@@ -470,19 +537,36 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
                       "wall": wall()})
             if bar is not None:
                 bar.update(1)
-            if it % display == 0 or solver.iter >= max_iter:
+            over_budget = budget is not None and wall() >= budget
+            if it % display == 0 or solver.iter >= max_iter or over_budget:
                 emit({"type": "train", "iter": it,
                       "loss": float(np.mean(window)),
-                      "lr": learning_rate(sp, it), "wall": wall()})
+                      "lr": learning_rate(sp, it) * plateau.lr_scale,
+                      "wall": wall()})
                 if bar is not None:
                     bar.set_postfix_str(f"loss {np.mean(window):.4g}")
                 window = []
             if val_every and (solver.iter % val_every == 0
-                              or solver.iter >= max_iter):
+                              or solver.iter >= max_iter or over_budget):
                 last_val = validate()
                 if bar is not None:
                     bar.write(f"iteration {solver.iter}: val mean IoU "
                               f"{100 * last_val['miou']:.2f}%")
+                verdict = plateau.verdict()
+                if verdict == "stop":
+                    stop = "plateau"
+                    break
+                if verdict == "drop":
+                    plateau.drops += 1
+                    plateau.since = 0
+                    solver.param.base_lr = sp.base_lr * plateau.lr_scale
+                    emit({"type": "lr", "iter": int(solver.iter),
+                          "drop": plateau.drops,
+                          "base_lr": float(solver.param.base_lr),
+                          "wall": wall()})
+            if over_budget:
+                stop = "budget"
+                break
         if status == "interrupted" or sp.snapshot_after_train or \
                 solver.iter > start:
             snap = take_snapshot()
@@ -492,9 +576,10 @@ def _loop(solvers, val, out, snapshot, display, progress, should_stop,
             bar.close()
         log.close()
     vals = [r for r in records if r.get("type") == "val"]
-    return {"status": status, "iter": int(solver.iter), "start": start,
-            "snapshot": snap, "last_val": last_val or (vals[-1] if vals
-                                                       else None),
+    return {"status": status, "stop": stop, "iter": int(solver.iter),
+            "start": start, "snapshot": snap,
+            "last_val": last_val or (vals[-1] if vals else None),
+            "best_val": plateau.best, "best": plateau.best_file,
             "out": out, "log": log_path, "curves": os.path.join(out, CURVES),
             "wall": wall()}
 

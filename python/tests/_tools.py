@@ -1,4 +1,5 @@
-"""Load the CLIs under tools/ as modules (they are scripts, not a package)."""
+"""Load the CLIs under tools/ (and bench/) as modules (they are scripts, not
+a package)."""
 import importlib.util
 import os
 
@@ -6,11 +7,11 @@ TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                      os.pardir, "tools")
 
 
-def load_tool(name):
-    """Import tools/<name>.py and return the module (nothing runs at
-    import)."""
+def load_tool(name, folder=TOOLS):
+    """Import tools/<name>.py (or <folder>/<name>.py) and return the module
+    (nothing runs at import)."""
     spec = importlib.util.spec_from_file_location(
-        name, os.path.join(TOOLS, name + ".py"))
+        name, os.path.join(folder, name + ".py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -53,6 +53,16 @@ def test_quick_main_job_report(tmp_path):
     assert details["models"]["nrenet"]["receptive_field"] is None
     assert details["models"]["baseline"]["receptive_field"] == 26
     assert details["models"]["nrenet"]["forward_ms"] > 0
+    # the schedule: validated on the dev split (every 8th training image)
+    assert details["images"]["dev"] == 4 and details["images"]["train"] == 28
+    for model in ("nrenet", "baseline"):
+        info = details["models"][model]
+        assert info["iterations"] == 20 and info["stop"] == "iters"
+        assert info["best_dev"]["iter"] in (10, 20)
+        assert info["weights"].startswith(f"{model}/train/snapshots/best_")
+    assert "| iterations | best val. mean IoU |" in md
+    assert ("Warning:" in md) == bool(details["warning"])
+    assert ("warning: " in r.stdout) == bool(details["warning"])
     for model in ("nrenet", "baseline"):
         for name in ("train_val.prototxt", "deploy.prototxt",
                      "solver.prototxt", "score/score.json",
@@ -85,3 +95,30 @@ def test_empty_root_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "ImageSets" in lines[0] or "train" in lines[0]
     assert not out.exists()
+
+
+def test_warning_when_the_nrenet_is_not_ahead():
+    from hrenet import mainjob
+
+    def res(n, b):
+        return {"nrenet": {"miou": n}, "baseline": {"miou": b}}
+    assert mainjob.warning_line(res(0.95, 0.30)) is None
+    assert "not ahead" in mainjob.warning_line(res(0.17, 0.27))
+    assert "less than the targets" in mainjob.warning_line(res(0.85, 0.30))
+    assert "less than the targets" in mainjob.warning_line(res(0.95, 0.80))
+    assert "NOT met" in mainjob.verdict_line(res(0.85, 0.30))
+    assert ": met" in mainjob.verdict_line(res(0.95, 0.30))
+
+
+def test_settings_schedule():
+    from hrenet import mainjob, synthetic
+    s = mainjob.settings()
+    assert s["patience"] > 0 and s["budget"] and s["lr_policy"] == "fixed"
+    assert (s["height"], s["width"]) == (64, 80)
+    fixed = mainjob.settings(iters=300)
+    assert fixed["iters"] == 300 and fixed["patience"] == 0
+    assert fixed["budget"] is None and fixed["lr_policy"] == "step"
+    v = mainjob.settings(variant="ring-96x128-k3", budget=240)
+    assert (v["height"], v["width"], v["classes"]) == (96, 128, 3)
+    assert v["style"] == synthetic.VARIANTS["ring-96x128-k3"].style
+    assert v["budget"] == 240

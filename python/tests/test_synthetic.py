@@ -114,3 +114,85 @@ def test_cli_stanford_bg_layout(tmp_path):
 def test_rejects_too_small_images():
     with pytest.raises(ValueError, match="too small"):
         synthetic.make_sample(0, 16, 64)
+
+
+def _distance_to(mask):
+    from scipy import ndimage
+    return ndimage.distance_transform_edt(~mask)
+
+
+@pytest.mark.parametrize("cue", synthetic.CUES)
+def test_every_cue_is_far_from_the_objects(cue):
+    """For each cue of the family: the cue is background, shows the
+    class's colour, and every object pixel is at least the gap (an eighth
+    of the image across it) from it; image i is the same every time."""
+    style = synthetic.Style(cue=cue, objects=(1, 4))
+    h, w, classes = 80, 112, 5
+    colours = synthetic.band_colours(classes).astype(float)
+    wheres = set()
+    for i in range(16):
+        name, image, label, k, where, mask = \
+            synthetic.make_sample_with_cue(i, h, w, classes, 3, style)
+        wheres.add(where)
+        objects = label == k
+        assert objects.sum() > 10 and mask.sum() > 10
+        assert (label[mask] == 0).all()
+        mean = image[mask].reshape(-1, 3).astype(float).mean(0)
+        assert np.abs(mean - colours[k - 1]).max() < 6
+        assert _distance_to(mask)[objects].min() >= min(h, w) // 8
+        again = synthetic.make_sample(i, h, w, classes, 3, style)
+        np.testing.assert_array_equal(again[1], image)
+    expected = {"band": {"top", "bottom"},
+                "side": {"top", "bottom", "left", "right"},
+                "ring": {"ring"}}.get(cue)
+    if expected:
+        assert wheres == expected
+    else:
+        assert len(wheres) >= 3 and all(x.startswith(cue) for x in wheres)
+
+
+def test_style_knobs():
+    few = synthetic.Style(objects=(1, 1), stripe=5, noise=2.0)
+    for i in range(6):
+        _, image, label, k, _, cue = synthetic.make_sample_with_cue(
+            i, 64, 80, 3, 0, few)
+        from scipy import ndimage
+        _, count = ndimage.label(label == k)
+        assert count == 1
+        background = image[(label == 0) & ~cue].astype(float)
+        assert background.std(0).max() < 6  # noise 2 (+ 4 of colour)
+    with pytest.raises(ValueError, match="cue"):
+        synthetic.Style(cue="spiral")
+    with pytest.raises(ValueError, match="objects"):
+        synthetic.Style(objects=(3, 2))
+
+
+def test_variants_generate_and_default_set_is_unchanged():
+    assert len(synthetic.VARIANTS) >= 8
+    sizes = {(v.height, v.width) for v in synthetic.VARIANTS.values()}
+    assert (64, 80) in sizes and (128, 160) in sizes
+    assert {v.classes for v in synthetic.VARIANTS.values()} >= {3, 8}
+    assert {v.style.cue for v in synthetic.VARIANTS.values()} == \
+        set(synthetic.CUES)
+    for v in synthetic.VARIANTS.values():
+        synthetic.make_sample(0, v.height, v.width, v.classes, 1, v.style)
+    # the default style is the set the main job always had
+    a = synthetic.make_sample(5, 64, 80, 4, 0)
+    b = synthetic.make_sample(5, 64, 80, 4, 0, synthetic.DEFAULT_STYLE)
+    np.testing.assert_array_equal(a[1], b[1])
+    import hashlib
+    assert hashlib.sha256(a[1].tobytes()).hexdigest()[:16] == \
+        "e4cb358bd8e862c3"  # as generated before the family existed
+
+
+def test_cli_variant_and_overrides(tmp_path):
+    tool = load_tool("make_synthetic")
+    args = tool.parse_args(["--out", str(tmp_path / "a"), "--variant",
+                            "ring-96x128-k3", "--noise", "3", "--num", "2",
+                            "--quiet"])
+    assert (args.height, args.width, args.classes) == (96, 128, 3)
+    assert args.style == synthetic.Style(cue="ring", noise=3.0)
+    assert tool.main(args) == 0
+    assert len(ds.voc_samples(str(tmp_path / "a"), "trainval")) == 2
+    with pytest.raises(SystemExit):
+        tool.parse_args(["--out", "x", "--objects", "3", "2"])

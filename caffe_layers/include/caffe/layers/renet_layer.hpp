@@ -71,7 +71,9 @@ template <typename Dtype> struct ReNetSweep;
  *
  * Initialisation (when the layer is not loaded from a model): W and U from
  * `weight_filler` (default uniform [-0.2, 0.2], the paper's), b from
- * `bias_filler` (default 0); LSTM adds `forget_bias` to @f$ b_f @f$; IRNN
+ * `bias_filler` (default 0); LSTM adds `forget_bias` to @f$ b_f @f$ (with
+ * `forget_bias_long`, units [d/2, d) get that instead: half the units start
+ * with a short memory, half with a long one); IRNN
  * sets U to `irnn_scale` * I.
  *
  * Backward: back-propagation through time. The bottom receives a gradient

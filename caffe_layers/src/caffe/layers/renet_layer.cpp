@@ -109,9 +109,14 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
         weight_filler->Fill(u);
       }
       bias_filler->Fill(b);
-      if (unit_ == ReNetParameter_Unit_LSTM && p.forget_bias() != 0) {
-        caffe_add_scalar(d_, Dtype(p.forget_bias()),
+      if (unit_ == ReNetParameter_Unit_LSTM) {
+        // f-gate rows [d, 2d); with forget_bias_long, the second half of
+        // the units get it instead
+        const int half = p.has_forget_bias_long() ? d_ / 2 : d_;
+        caffe_add_scalar(half, Dtype(p.forget_bias()),
             b->mutable_cpu_data() + d_);
+        caffe_add_scalar(d_ - half, Dtype(p.forget_bias_long()),
+            b->mutable_cpu_data() + d_ + half);
       }
       this->blobs_[3 * dir].reset(w);
       this->blobs_[3 * dir + 1].reset(u);

@@ -406,6 +406,36 @@ TYPED_TEST(ReNetLayerTest, TestInitialisation) {
   }
 }
 
+TYPED_TEST(ReNetLayerTest, TestForgetBiasLong) {
+  // d = 5: units 0, 1 keep forget_bias, units 2-4 get forget_bias_long
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter lp;
+  lp.mutable_renet_param()->set_num_output(5);
+  lp.mutable_renet_param()->set_forget_bias(1);
+  lp.mutable_renet_param()->set_forget_bias_long(5);
+  lp.mutable_renet_param()->mutable_bias_filler()->set_type("constant");
+  lp.mutable_renet_param()->mutable_bias_filler()->set_value(0.5);
+  ReNetLayer<Dtype> lstm(lp);
+  lstm.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  for (int dir = 0; dir < 2; ++dir) {
+    const Dtype* b = lstm.blobs()[3 * dir + 2]->cpu_data();
+    for (int g = 0; g < 4; ++g) {
+      for (int j = 0; j < 5; ++j) {
+        const Dtype f = j < 2 ? 1 : 5;
+        EXPECT_EQ(b[g * 5 + j], Dtype(0.5) + (g == 1 ? f : 0));
+      }
+    }
+  }
+  // a GRU has no forget gate: its biases are the filler's
+  lp.mutable_renet_param()->set_unit(ReNetParameter_Unit_GRU);
+  ReNetLayer<Dtype> gru(lp);
+  gru.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+  const Blob<Dtype>& b = *gru.blobs()[2];
+  for (int i = 0; i < b.count(); ++i) {
+    EXPECT_EQ(b.cpu_data()[i], Dtype(0.5));
+  }
+}
+
 TYPED_TEST(ReNetLayerTest, TestForwardLSTM) {
   this->CheckForwardAll(ReNetParameter_Unit_LSTM);
 }
