@@ -12,34 +12,29 @@ agreement, differing labels over all inputs and how many of them are ties
 within the score tolerance, pass) and writes the records to --json. Exit
 status 1 if a net fails.
 """
-import argparse
 import glob
 import os
 import platform
 import sys
 import time
 
+from hrenet.cli import add_seed, add_size, parser
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("nets", nargs="*", metavar="FAMILY/VARIANT",
                    help="nets to check (default: every committed one)")
-    p.add_argument("--height", type=int, default=64,
-                   help="input height (default: %(default)s)")
-    p.add_argument("--width", type=int, default=80,
-                   help="input width (default: %(default)s)")
+    add_size(p, 64, 80)
     p.add_argument("--dynamic", action="store_true",
                    help="export with free sizes, checked at two (default: "
                    "fixed)")
     p.add_argument("--fillers", action="store_true",
                    help="the prototxt's own fillers instead of "
                    "randomize_weights (default: off)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the weights (default: %(default)s)")
+    add_seed(p, "seed of the weights")
     p.add_argument("--json", default=None,
                    help="write the records here (default: none)")
     return p.parse_args(argv)

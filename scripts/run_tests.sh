@@ -23,7 +23,8 @@ if [ "${1:-}" = "--asan" ]; then
   shift
   export BUILD_DIR=${BUILD_DIR:-build-asan}
   VENV=${VENV:-.venv}
-  "$root/scripts/setup.sh" --no-main-job  # packages, .venv, the normal build
+  # packages, .venv and the normal build (whose pycaffe the venv keeps)
+  BUILD_DIR=build "$root/scripts/setup.sh" --no-main-job
   if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     cmake -S . -B "$BUILD_DIR" -G Ninja -DSANITIZE=address \
       -DPYTHON_EXECUTABLE="$root/$VENV/bin/python" > /dev/null

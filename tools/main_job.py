@@ -23,7 +23,7 @@ import shlex
 import shutil
 import sys
 
-from hrenet.cli import (add_classes, add_overwrite, add_seed, cli, duration,
+from hrenet.cli import (add_budget, add_classes, add_overwrite, add_seed, cli,
                         parser, positive_int)
 
 from hrenet import mainjob, synthetic
@@ -53,9 +53,7 @@ def parse_args(argv=None):
                    "score stops improving, at most %d; --quick: %d)" % (
                        mainjob.settings()["iters"],
                        mainjob.settings(True)["iters"]))
-    p.add_argument("--budget", type=duration, default=None,
-                   help="most training time per model, e.g. 4m (default: "
-                   "%s)" % mainjob.clock(mainjob.settings()["budget"]))
+    add_budget(p, mainjob.settings()["budget"])
     add_seed(p, "data and solver seed")
     p.add_argument("--quick", action="store_true",
                    help="smoke version, seconds long: fewer, smaller "

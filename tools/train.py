@@ -34,9 +34,9 @@ import os
 import signal
 import sys
 
-from hrenet.cli import (add_device, add_out, add_overwrite, add_quiet, cli,
-                        duration, float_range, fraction, nonneg_int, parser,
-                        positive_int, warn)
+from hrenet.cli import (add_budget, add_device, add_out, add_overwrite,
+                        add_quiet, cli, float_range, fraction, nonneg_int,
+                        parser, positive_int, warn)
 from hrenet import experiment
 from hrenet.files import check_output_dir
 
@@ -87,9 +87,7 @@ def parse_args(argv=None):
     stops.add_argument("--lr-factor", type=float_range(
         "a number between 0 and 1", lambda v: 0 < v < 1), default=0.1,
         help="the drop's factor (default: %(default)s)")
-    stops.add_argument("--budget", type=duration, default=None,
-                       help="stop after this much training time, e.g. 5m, "
-                       "90s, 1h30m (default: none)")
+    add_budget(stops, None, "stop after this much training time")
     stops.add_argument("--keep-best", action=argparse.BooleanOptionalAction,
                        default=True, help="save the best validation's "
                        "weights (default: %(default)s)")

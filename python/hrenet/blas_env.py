@@ -15,10 +15,14 @@ environment before libopenblas is loaded:
 - scripts export it with ``eval "$(python tools/blas_env.py --shell)"``.
 
 The choice by features is what OpenBLAS 0.3.21 itself makes for the Intel
-models it knows (AVX-512 with BF16: Cooperlake; AVX-512: SkylakeX; AVX2 with
-FMA: Haswell), so forcing it on a known model changes nothing. Other vendors
-are left to OpenBLAS (0.3.21 recognises AMD's Zen families by their
-features). A value the user set is never overridden.
+models it knows (AVX-512: SkylakeX; AVX2 with FMA: Haswell), so forcing it on
+a known model changes nothing. CPUs with AVX-512 BF16 get SkylakeX too: 0.3.21
+has Cooperlake kernels but its OPENBLAS_CORETYPE lookup does not know the
+name ("Core not found") and falls back to a choice of its own (Prescott
+on one CI machine). Cooperlake's single-precision GEMM is SkylakeX's,
+so nothing is lost. Other vendors are left to OpenBLAS (0.3.21 recognises
+AMD's Zen families by their features). A value the user set is never
+overridden.
 
 The command line is tools/blas_env.py.
 """
@@ -50,7 +54,7 @@ def coretype_for(vendor, flags):
         return None
     avx512 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
     if avx512 <= flags:
-        return "Cooperlake" if "avx512_bf16" in flags else "SkylakeX"
+        return "SkylakeX"
     if {"avx2", "fma"} <= flags:
         return "Haswell"
     return None

@@ -126,7 +126,7 @@ def parse_duration(text):
 
 #: a positive time span: 300 (seconds), 90s, 5m, 1h30m
 duration = _typed(parse_duration, "a time span such as 300, 90s, 5m or "
-                  "1h30m", lambda v: True if v > 0 else "")
+                  "1h30m", lambda v: True if 0 < v < math.inf else "")
 
 
 def nonzero_float(text):
@@ -185,6 +185,15 @@ def add_size(p, height, width, low=1, high=8192, group=None, default=None):
         help=f"image height, {low}-{high} (default: {shown})")
     p.add_argument("--width", type=side, default=width,
                    help=f"image width, {low}-{high} (default: {shown})")
+
+
+def add_budget(p, default, what="most training time per model"):
+    """--budget: a time span (seconds; 90s, 5m, 1h30m); ``default`` in
+    seconds or None."""
+    shown = "none" if default is None else (
+        f"{default / 60:g}m" if default % 60 == 0 else f"{default:g}s")
+    p.add_argument("--budget", type=duration, default=default,
+                   help=f"{what}, e.g. 90s, 5m, 1h30m (default: {shown})")
 
 
 def add_timing(p, warmup=1, repeats=5):

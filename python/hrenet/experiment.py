@@ -16,7 +16,7 @@ A :class:`Run` says what to train (the solver file, whose net reads its
 LMDBs; optional starting weights or a snapshot to resume; a device) and
 where; its :class:`Schedule` says for how long and how to validate on the
 way. :func:`train` trains, :func:`score` scores the deploy net on an LMDB
-split, :func:`train_and_score` does both and returns the two results.
+split.
 """
 import dataclasses
 import os
@@ -46,7 +46,8 @@ class Schedule:
     ``budget``: stop once training has taken this many seconds (counted
     across resumes; validation included). Every stop
     takes a snapshot, so a stopped run can be resumed with a larger
-    ``iters`` or ``budget``.
+    ``iters`` or ``budget`` (one that stopped on a plateau needs a larger
+    ``lr_drops`` or ``patience`` as well: its plateau state is restored).
     """
     iters: Optional[int] = None
     display: Optional[int] = None
@@ -183,13 +184,3 @@ def write_score(folder, result, names, title):
                    title=f"{title} (mean IoU {metrics.pct(result['miou'])}%)")
     write_text(os.path.join(folder, "score.md"), md)
     write_json(os.path.join(folder, "score.json"), result)
-
-
-def train_and_score(run, deploy, source, score_out=None, progress=True,
-                    **train_kwargs):
-    """:func:`train` then :func:`score` of the last snapshot's weights on
-    ``source``; returns (training summary, scores)."""
-    summary = train(run, progress=progress, **train_kwargs)
-    weights = summary["snapshot"][0]
-    result = score(deploy, weights, source, out=score_out, gpu=run.gpu)
-    return summary, result

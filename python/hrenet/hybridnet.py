@@ -296,7 +296,7 @@ def convert_renet(blobs, num_output, name):
     out = []
     peephole = 0.0
     for direction in range(2):
-        b = [np.asarray(x, dtype=np.float32).reshape(x.shape) for x in
+        b = [np.asarray(x, dtype=np.float32) for x in
              blobs[direction * BLOBS_PER_DIRECTION:
                    (direction + 1) * BLOBS_PER_DIRECTION]]
         gates = dict(zip(THEIR_GATES, b[0:4]))
@@ -403,6 +403,7 @@ def import_model(theirs, out, deploy=RELEASED_DEPLOY, ignore_peepholes=False):
         raise HybridNetError("%s has no layer %s (type %s) that %s needs: "
                              "the model is incomplete or of another net"
                              % (theirs, name, our_types[name], deploy))
+    converted = {}
     for e in entries:
         ours = our_types[e.name]
         if TYPE_MAP.get(e.type, e.type) != ours:
@@ -430,6 +431,7 @@ def import_model(theirs, out, deploy=RELEASED_DEPLOY, ignore_peepholes=False):
                         % (e.name, why))
                 what = "peepholes dropped; "
             what += "gates (i, c, o, f) -> (i, f, o, g), W|U split; "
+        converted[e.name] = blobs
         dst = net.params[e.name]
         if len(blobs) != len(dst):
             raise HybridNetError("layer %s (%s) has %d blobs, %s expects %d"
@@ -446,11 +448,7 @@ def import_model(theirs, out, deploy=RELEASED_DEPLOY, ignore_peepholes=False):
         table.append((e.name, e.type, ours,
                       what + ", ".join(_shape(t.data) for t in dst)))
     for e in entries:
-        blobs = e.blobs
-        if e.type == "ReNetLSTM":
-            blobs = convert_renet(blobs, net.params[e.name][1].data.shape[1],
-                                  e.name)[0]
-        for src, target in zip(blobs, net.params[e.name]):
+        for src, target in zip(converted[e.name], net.params[e.name]):
             target.data[...] = src.reshape(target.data.shape)
     with atomic_path(out) as tmp:
         net.save(tmp)

@@ -11,16 +11,17 @@ with pycaffe and scored on the held-out split through the experiment API
 compared in ``report.md`` /
 ``report.json``.
 
-Settings (:func:`settings`): 400 synthetic images of 64 x 80 (320 train,
-80 held out), 4 object classes; N-ReNet widths 16, 16, 16 (47,525
-parameters) against a baseline of 47,709; Adam, lr 0.003 (x0.1 at 3/4),
-batch 8, 1000 iterations each. The small N-ReNet departs from the paper's
-initialisation on two points, both arguments of the generator: its narrow
-ReNet layers start from Xavier weights (U[-0.2, 0.2] shrinks the signal
-through six stacked 16-unit LSTMs) with a forget-gate bias of 3 (the band's
-colour stays in memory across the image). With the paper's rule the small
-net stays on the plateau where it finds the objects but not their class
-for over 1,000 iterations.
+Settings (:func:`settings`): 400 synthetic images of 64 x 80 (280 train,
+40 to validate on during training, 80 held out), 4 object classes; N-ReNet
+widths 16, 16, 16 (47,525 parameters) against a baseline of 47,709; Adam,
+lr 0.001, gradients clipped at 10, batch 8; each model trains until its
+validation score stops improving (a learning-rate drop, then a stop), at
+most 8,000 iterations or 2 minutes, and its best weights are scored. The
+small N-ReNet departs from the paper's initialisation: its narrow ReNet
+layers start from Xavier weights, and half the units of every LSTM with a
+forget-gate bias of 1 (a short memory: the local texture), half with 5 (a
+long one: the cue's colour across the image). docs/MAIN_JOB.md has the
+experiments behind that recipe.
 
 :func:`run` does it all into one run folder; ``tools/main_job.py`` (and
 ``scripts/main_job.sh``) is the command line.
@@ -62,7 +63,8 @@ def settings(quick=False, iters=None, seed=0, variant=DEFAULT_VARIANT,
     second stops the run, as does ``iters`` (the most iterations) or
     ``budget`` (seconds of training per model). The best validation's
     weights are scored. ``iters`` set: exactly that many iterations, no
-    early stop (the fixed schedule of earlier versions).
+    early stop, the learning rate x0.1 at 3/4 (the best validation's
+    weights are still the ones scored).
     """
     from hrenet import synthetic
     v = synthetic.VARIANTS[variant]
@@ -201,7 +203,8 @@ def build_lmdbs(fmt, root, out, names, voc_root=None):
         if not samples or (split == "train" and len(samples) < 2):
             raise ToolError(f"{root}: the {split} split has "
                             f"{len(samples) or 'no'} images; give a dataset "
-                            f"root with {fmt} {split} data")
+                            f"root with {fmt} {split} data (train needs at "
+                            "least 2: one is kept to validate on)")
         parts = {split: samples}
         if split == "train":
             samples = sorted(samples, key=lambda x: x.name)
@@ -397,7 +400,8 @@ def write_report(out, results, details, images):
                    " or %s of training" % clock(st["budget"])
                    if st["budget"] else ""))
     else:
-        how = "%d iterations each" % st["iters"]
+        how = ("%d iterations each, the best validation's weights scored"
+               % st["iters"])
     lines += [
         "",
         "Trained %s (batch %d, %s lr %g) on %s crops, scored on whole "

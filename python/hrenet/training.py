@@ -37,7 +37,9 @@ continues (records after the snapshot's iteration are dropped). Resuming is
 exact: Caffe writes the data layers' state (``X.datastate``, the SegData
 stream's position and generators) beside each ``X.solverstate`` and reads it
 back, so the resumed run trains on the batches the uninterrupted run would
-have, and its losses and weights are the same to the last bit (CPU).
+have, and its losses and weights are the same to the last bit (CPU); only
+the logged mean loss of the display window that the stop cut holds just
+its iterations after the resume.
 
 :func:`parse_caffe_log` turns a ``caffe train`` log into the same records.
 """
@@ -459,6 +461,8 @@ def _loop(solvers, val, out, snapshot, schedule, progress, should_stop):
         if m and int(m.group(1)) > start:
             os.remove(path)
     plateau = _Plateau(schedule, records)
+    if plateau.best_file and not os.path.exists(plateau.best_file):
+        plateau.best_file = None  # removed by a later best, now dropped
     if plateau.drops:
         solver.param.base_lr = sp.base_lr * plateau.lr_scale
     wall0 = max([r.get("wall", 0.0) for r in records] + [0.0])
@@ -512,6 +516,7 @@ def _loop(solvers, val, out, snapshot, schedule, progress, should_stop):
         bar = tqdm(total=max_iter, initial=start, unit="it", desc="train",
                    dynamic_ncols=True, leave=False)
     status, stop, last_val, snap = "done", "iters", None, None
+    periodic = None  # the iteration of Caffe's last periodic snapshot
     window = []
     try:
         while solver.iter < max_iter:
@@ -527,14 +532,14 @@ def _loop(solvers, val, out, snapshot, schedule, progress, should_stop):
                     "diverged; lower base_lr or set clip_gradients in "
                     "the solver")
             window.append(loss)
-            if sp.snapshot and solver.iter % sp.snapshot == 0 and \
-                    solver.iter < max_iter:
+            if sp.snapshot and solver.iter % sp.snapshot == 0:
                 # Caffe wrote a periodic snapshot inside step(): record it
                 model, state = snapshot_files(run.snapshot_prefix,
                                               solver.iter)
                 emit({"type": "snapshot", "iter": int(solver.iter),
                       "caffemodel": model, "solverstate": state,
                       "wall": wall()})
+                periodic = (model, state), int(solver.iter)
             if bar is not None:
                 bar.update(1)
             over_budget = budget is not None and wall() >= budget
@@ -567,7 +572,9 @@ def _loop(solvers, val, out, snapshot, schedule, progress, should_stop):
             if over_budget:
                 stop = "budget"
                 break
-        if status == "interrupted" or sp.snapshot_after_train or \
+        if periodic and periodic[1] == solver.iter:
+            snap = periodic[0]  # a stop right after Caffe's own snapshot
+        elif status == "interrupted" or sp.snapshot_after_train or \
                 solver.iter > start:
             snap = take_snapshot()
         plots.plot_curves(records, os.path.join(out, CURVES))

@@ -265,8 +265,13 @@ def interrupt_when(proc, ready, timeout=60):
 def interrupted(proc, ready):
     """Interrupt ``proc`` once ``ready()``; its CompletedProcess-like
     result (skips the test if the tool finished before)."""
-    sent = interrupt_when(proc, ready)
-    out, err = proc.communicate(timeout=120)
+    try:
+        sent = interrupt_when(proc, ready)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never ready, or stuck: no stray child
+            proc.kill()
+            proc.communicate()
     if not sent or proc.returncode == 0:
         pytest.skip("the tool finished before Ctrl-C arrived")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -28,7 +28,8 @@ def cpuinfo(vendor, flags, processors=2):
 
 
 @pytest.mark.parametrize("vendor,flags,expected", [
-    ("GenuineIntel", AVX512 + " avx512_bf16 amx_tile", "Cooperlake"),
+    # BF16 too: 0.3.21 does not accept the name Cooperlake.
+    ("GenuineIntel", AVX512 + " avx512_bf16 amx_tile", "SkylakeX"),
     ("GenuineIntel", AVX512, "SkylakeX"),
     ("GenuineIntel", "sse sse2 avx avx2 fma", "Haswell"),
     ("GenuineIntel", "sse sse2 avx avx2", None),       # no FMA: not Haswell
@@ -109,6 +110,33 @@ def test_pycaffe_gets_the_chosen_kernels(caffe):
     core = lib.openblas_get_corename().decode()
     if want:
         assert core.lower() == want.lower()
+
+
+def test_linked_openblas_accepts_every_name_we_choose(caffe):
+    """OpenBLAS looks the name up in its own list and, when it is not there,
+    says "Core not found" and picks kernels of its own: every value
+    coretype_for can return must be a name this OpenBLAS knows."""
+    libs = [p for p in _loaded_openblas() if "scipy" not in p]
+    if not libs:
+        pytest.skip("Caffe is not linked with OpenBLAS in this build")
+    probe = ("import ctypes, sys\n"
+             "lib = ctypes.CDLL(sys.argv[1])\n"
+             "lib.openblas_get_corename.restype = ctypes.c_char_p\n"
+             "print(lib.openblas_get_corename().decode())\n")
+    # Only kernels this CPU can run are loaded.
+    names = [name for name, flags in (
+        ("Haswell", ("avx2", "fma")),
+        ("SkylakeX", ("avx512f", "avx512cd", "avx512bw", "avx512dq",
+                      "avx512vl"))) if _cpu_has(*flags)]
+    if not names:
+        pytest.skip("the CPU has no AVX2/FMA: no name is chosen for it")
+    for name in names:
+        env = dict(os.environ, OPENBLAS_CORETYPE=name, OPENBLAS_VERBOSE="2")
+        r = subprocess.run([sys.executable, "-S", "-c", probe, libs[0]],
+                           env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "Core not found" not in r.stderr, (name, r.stderr)
+        assert r.stdout.strip().lower() == name.lower()
 
 
 @pytest.mark.skipif(not os.path.exists(CAFFE_BIN),

@@ -24,7 +24,8 @@ def test_quick_study_tabulates_and_resumes(tmp_path, capsys):
             assert r[m]["iterations"] == 20 and r[m]["stop"] == "iters"
         assert r["gap"] == r["nrenet"]["miou"] - r["baseline"]["miou"]
     # smoke settings train 20 iterations: no target can be met, rc 1
-    assert rc == (0 if all(r["met"] for r in rows) else 1)
+    assert rc == 1 and not any(r["met"] for r in rows)
+    assert [r["seen"] for r in rows] == [False, False]
     md = (out / "results.md").read_text()
     assert "| corner-64x80-k3-wide (seed 87) | 64x80 | 3 | corner |" in md
     assert "of 2 runs meet the targets" in md and "median" in md
@@ -33,4 +34,7 @@ def test_quick_study_tabulates_and_resumes(tmp_path, capsys):
     study.main(study.parse_args(argv + ["--resume"]))
     assert report.stat().st_mtime_ns == stamp  # kept, not run again
     assert json.loads((out / "results.json").read_text())["rows"] == rows
-    capsys.readouterr()
+    # a kept run made with other settings is refused, not mixed in
+    rc = study.main(study.parse_args(argv + ["--resume", "--budget", "1m"]))
+    assert rc == 1
+    assert "--resume needs the same --budget" in capsys.readouterr().err

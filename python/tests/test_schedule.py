@@ -107,7 +107,7 @@ def test_resume_keeps_the_plateau_state(toolsetup, tmp_path):
     experiment.train(run_of(toolsetup, whole, **plateau), progress=False)
     part = tmp_path / "part"
 
-    def stop_at_7():
+    def stop_at_7():  # after iteration 6's record: solver.iter is 7
         logged = records(part, "train")
         return bool(logged) and logged[-1]["iter"] >= 6
 
@@ -136,19 +136,30 @@ def dataclass_replace(run, **changes):
 
 def test_a_resume_drops_best_weights_from_the_future(toolsetup, tmp_path):
     """Resuming from an earlier snapshot removes best weights saved after
-    it (their log records are dropped too)."""
+    it, drops their records, and keeps one best file that the log and the
+    summary name."""
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(open(toolsetup.solver).read().replace(
+        "snapshot: 0", "snapshot: 2"))
     out = tmp_path / "run"
-    experiment.train(run_of(toolsetup, out, iters=4, val_every=2),
+
+    def run(**kw):
+        return experiment.Run(str(solver), str(out), **kw)
+    experiment.train(run(schedule=experiment.Schedule(iters=8, val_every=2)),
                      progress=False)
-    snaps = records(out, "snapshot")
-    early = snaps[-1]["solverstate"]
-    assert snaps[-1]["iter"] == 4
+    early = next(r for r in records(out, "snapshot") if r["iter"] == 2)
     future = out / "snapshots" / "best_iter_99.caffemodel"
     future.write_bytes(b"x")
-    experiment.train(dataclass_replace(
-        run_of(toolsetup, out, iters=6, val_every=2), snapshot=early),
-        progress=False)
+    summary = experiment.train(run(
+        snapshot=early["solverstate"],
+        schedule=experiment.Schedule(iters=3, val_every=2)), progress=False)
     assert not future.exists()
+    best = records(out, "best")
+    assert all(r["iter"] <= 3 for r in best)
+    kept = sorted(n for n in os.listdir(out / "snapshots")
+                  if n.startswith("best"))
+    assert kept == [os.path.basename(best[-1]["caffemodel"])]
+    assert summary["best"] == best[-1]["caffemodel"]
 
 
 def test_plateau_bookkeeping():

@@ -8,4 +8,5 @@
 #       [--resume] [--out DIR]
 #
 # Details: tools/run_study.py --help.
+set -euo pipefail
 exec "$(dirname "${BASH_SOURCE[0]}")/../tool.sh" run_study l2_vs_bn "$@"

@@ -214,8 +214,9 @@ HRENET_HD inline void DenseCRFFeatures(const Dtype* bgr, int hw,
  *   -# @f$ (N \times L \times H \times W) @f$ the marginals Q (or, with
  *      output: LOGITS, the scores before the last softmax)
  *
- * Forward only: no bottom receives a gradient (Backward CHECKs that none is
- * asked for).
+ * Forward only: no bottom receives a gradient (Backward throws a UserError
+ * when one is asked for); with param_blobs in a TRAIN net, set-up requires
+ * three `param { lr_mult: 0 }`.
  */
 template <typename Dtype>
 class DenseCRFLayer : public Layer<Dtype> {

@@ -72,8 +72,9 @@ template <typename Dtype> struct ReNetSweep;
  * Initialisation (when the layer is not loaded from a model): W and U from
  * `weight_filler` (default uniform [-0.2, 0.2], the paper's), b from
  * `bias_filler` (default 0); LSTM adds `forget_bias` to @f$ b_f @f$ (with
- * `forget_bias_long`, units [d/2, d) get that instead: half the units start
- * with a short memory, half with a long one); IRNN
+ * `forget_bias_long`, units [d/2, d), d/2 rounded down, add that instead:
+ * half the units start with a short memory, half with a long one; LSTM
+ * only); IRNN
  * sets U to `irnn_scale` * I.
  *
  * Backward: back-propagation through time. The bottom receives a gradient
@@ -126,7 +127,8 @@ template <typename Dtype> struct ReNetSweep;
  *
  * CPU threads: `renet_param { threads }`, or when it is 0 (the default)
  * HrenetThreads() (the environment variable HRENET_THREADS, default: the
- * CPUs this process may run on; caffe/util/parallel.hpp), read at set-up. With one image the two directions sweep concurrently, with no
+ * CPUs this process may run on; caffe/util/parallel.hpp), read at set-up.
+ * With one image the two directions sweep concurrently, with no
  * barrier between their steps; the layout copies and the input-gradient
  * GEMM are split in parts. With several images the work is jobs that the
  * threads take in turn: per direction and image the sweep (projection,

@@ -101,8 +101,8 @@ class SegDataLMDB;
  * leaves it in the process for the other ranks, which `caffe train` sets up
  * after rank 0 in the same process; a rank that finds none (ranks in
  * separate processes) stops and asks for an explicit `seed`. TEST nets
- * (built on every rank, run by rank 0 only) read every record, whatever N. N and r are read in
- * DataLayerSetUp, on the thread that builds the rank's net (Caffe keeps
+ * (built on every rank, run by rank 0 only) read every record, whatever N.
+ * N and r are read in DataLayerSetUp, on the thread that builds the rank's net (Caffe keeps
  * them per thread; InternalThread copies them to the prefetch thread, but
  * the layer keeps its own copy), and with N = 1 the layer reads and draws
  * exactly what it did before it knew about ranks.
@@ -114,8 +114,9 @@ class SegDataLMDB;
  * permutations and the crop/flip draws of that many items (from the sizes
  * recorded at set-up, without decoding) and restarts the thread, so the
  * resumed run reads exactly the batches the uninterrupted run would have
- * (one solver; with several, each rank resumes from its own seeds only
- * when `seed` >= 0).
+ * (one solver; with several, only rank 0 writes the state, every rank
+ * takes its permutation seed and item count and keeps its own crop seed:
+ * exact when `seed` >= 0, which makes that crop seed the one it had).
  * There is no .cu file: Forward_gpu is BasePrefetchingDataLayer's, which
  * copies the prefetched batch; the layer has no GPU maths of its own.
  *

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -17,9 +18,19 @@ namespace caffe {
  *        affinity mask, which `taskset` and container cpusets narrow).
  *
  * The layers read it once, when they are set up. An HRENET_THREADS that is
- * not a whole number >= 1 stops the program with a message saying so.
+ * not a whole number from 1 to kMaxThreads throws a UserError saying so.
  */
 int HrenetThreads();
+
+/// The most threads a layer or HRENET_THREADS may ask for.
+const int kMaxThreads = 1 << 16;
+
+/**
+ * @brief A layer's thread count from its `threads` field: HrenetThreads()
+ *        when it is 0, else the field; more than kMaxThreads throws a
+ *        UserError naming the layer.
+ */
+int LayerThreads(uint32_t threads, const std::string& layer);
 
 /// Per-thread bookkeeping of the job runner (BLAS threads of the worker).
 void ParallelWorkerEnter();

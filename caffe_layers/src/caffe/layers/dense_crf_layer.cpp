@@ -148,8 +148,16 @@ void DenseCRFLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   for (int c = 0; c < 3; ++c) {
     mean[c] = num_mean == 0 ? Dtype(0) : p.mean_value(num_mean == 1 ? 0 : c);
   }
-  num_threads_ = p.threads() > 0 ? static_cast<int>(p.threads())
-                                  : HrenetThreads();
+  num_threads_ = LayerThreads(p.threads(), name);
+  if (param_blobs_ && this->phase_ == TRAIN) {
+    // the blobs get no gradient: say so now, not at the first backward
+    for (int i = 0; i < 3; ++i) {
+      HRENET_USER_CHECK(i < this->layer_param_.param_size() &&
+                        this->layer_param_.param(i).lr_mult() == 0,
+          "DenseCRF layer " << name << " is forward only: its parameter "
+          << "blobs get no gradient; give it three param { lr_mult: 0 }");
+    }
+  }
   const int num_labels = bottom[0]->num_axes() > 1 ? bottom[0]->shape(1) : 0;
   if (!param_blobs_) {
     HRENET_USER_CHECK(this->blobs_.size() == 0,

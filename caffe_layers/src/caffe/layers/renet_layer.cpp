@@ -57,8 +57,11 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   HRENET_USER_CHECK(p.patch_w() > 0,
       "ReNet layer '" << name
       << "': renet_param.patch_w is 0; a patch must be at least 1 pixel");
-  num_threads_ = p.threads() > 0 ? static_cast<int>(p.threads())
-                                  : HrenetThreads();
+  num_threads_ = LayerThreads(p.threads(), name);
+  HRENET_USER_CHECK(!p.has_forget_bias_long() ||
+                    p.unit() == ReNetParameter_Unit_LSTM,
+      "ReNet layer '" << name << "': forget_bias_long is for LSTM units; "
+      << "remove it (a GRU or IRNN has no forget gate)");
   step_kernel_ = !HrenetPortable();
   unit_ = p.unit();
   vertical_ = p.direction() == ReNetParameter_Direction_VERTICAL;

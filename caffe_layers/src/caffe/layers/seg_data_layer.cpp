@@ -635,9 +635,13 @@ void SegDataLayer<Dtype>::RestoreState(const string& state) {
     first_error_.clear();
   }
   // Start the stream anew from the saved seeds and replay its draws (no
-  // decoding: the draws depend only on the recorded sizes).
+  // decoding: the draws depend only on the recorded sizes). Only rank 0
+  // writes the state: with several ranks each keeps the crop seed it drew
+  // at set-up (the same as before the stop when seed >= 0).
   perm_seed_ = perm_seed;
-  crop_seed_ = crop_seed;
+  if (solver_count_ == 1) {
+    crop_seed_ = crop_seed;
+  }
   ApplySeeds();
   ResetStream();
   for (int64_t i = 0; i < items; ++i) {

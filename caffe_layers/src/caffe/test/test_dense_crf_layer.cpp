@@ -152,6 +152,7 @@ class DenseCRFLayerTest : public MultiDeviceTest<TypeParam> {
   LayerParameter MakeParam(const CRFParams& p) {
     LayerParameter param;
     param.set_name("crf");
+    param.set_phase(TEST);  // the CRF is post-processing
     DenseCRFParameter* crf = param.mutable_dense_crf_param();
     crf->set_max_iter(p.max_iter);
     crf->set_pos_w(p.pos_w);
@@ -745,7 +746,7 @@ TYPED_TEST(DenseCRFLayerTest, TestCPUGPUAgreementOptions) {
 }
 #endif
 
-// Bad inputs die with a message naming the problem.
+// Bad inputs throw a UserError naming the problem.
 TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
   typedef typename TypeParam::Dtype Dtype;
   std::vector<double> rgb, scores;
@@ -791,6 +792,17 @@ TYPED_TEST(DenseCRFLayerTest, TestBadInputs) {
         blobs_layer.Backward(this->blob_top_vec_,
           vector<bool>(2, false), this->blob_bottom_vec_);
       }, "lr_mult: 0");
+    // In a TRAIN net, param_blobs without lr_mult 0 is refused at set-up.
+    param.set_phase(TRAIN);
+    DenseCRFLayer<Dtype> train_layer(param);
+    ExpectUserError([&] {
+        train_layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "give it three param");
+    for (int i = 0; i < 3; ++i) {
+      param.add_param()->set_lr_mult(0);
+    }
+    DenseCRFLayer<Dtype> frozen(param);
+    frozen.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
     // A model's compatibility for another number of labels.
     this->blob_score_->Reshape(1, 4, 6, 8);
     ExpectUserError([&] {

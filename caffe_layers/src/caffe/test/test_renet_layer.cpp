@@ -426,14 +426,12 @@ TYPED_TEST(ReNetLayerTest, TestForgetBiasLong) {
       }
     }
   }
-  // a GRU has no forget gate: its biases are the filler's
+  // a GRU has no forget gate
   lp.mutable_renet_param()->set_unit(ReNetParameter_Unit_GRU);
   ReNetLayer<Dtype> gru(lp);
-  gru.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-  const Blob<Dtype>& b = *gru.blobs()[2];
-  for (int i = 0; i < b.count(); ++i) {
-    EXPECT_EQ(b.cpu_data()[i], Dtype(0.5));
-  }
+  ExpectUserError([&] {
+      gru.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    }, "forget_bias_long is for LSTM units");
 }
 
 TYPED_TEST(ReNetLayerTest, TestForwardLSTM) {
@@ -776,6 +774,14 @@ TYPED_TEST(ReNetLayerTest, TestBadInputDies) {
       }, "renet_test.*patch_w is 0");
   }
   lp.mutable_renet_param()->set_patch_w(1);
+  lp.mutable_renet_param()->set_threads(4000000000u);
+  {
+    ReNetLayer<Dtype> layer(lp);
+    ExpectUserError([&] {
+        layer.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+      }, "renet_test.*threads is 4000000000; give at most 65536");
+  }
+  lp.mutable_renet_param()->set_threads(0);
   Blob<Dtype> flat(vector<int>{2, 6});
   vector<Blob<Dtype>*> flat_vec(1, &flat);
   {

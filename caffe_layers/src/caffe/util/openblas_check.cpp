@@ -39,8 +39,8 @@ struct OpenBlasCoreCheck {
             __builtin_cpu_supports("avx512vl") &&
             __builtin_cpu_supports("avx512dq") &&
             __builtin_cpu_supports("avx512cd");
-        const char* fix = !avx512 ? "Haswell" :
-            __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+        // Not "Cooperlake": 0.3.21 does not accept that name.
+        const char* fix = avx512 ? "SkylakeX" : "Haswell";
         std::fprintf(stderr, "caffe: warning: OpenBLAS did not recognise "
             "this CPU and runs its generic '%s' kernels, several times "
             "slower than the %s ones the CPU supports; set "

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "caffe/common.hpp"
@@ -61,11 +62,21 @@ int HrenetThreads() {
   errno = 0;
   const long value = std::strtol(env, &end, 10);  // NOLINT(runtime/int)
   HRENET_USER_CHECK(errno == 0 && *end == '\0' && value >= 1 &&
-                    value <= (1 << 16),
+                    value <= kMaxThreads,
       "HRENET_THREADS is '" << env << "'; set it to a whole number of "
       << "threads >= 1, or unset it to use the " << AvailableCpus()
       << " CPUs this process may run on");
   return static_cast<int>(value);
+}
+
+int LayerThreads(uint32_t threads, const std::string& layer) {
+  if (threads == 0) {
+    return HrenetThreads();
+  }
+  HRENET_USER_CHECK(threads <= static_cast<uint32_t>(kMaxThreads),
+      "layer '" << layer << "': threads is " << threads << "; give at most "
+      << kMaxThreads << ", or 0 for HRENET_THREADS / the usable CPUs");
+  return static_cast<int>(threads);
 }
 
 int WorkParts(double work, double min_part_work, int max_parts) {

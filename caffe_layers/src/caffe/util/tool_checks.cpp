@@ -99,14 +99,15 @@ std::vector<int> ProtoShape(const BlobProto& blob) {
   return shape;
 }
 
-// Whether a blob of `shape` can take a stored blob of `stored` (upstream's
-// Blob::ShapeEquals also accepts a legacy 4-D shape padded with ones).
-bool ShapeFits(const std::vector<int>& shape,
-    const std::vector<int>& stored) {
+// Whether a blob of `shape` can take the stored `blob` (upstream's
+// Blob::ShapeEquals also accepts a legacy num/channels/height/width shape
+// padded with ones, and only that).
+bool ShapeFits(const std::vector<int>& shape, const BlobProto& blob) {
+  const std::vector<int> stored = ProtoShape(blob);
   if (shape == stored) {
     return true;
   }
-  if (stored.size() != 4 || shape.size() > 4) {
+  if (blob.has_shape() || stored.size() != 4 || shape.size() > 4) {
     return false;
   }
   for (int i = 0; i < 4; ++i) {
@@ -126,8 +127,10 @@ void StopOnSignal(int sig) {
   if (stop_signal == 0) {
     stop_signal = sig;
   }
-  // Upstream's SIGINT handler turns the signal into the solver's action.
-  if (chained_int.sa_handler != SIG_DFL && chained_int.sa_handler != SIG_IGN &&
+  // Upstream's SIGINT handler turns the signal into the solver's action
+  // (a plain handler; one installed with SA_SIGINFO is not ours to call).
+  if (!(chained_int.sa_flags & SA_SIGINFO) &&
+      chained_int.sa_handler != SIG_DFL && chained_int.sa_handler != SIG_IGN &&
       chained_int.sa_handler != NULL) {
     chained_int.sa_handler(SIGINT);
   }
@@ -225,7 +228,8 @@ void ToolCheckSnapshot(const std::string& path, Solver<float>* solver) {
       << "snapshot was taken with");
   for (int i = 0; i < k; ++i) {
     const std::vector<int> stored = ProtoShape(state.history(i));
-    HRENET_USER_CHECK(ShapeFits(params[i % n]->shape(), stored), "-snapshot "
+    HRENET_USER_CHECK(ShapeFits(params[i % n]->shape(), state.history(i)),
+        "-snapshot "
         << path << ": history blob " << i << " is " << ShapeString(stored)
         << " but the net's parameter is " << ShapeString(
             params[i % n]->shape()) << "; resume with the net the snapshot "
@@ -267,7 +271,8 @@ void ToolCheckWeights(const std::string& list, const Net<float>& net) {
           << "; these are weights of another net");
       for (int b = 0; b < blobs.size(); ++b) {
         const std::vector<int> stored = ProtoShape(layer.blobs(b));
-        HRENET_USER_CHECK(ShapeFits(blobs[b]->shape(), stored), "-weights "
+        HRENET_USER_CHECK(ShapeFits(blobs[b]->shape(), layer.blobs(b)),
+            "-weights "
             << path << ": layer " << layer.name() << " blob " << b << " is "
             << ShapeString(stored) << ", the net's is "
             << ShapeString(blobs[b]->shape()) << "; these are weights of "
