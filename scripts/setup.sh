@@ -33,7 +33,7 @@ log() { printf '[setup] %s\n' "$*"; }
 debs=(build-essential cmake ninja-build ccache pkg-config patch
       libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
       libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
-      libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev
+      libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libdnnl-dev
       libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev graphviz)
 missing=()
 for p in "${debs[@]}"; do
