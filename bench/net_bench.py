@@ -62,7 +62,8 @@ def timed(fn, repeats, warmup):
 # workers
 
 def deploy_with_engine(net, engine, height, width, out):
-    """The net's deploy prototxt with every convolution on `engine`, input
+    """The net's deploy prototxt with every convolution on `engine` (a
+    ConvolutionParameter.Engine name; None: as the file has it), input
     1 x 3 x height x width and force_backward, written to `out`."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
@@ -74,7 +75,7 @@ def deploy_with_engine(net, engine, height, width, out):
         if layer.type == "Input":
             del layer.input_param.shape[:]
             layer.input_param.shape.add().dim.extend([1, 3, height, width])
-        if layer.type == "Convolution":
+        if layer.type == "Convolution" and engine is not None:
             layer.convolution_param.engine = getattr(
                 caffe_pb2.ConvolutionParameter, engine)
     with open(out, "w") as f:

@@ -12,21 +12,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 
 
+def _load_net_bench():
+    spec = importlib.util.spec_from_file_location(
+        "net_bench", os.path.join(ROOT, "bench", "net_bench.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _deploy(caffe, net, engine, height, width, path):
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-    p = caffe_pb2.NetParameter()
-    with open(os.path.join(ROOT, "prototxt", net, "deploy.prototxt")) as f:
-        text_format.Merge(f.read(), p)
-    p.force_backward = True
-    for layer in p.layer:
-        if layer.type == "Input":
-            del layer.input_param.shape[:]
-            layer.input_param.shape.add().dim.extend([1, 3, height, width])
-        if layer.type == "Convolution" and engine is not None:
-            layer.convolution_param.engine = getattr(
-                caffe_pb2.ConvolutionParameter, engine)
-    path.write_text(text_format.MessageToString(p))
+    """The deploy net at height x width with every convolution on
+    `engine` (None: the prototxt's own), force_backward on."""
+    _load_net_bench().deploy_with_engine(net, engine, height, width,
+                                         str(path))
     return caffe.Net(str(path), caffe.TEST)
 
 
@@ -95,14 +93,6 @@ def test_default_engine_is_dnnl(caffe, dnnl, tmp_path):
         _fill(n, 2)
         outs.append(n.forward()[n.outputs[0]].copy())
     np.testing.assert_array_equal(outs[0], outs[1])
-
-
-def _load_net_bench():
-    spec = importlib.util.spec_from_file_location(
-        "net_bench", os.path.join(ROOT, "bench", "net_bench.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.parametrize("net", ["fcn/a", "hrenet/b", "hrenet/d"])

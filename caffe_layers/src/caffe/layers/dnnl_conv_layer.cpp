@@ -50,11 +50,12 @@ struct DnnlConvolutionLayer<Dtype>::Primitives {
   memory::dims strides, dilates, pad_l, pad_r;
   memory::desc any_src, any_weights, any_bias, any_dst;
 
-  // `from` copied into `to` (or `to` used as is when the layouts agree).
+  // `from` copied into `to`, in `to`'s layout.
   void Reorder(memory from, memory to) {
     dnnl::reorder(from, to).execute(stream, from, to);
   }
-  // A buffer in layout `md`, or the user memory itself when it matches.
+  // A buffer in the primitive's layout `md`; empty when that is the blob's
+  // own layout `user` (the blob is then used directly).
   static memory BufferFor(const memory::desc& md, const memory::desc& user) {
     return md == user ? memory() : memory(md, CpuEngine());
   }
