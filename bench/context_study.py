@@ -31,6 +31,7 @@ from hrenet import mainjob, synthetic
 from hrenet.cli import (add_budget, add_out, cli, int_range, nonneg_int,
                         parser)
 from hrenet.files import write_json, write_text
+from hrenet.inference import ToolError
 
 
 def parse_args(argv=None):
@@ -75,7 +76,6 @@ def runs(args):
 def check_same_settings(folder, args):
     """--resume: a kept run must have been made with this --budget and
     --quick, or the table would mix settings."""
-    from hrenet.inference import ToolError
     with open(os.path.join(folder, "details.json")) as f:
         s = json.load(f)["settings"]
     want = mainjob.settings(args.quick, budget=args.budget)

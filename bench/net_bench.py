@@ -26,8 +26,10 @@ H-ReNet (d) / FCN (a) forward time per framework (the paper's own ratio).
   bench/net_bench.py                          # 3 nets, 2 threads, 3 rounds
   bench/net_bench.py --nets fcn/a --threads 0 --rounds 5 --json out.json
 
-PyTorch must be importable (see bench/torch_cpu_stubs.py); without it the
-torch column is left out. --threads 0: all usable CPUs.
+PyTorch must be importable (see bench/torch_cpu_stubs.py); without it each
+round prints the torch worker's error and its cells and ratios show "–"
+(or leave it out with --frameworks caffe-CAFFE caffe-DNNL). Weights are
+random (fill_random); --threads 0: all usable CPUs.
 """
 import argparse
 import json
@@ -82,6 +84,26 @@ def deploy_with_engine(net, engine, height, width, out):
         f.write(text_format.MessageToString(p))
 
 
+def fill_random(net, seed, data_std=1.0):
+    """Random weights that keep activations of order 1 (N(0, 1/fan_in)),
+    valid BatchNorm statistics (variance in [0.5, 2], scale factor 1) and
+    random input data: no NaN or vanishing values in what is timed."""
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    for name, blobs in net.params.items():
+        if net.layer_dict[name].type == "BatchNorm":
+            blobs[0].data[...] = rng.normal(0, 0.1, blobs[0].data.shape)
+            blobs[1].data[...] = rng.uniform(0.5, 2, blobs[1].data.shape)
+            blobs[2].data[...] = 1
+            continue
+        for b in blobs:
+            fan_in = np.prod(b.data.shape[1:]) if b.data.ndim > 1 else 1
+            b.data[...] = rng.normal(0, 1 / np.sqrt(fan_in), b.data.shape)
+    net.blobs["data"].data[...] = rng.normal(0, data_std,
+                                             net.blobs["data"].shape)
+    return rng
+
+
 def worker_caffe(net, engine, height, width, repeats, warmup):
     import numpy as np
     import caffe
@@ -90,11 +112,7 @@ def worker_caffe(net, engine, height, width, repeats, warmup):
         path = os.path.join(tmp, "deploy.prototxt")
         deploy_with_engine(net, engine, height, width, path)
         n = caffe.Net(path, caffe.TEST)
-    rng = np.random.RandomState(0)
-    for name, blobs in n.params.items():
-        for b in blobs:
-            b.data[...] = rng.normal(0, 0.01, b.data.shape)
-    n.blobs["data"].data[...] = rng.normal(0, 50, n.blobs["data"].data.shape)
+    rng = fill_random(n, 0)
     top = n.outputs[0]
     grad = rng.normal(0, 1, n.blobs[top].data.shape).astype(np.float32)
 
@@ -171,7 +189,7 @@ def worker_torch(net, height, width, repeats, warmup, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = torch_net(net)
-    x = torch.randn(1, 3, height, width) * 50
+    x = torch.randn(1, 3, height, width)
 
     def fwd():
         with torch.no_grad():

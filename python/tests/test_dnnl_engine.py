@@ -38,26 +38,12 @@ def dnnl(caffe, tmp_path):
         pytest.skip("this build has no oneDNN (libdnnl-dev)")
 
 
-def _fill(net, seed):
-    rng = np.random.RandomState(seed)
-    for name, blobs in net.params.items():
-        if net.layer_dict[name].type == "BatchNorm":
-            blobs[0].data[...] = rng.normal(0, 0.1, blobs[0].data.shape)
-            blobs[1].data[...] = rng.uniform(0.5, 2, blobs[1].data.shape)
-            blobs[2].data[...] = 1
-            continue
-        for b in blobs:
-            fan_in = np.prod(b.data.shape[1:]) if b.data.ndim > 1 else 1
-            b.data[...] = rng.normal(0, 1 / np.sqrt(fan_in), b.data.shape)
-    net.blobs["data"].data[...] = rng.normal(0, 1, net.blobs["data"].shape)
-
-
 def test_hrenet_d_same_scores_and_gradients(caffe, dnnl, tmp_path):
     nets = {}
     for engine in ("CAFFE", "DNNL"):
         n = _deploy(caffe, "hrenet/d", engine, 48, 56,
                     tmp_path / f"{engine}.prototxt")
-        _fill(n, 0)
+        _load_net_bench().fill_random(n, 0)
         out = n.forward()[n.outputs[0]].copy()
         grad = np.random.RandomState(1).normal(0, 1, out.shape)
         n.blobs[n.outputs[0]].diff[...] = grad
@@ -90,7 +76,7 @@ def test_default_engine_is_dnnl(caffe, dnnl, tmp_path):
     for engine in (None, "DNNL"):
         n = _deploy(caffe, "fcn/a", engine, 24, 32,
                     tmp_path / f"{engine}.prototxt")
-        _fill(n, 2)
+        _load_net_bench().fill_random(n, 2)
         outs.append(n.forward()[n.outputs[0]].copy())
     np.testing.assert_array_equal(outs[0], outs[1])
 
