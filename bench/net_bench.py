@@ -1,27 +1,29 @@
 """Whole-net CPU benchmark: FCN (a), H-ReNet (b) and (d), Caffe's two
-convolution engines against PyTorch.
+CPU engines against PyTorch.
 
 For each net (prototxt/<net>/deploy.prototxt at --height x --width, batch
 1) it times the forward pass and a forward+backward pass (a random gradient
 at the score, every parameter's gradient; the input's too, as Caffe's
 force_backward computes it) of:
 
-- ``caffe-CAFFE``: our build with every convolution on ``engine: CAFFE``
-  (upstream's im2col + GEMM);
-- ``caffe-DNNL``: the same net on ``engine: DNNL`` (oneDNN);
+- ``caffe-CAFFE``: our build with every convolution, pooling and ReLU on
+  ``engine: CAFFE`` (upstream's layers: im2col + GEMM convolutions);
+- ``caffe-DNNL``: the same net with those layers on ``engine: DNNL``
+  (oneDNN);
 - ``torch``: a PyTorch re-implementation of the same architecture
   (nn.Conv2d, ceil-mode max pooling, eval-mode BatchNorm, bidirectional
   nn.LSTM sweeps for the ReNet layers, align-corners bilinear upsampling),
   with PyTorch's default CPU path (oneDNN convolutions).
 
 Every (framework, net) runs in a worker process of its own with --threads
-threads for everything (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
-HRENET_THREADS, torch.set_num_threads), in --rounds rounds of all
-frameworks in turn (a shared VM's speed drifts over minutes: interleaving
-gives each the same chances). Reported: each framework's median over rounds
-of its per-round median, and the paired ratio to PyTorch (the median over
-rounds of the ratio within a round) for forward and forward+backward, plus
-H-ReNet (d) / FCN (a) forward time per framework (the paper's own ratio).
+threads for everything (HRENET_THREADS, which libcaffe also gives OpenBLAS
+and OpenMP; OMP_NUM_THREADS and torch.set_num_threads for PyTorch), in
+--rounds rounds of all frameworks in turn (a shared VM's speed drifts over
+minutes: interleaving gives each the same chances). Reported: each
+framework's median over rounds of its per-round median, and the paired
+ratio to PyTorch (the median over rounds of the ratio within a round) for
+forward and forward+backward, plus H-ReNet (d) / FCN (a) forward time per
+framework (the paper's own ratio).
 
   bench/net_bench.py                          # 3 nets, 2 threads, 3 rounds
   bench/net_bench.py --nets fcn/a --threads 0 --rounds 5 --json out.json
@@ -64,22 +66,27 @@ def timed(fn, repeats, warmup):
 # workers
 
 def deploy_with_engine(net, engine, height, width, out):
-    """The net's deploy prototxt with every convolution on `engine` (a
-    ConvolutionParameter.Engine name; None: as the file has it), input
-    1 x 3 x height x width and force_backward, written to `out`."""
+    """The net's deploy prototxt with every convolution, pooling and ReLU
+    on `engine` ("CAFFE" or "DNNL", the Engine name of each layer's
+    parameter; None: as the file has it), input 1 x 3 x height x width and
+    force_backward, written to `out`."""
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
     p = caffe_pb2.NetParameter()
     with open(os.path.join(ROOT, "prototxt", net, "deploy.prototxt")) as f:
         text_format.Merge(f.read(), p)
     p.force_backward = True
+    params = {"Convolution": ("convolution_param",
+                              caffe_pb2.ConvolutionParameter),
+              "Pooling": ("pooling_param", caffe_pb2.PoolingParameter),
+              "ReLU": ("relu_param", caffe_pb2.ReLUParameter)}
     for layer in p.layer:
         if layer.type == "Input":
             del layer.input_param.shape[:]
             layer.input_param.shape.add().dim.extend([1, 3, height, width])
-        if layer.type == "Convolution" and engine is not None:
-            layer.convolution_param.engine = getattr(
-                caffe_pb2.ConvolutionParameter, engine)
+        if layer.type in params and engine is not None:
+            field, message = params[layer.type]
+            getattr(layer, field).engine = getattr(message, engine)
     with open(out, "w") as f:
         f.write(text_format.MessageToString(p))
 
@@ -207,9 +214,14 @@ def worker_torch(net, height, width, repeats, warmup, threads):
 
 
 def run_worker(args, framework, net, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads),
-               HRENET_THREADS=str(threads))
+    # Caffe: the one knob (libcaffe gives it to OpenBLAS and OpenMP too);
+    # PyTorch: OpenMP's.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if framework == "torch":
+        env["OMP_NUM_THREADS"] = str(threads)
+    else:
+        env["HRENET_THREADS"] = str(threads)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework,
            net, "--height", str(args.height), "--width", str(args.width),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup),

@@ -130,6 +130,10 @@ class BilinearResizeLayer : public Layer<Dtype> {
 
   int zoom_, fixed_h_, fixed_w_;
   int channels_, in_h_, in_w_, out_h_, out_w_;
+  int num_threads_;  // CPU: HrenetThreads(), one (N, C) plane per job
+  // CPU: BilinearResizeCoord of every output row and column.
+  vector<int> row_lo_, row_hi_, col_lo_, col_hi_;
+  vector<Dtype> row_frac_, col_frac_;
 };
 
 }  // namespace caffe

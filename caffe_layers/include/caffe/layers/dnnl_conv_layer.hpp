@@ -34,7 +34,8 @@ namespace caffe {
  * The oneDNN path runs for float on the CPU with two spatial axes and the
  * channel axis 1. Everything else (double, N-D convolution, the GPU) is the
  * Caffe engine's code, inherited. oneDNN's threads are its OpenMP pool:
- * ``OMP_NUM_THREADS`` sets their number (default: all cores).
+ * ``HRENET_THREADS`` sets their number (see HrenetThreads(); default:
+ * ``OMP_NUM_THREADS``, else all cores).
  */
 template <typename Dtype>
 class DnnlConvolutionLayer : public ConvolutionLayer<Dtype> {

@@ -12,15 +12,29 @@
 namespace caffe {
 
 /**
- * @brief The number of threads the HRENet CPU layers (ReNet, DenseCRF) run
- *        their work on: the environment variable HRENET_THREADS when set
- *        (a whole number >= 1), else the CPUs this process may run on (its
- *        affinity mask, which `taskset` and container cpusets narrow).
+ * @brief The number of threads the HRENet CPU layers (ReNet, DenseCRF,
+ *        BilinearResize) run their work on: the environment variable
+ *        HRENET_THREADS when set (a whole number >= 1), else the CPUs this
+ *        process may run on (its affinity mask, which `taskset` and
+ *        container cpusets narrow).
  *
  * The layers read it once, when they are set up. An HRENET_THREADS that is
  * not a whole number from 1 to kMaxThreads throws a UserError saying so.
+ *
+ * HRENET_THREADS is the process's one thread setting: when libcaffe is
+ * loaded, a valid value also becomes OpenBLAS's thread count (the Caffe
+ * engine's GEMMs) and OpenMP's (oneDNN's threads), overriding
+ * OPENBLAS_NUM_THREADS and OMP_NUM_THREADS; see UseHrenetThreadsHere().
  */
 int HrenetThreads();
+
+/**
+ * @brief Gives OpenMP parallel regions started by the calling thread
+ *        HRENET_THREADS threads (OpenMP keeps that count per thread); does
+ *        nothing when it is unset. The oneDNN layers call it before their
+ *        primitives run, so that a net run from any thread obeys it.
+ */
+void UseHrenetThreadsHere();
 
 /// The most threads a layer or HRENET_THREADS may ask for.
 const int kMaxThreads = 1 << 16;

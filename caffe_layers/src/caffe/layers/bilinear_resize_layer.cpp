@@ -3,6 +3,7 @@
 
 #include "caffe/layers/bilinear_resize_layer.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/parallel.hpp"
 #include "caffe/util/user_error.hpp"
 
 namespace caffe {
@@ -22,6 +23,7 @@ void BilinearResizeLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   HRENET_USER_CHECK((fixed_h_ > 0) == (fixed_w_ > 0),
       "BilinearResize layer " << name
       << ": give both height and width, or neither");
+  num_threads_ = HrenetThreads();
   if (bottom.size() == 2) {
     HRENET_USER_CHECK(fixed_h_ == 0 && zoom_ == 1,
         "BilinearResize layer " << name
@@ -65,22 +67,44 @@ void BilinearResizeLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   shape[2] = out_h_;
   shape[3] = out_w_;
   top[0]->Reshape(shape);
+  row_lo_.resize(out_h_);
+  row_hi_.resize(out_h_);
+  row_frac_.resize(out_h_);
+  for (int y = 0; y < out_h_; ++y) {
+    BilinearResizeCoord(y, in_h_, out_h_, &row_lo_[y], &row_hi_[y],
+                        &row_frac_[y]);
+  }
+  col_lo_.resize(out_w_);
+  col_hi_.resize(out_w_);
+  col_frac_.resize(out_w_);
+  for (int x = 0; x < out_w_; ++x) {
+    BilinearResizeCoord(x, in_w_, out_w_, &col_lo_[x], &col_hi_[x],
+                        &col_frac_[x]);
+  }
 }
 
 template <typename Dtype>
 void BilinearResizeLayer<Dtype>::Forward_cpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
-  const int in_hw = in_h_ * in_w_, count = top[0]->count();
+  // The taps of BilinearResizeTaps, from the tables: per (N, C) plane,
+  // the same values as the GPU kernel's, bit for bit.
+  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
   const Dtype* in = bottom[0]->cpu_data();
   Dtype* out = top[0]->mutable_cpu_data();
-  for (int index = 0; index < count; ++index) {
-    int t[4];
-    Dtype a, b;
-    const Dtype* src = in + in_hw * BilinearResizeTaps(index, in_h_, in_w_,
-        out_h_, out_w_, t, &a, &b);
-    out[index] = BilinearResizeMix(src[t[0]], src[t[1]], src[t[2]],
-                                   src[t[3]], a, b);
-  }
+  ParallelJobs(bottom[0]->count(0, 2), num_threads_, [&](int plane) {
+    const Dtype* src = in + static_cast<int64_t>(plane) * in_hw;
+    Dtype* dst = out + static_cast<int64_t>(plane) * out_hw;
+    for (int y = 0; y < out_h_; ++y) {
+      const Dtype* r0 = src + row_lo_[y] * in_w_;
+      const Dtype* r1 = src + row_hi_[y] * in_w_;
+      const Dtype a = row_frac_[y];
+      for (int x = 0; x < out_w_; ++x) {
+        const int x0 = col_lo_[x], x1 = col_hi_[x];
+        dst[y * out_w_ + x] = BilinearResizeMix(r0[x0], r0[x1], r1[x0],
+                                                r1[x1], a, col_frac_[x]);
+      }
+    }
+  });
 }
 
 template <typename Dtype>
@@ -93,21 +117,29 @@ void BilinearResizeLayer<Dtype>::Backward_cpu(
   if (!propagate_down[0]) {
     return;
   }
-  const int in_hw = in_h_ * in_w_, count = top[0]->count();
+  // Each plane's gradient stays in its plane: one job per plane, its
+  // outputs in index order (the sums do not depend on the thread count).
+  const int in_hw = in_h_ * in_w_, out_hw = out_h_ * out_w_;
   const Dtype* top_diff = top[0]->cpu_diff();
   Dtype* diff = bottom[0]->mutable_cpu_diff();
   caffe_set(bottom[0]->count(), Dtype(0), diff);
-  for (int index = 0; index < count; ++index) {
-    int t[4];
-    Dtype a, b;
-    Dtype* dst = diff + in_hw * BilinearResizeTaps(index, in_h_, in_w_,
-        out_h_, out_w_, t, &a, &b);
-    const Dtype g = top_diff[index];
-    dst[t[0]] += (1 - a) * (1 - b) * g;
-    dst[t[1]] += (1 - a) * b * g;
-    dst[t[2]] += a * (1 - b) * g;
-    dst[t[3]] += a * b * g;
-  }
+  ParallelJobs(bottom[0]->count(0, 2), num_threads_, [&](int plane) {
+    const Dtype* g = top_diff + static_cast<int64_t>(plane) * out_hw;
+    Dtype* d = diff + static_cast<int64_t>(plane) * in_hw;
+    for (int y = 0; y < out_h_; ++y) {
+      Dtype* r0 = d + row_lo_[y] * in_w_;
+      Dtype* r1 = d + row_hi_[y] * in_w_;
+      const Dtype a = row_frac_[y];
+      for (int x = 0; x < out_w_; ++x) {
+        const int x0 = col_lo_[x], x1 = col_hi_[x];
+        const Dtype b = col_frac_[x], v = g[y * out_w_ + x];
+        r0[x0] += (1 - a) * (1 - b) * v;
+        r0[x1] += (1 - a) * b * v;
+        r1[x0] += a * (1 - b) * v;
+        r1[x1] += a * b * v;
+      }
+    }
+  });
 }
 
 #ifdef CPU_ONLY

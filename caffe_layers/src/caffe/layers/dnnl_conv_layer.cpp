@@ -7,7 +7,9 @@
 #include "oneapi/dnnl/dnnl.hpp"
 
 #include "caffe/layers/dnnl_conv_layer.hpp"
+#include "caffe/util/dnnl_util.hpp"
 #include "caffe/util/math_functions.hpp"
+#include "caffe/util/parallel.hpp"
 
 namespace caffe {
 
@@ -17,23 +19,12 @@ using dnnl::memory;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
-// One oneDNN CPU engine for the process (created on first use).
-const dnnl::engine& CpuEngine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-// User memory over a blob's data: a view, no copy.
-memory Wrap(const memory::desc& md, const void* data) {
-  return memory(md, CpuEngine(), const_cast<void*>(data));
-}
-
 }  // namespace
 
 // The primitives for one bottom shape and the buffers in their layouts.
 template <typename Dtype>
 struct DnnlConvolutionLayer<Dtype>::Primitives {
-  dnnl::stream stream{CpuEngine()};
+  dnnl::stream stream{DnnlCpuEngine()};
   // Caffe's layouts: NCHW data, (g)oihw weights, bias.
   memory::desc user_src, user_dst, user_weights, user_bias;
   dnnl::convolution_forward::primitive_desc fwd_pd;
@@ -46,6 +37,7 @@ struct DnnlConvolutionLayer<Dtype>::Primitives {
   dnnl::convolution_backward_weights::primitive_desc bwd_weights_pd;
   dnnl::convolution_backward_weights bwd_weights;
   memory data_diff_dst, data_weights, data_diff_src;  // bwd_data's layouts
+  bool shared_diff_dst = false;  // data_diff_dst is wgt_diff_dst
   memory wgt_src, wgt_diff_dst, wgt_diff_weights;     // bwd_weights' layouts
   memory::dims strides, dilates, pad_l, pad_r;
   memory::desc any_src, any_weights, any_bias, any_dst;
@@ -57,7 +49,7 @@ struct DnnlConvolutionLayer<Dtype>::Primitives {
   // A buffer in the primitive's layout `md`; empty when that is the blob's
   // own layout `user` (the blob is then used directly).
   static memory BufferFor(const memory::desc& md, const memory::desc& user) {
-    return md == user ? memory() : memory(md, CpuEngine());
+    return md == user ? memory() : memory(md, DnnlCpuEngine());
   }
 };
 
@@ -143,7 +135,7 @@ void DnnlConvolutionLayer<Dtype>::Build(const vector<int>& shape) {
           dnnl::algorithm::convolution_direct, p->any_src, p->any_weights,
           p->any_dst, p->strides, p->dilates, p->pad_l, p->pad_r);
   p->fwd_pd = dnnl::convolution_forward::primitive_desc(fwd_desc,
-                                                        CpuEngine());
+                                                        DnnlCpuEngine());
   // (A oneDNN error from here on leaves prim_ NULL: the Caffe engine runs.)
   p->fwd = dnnl::convolution_forward(p->fwd_pd);
   p->src = Primitives::BufferFor(p->fwd_pd.src_desc(), p->user_src);
@@ -156,21 +148,22 @@ void DnnlConvolutionLayer<Dtype>::Build(const vector<int>& shape) {
 template <typename Dtype>
 void DnnlConvolutionLayer<Dtype>::Forward_cpu(
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
+  UseHrenetThreadsHere();  // oneDNN's OpenMP threads
   if (!Ready(bottom[0]->shape())) {
     ConvolutionLayer<Dtype>::Forward_cpu(bottom, top);
     return;
   }
   Primitives& p = *prim_;
   // The weights in the primitive's layout, once for all bottoms.
-  memory user_w = Wrap(p.user_weights, this->blobs_[0]->cpu_data());
+  memory user_w = DnnlWrap(p.user_weights, this->blobs_[0]->cpu_data());
   memory w = user_w;
   if (p.weights) {
     p.Reorder(user_w, p.weights);
     w = p.weights;
   }
   for (int i = 0; i < bottom.size(); ++i) {
-    memory user_src = Wrap(p.user_src, bottom[i]->cpu_data());
-    memory user_dst = Wrap(p.user_dst, top[i]->mutable_cpu_data());
+    memory user_src = DnnlWrap(p.user_src, bottom[i]->cpu_data());
+    memory user_dst = DnnlWrap(p.user_dst, top[i]->mutable_cpu_data());
     memory src = user_src;
     if (p.src) {
       p.Reorder(user_src, p.src);
@@ -180,7 +173,8 @@ void DnnlConvolutionLayer<Dtype>::Forward_cpu(
     std::unordered_map<int, memory> args = {
         {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, dst}};
     if (this->bias_term_) {
-      args[DNNL_ARG_BIAS] = Wrap(p.user_bias, this->blobs_[1]->cpu_data());
+      args[DNNL_ARG_BIAS] = DnnlWrap(p.user_bias,
+                                     this->blobs_[1]->cpu_data());
     }
     p.fwd.execute(p.stream, args);
     if (p.dst) {
@@ -201,7 +195,7 @@ bool DnnlConvolutionLayer<Dtype>::BuildBackward() {
         dnnl::convolution_backward_data::desc(
             dnnl::algorithm::convolution_direct, p.any_src, p.any_weights,
             p.any_dst, p.strides, p.dilates, p.pad_l, p.pad_r),
-        CpuEngine(), p.fwd_pd);
+        DnnlCpuEngine(), p.fwd_pd);
     p.bwd_data = dnnl::convolution_backward_data(p.bwd_data_pd);
     const dnnl::convolution_backward_weights::desc wdesc = this->bias_term_ ?
         dnnl::convolution_backward_weights::desc(
@@ -211,7 +205,7 @@ bool DnnlConvolutionLayer<Dtype>::BuildBackward() {
             dnnl::algorithm::convolution_direct, p.any_src, p.any_weights,
             p.any_dst, p.strides, p.dilates, p.pad_l, p.pad_r);
     p.bwd_weights_pd = dnnl::convolution_backward_weights::primitive_desc(
-        wdesc, CpuEngine(), p.fwd_pd);
+        wdesc, DnnlCpuEngine(), p.fwd_pd);
     p.bwd_weights = dnnl::convolution_backward_weights(p.bwd_weights_pd);
     p.data_diff_dst = Primitives::BufferFor(p.bwd_data_pd.diff_dst_desc(),
                                             p.user_dst);
@@ -223,6 +217,13 @@ bool DnnlConvolutionLayer<Dtype>::BuildBackward() {
                                       p.user_src);
     p.wgt_diff_dst = Primitives::BufferFor(
         p.bwd_weights_pd.diff_dst_desc(), p.user_dst);
+    // One reorder of the top diff for both passes where they want the same
+    // layout.
+    p.shared_diff_dst = p.wgt_diff_dst &&
+        p.bwd_data_pd.diff_dst_desc() == p.bwd_weights_pd.diff_dst_desc();
+    if (p.shared_diff_dst) {
+      p.data_diff_dst = p.wgt_diff_dst;
+    }
     p.wgt_diff_weights = Primitives::BufferFor(
         p.bwd_weights_pd.diff_weights_desc(), p.user_weights);
     weight_diff_.ReshapeLike(*this->blobs_[0]);
@@ -244,6 +245,7 @@ template <typename Dtype>
 void DnnlConvolutionLayer<Dtype>::Backward_cpu(
     const vector<Blob<Dtype>*>& top, const vector<bool>& propagate_down,
     const vector<Blob<Dtype>*>& bottom) {
+  UseHrenetThreadsHere();  // oneDNN's OpenMP threads
   if (!Ready(bottom[0]->shape()) || backward_fallback_ ||
       !BuildBackward()) {
     ConvolutionLayer<Dtype>::Backward_cpu(top, propagate_down, bottom);
@@ -258,7 +260,7 @@ void DnnlConvolutionLayer<Dtype>::Backward_cpu(
   }
   memory data_w;
   if (data_grad) {
-    memory user_w = Wrap(p.user_weights, this->blobs_[0]->cpu_data());
+    memory user_w = DnnlWrap(p.user_weights, this->blobs_[0]->cpu_data());
     data_w = user_w;
     if (p.data_weights) {
       p.Reorder(user_w, p.data_weights);
@@ -266,9 +268,9 @@ void DnnlConvolutionLayer<Dtype>::Backward_cpu(
     }
   }
   for (int i = 0; i < top.size(); ++i) {
-    memory user_diff_dst = Wrap(p.user_dst, top[i]->cpu_diff());
+    memory user_diff_dst = DnnlWrap(p.user_dst, top[i]->cpu_diff());
     if (weight_grad || bias_grad) {
-      memory user_src = Wrap(p.user_src, bottom[i]->cpu_data());
+      memory user_src = DnnlWrap(p.user_src, bottom[i]->cpu_data());
       memory src = user_src, diff_dst = user_diff_dst;
       if (p.wgt_src) {
         p.Reorder(user_src, p.wgt_src);
@@ -279,12 +281,13 @@ void DnnlConvolutionLayer<Dtype>::Backward_cpu(
         diff_dst = p.wgt_diff_dst;
       }
       // This pass's gradients into scratch blobs, then added to the diffs.
-      memory user_dw = Wrap(p.user_weights, weight_diff_.mutable_cpu_data());
+      memory user_dw = DnnlWrap(p.user_weights,
+                                weight_diff_.mutable_cpu_data());
       memory dw = p.wgt_diff_weights ? p.wgt_diff_weights : user_dw;
       std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src},
           {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
       if (this->bias_term_) {
-        args[DNNL_ARG_DIFF_BIAS] = Wrap(p.user_bias,
+        args[DNNL_ARG_DIFF_BIAS] = DnnlWrap(p.user_bias,
                                         bias_diff_.mutable_cpu_data());
       }
       p.bwd_weights.execute(p.stream, args);
@@ -304,10 +307,13 @@ void DnnlConvolutionLayer<Dtype>::Backward_cpu(
     if (propagate_down[i]) {
       memory diff_dst = user_diff_dst;
       if (p.data_diff_dst) {
-        p.Reorder(user_diff_dst, p.data_diff_dst);
+        if (!(p.shared_diff_dst && (weight_grad || bias_grad))) {
+          p.Reorder(user_diff_dst, p.data_diff_dst);
+        }  // else the weights pass left this top diff there
         diff_dst = p.data_diff_dst;
       }
-      memory user_diff_src = Wrap(p.user_src, bottom[i]->mutable_cpu_diff());
+      memory user_diff_src = DnnlWrap(p.user_src,
+                                      bottom[i]->mutable_cpu_diff());
       memory diff_src = p.data_diff_src ? p.data_diff_src : user_diff_src;
       p.bwd_data.execute(p.stream, {{DNNL_ARG_DIFF_DST, diff_dst},
           {DNNL_ARG_WEIGHTS, data_w}, {DNNL_ARG_DIFF_SRC, diff_src}});

@@ -18,6 +18,8 @@ extern "C" {
 void openblas_set_num_threads(int num_threads) __attribute__((weak));
 int openblas_get_num_threads(void) __attribute__((weak));
 int MKL_Set_Num_Threads_Local(int num_threads) __attribute__((weak));
+// OpenMP's, where libcaffe's libraries load it (oneDNN's libgomp).
+void omp_set_num_threads(int num_threads) __attribute__((weak));
 }
 
 namespace caffe {
@@ -51,22 +53,53 @@ std::mutex& BlasMutex() {
   return *mutex;
 }
 
+
+// HRENET_THREADS as a number; 0 when unset or not a valid count.
+int ThreadsFromEnvironment(const char* env) {
+  if (env == NULL || *env == '\0') {
+    return 0;
+  }
+  char* end = NULL;
+  errno = 0;
+  const long value = std::strtol(env, &end, 10);  // NOLINT(runtime/int)
+  return errno == 0 && *end == '\0' && value >= 1 && value <= kMaxThreads ?
+      static_cast<int>(value) : 0;
+}
+
+// The value HRENET_THREADS had when libcaffe was loaded (0: none).
+const int kThreadSetting = ThreadsFromEnvironment(
+    std::getenv("HRENET_THREADS"));
+
+// At load: one thread count for the BLAS and OpenMP too (an invalid value
+// is left to HrenetThreads() to report, when a layer is set up).
+struct ApplyThreadSetting {
+  ApplyThreadSetting() {
+    if (kThreadSetting > 0 && openblas_set_num_threads) {
+      openblas_set_num_threads(kThreadSetting);
+    }
+    UseHrenetThreadsHere();
+  }
+} apply_thread_setting;
+
 }  // namespace
+
+void UseHrenetThreadsHere() {
+  if (kThreadSetting > 0 && omp_set_num_threads) {
+    omp_set_num_threads(kThreadSetting);
+  }
+}
 
 int HrenetThreads() {
   const char* env = std::getenv("HRENET_THREADS");
   if (env == NULL || *env == '\0') {
     return AvailableCpus();
   }
-  char* end = NULL;
-  errno = 0;
-  const long value = std::strtol(env, &end, 10);  // NOLINT(runtime/int)
-  HRENET_USER_CHECK(errno == 0 && *end == '\0' && value >= 1 &&
-                    value <= kMaxThreads,
+  const int value = ThreadsFromEnvironment(env);
+  HRENET_USER_CHECK(value > 0,
       "HRENET_THREADS is '" << env << "'; set it to a whole number of "
       << "threads >= 1, or unset it to use the " << AvailableCpus()
       << " CPUs this process may run on");
-  return static_cast<int>(value);
+  return value;
 }
 
 int LayerThreads(uint32_t threads, const std::string& layer) {
