@@ -14,14 +14,17 @@ compared in ``report.md`` /
 Settings (:func:`settings`): 400 synthetic images of 64 x 80 (280 train,
 40 to validate on during training, 80 held out), 4 object classes; N-ReNet
 widths 16, 16, 16 (47,525 parameters) against a baseline of 47,709; Adam,
-lr 0.001, gradients clipped at 10, batch 8; each model trains until its
-validation score stops improving (a learning-rate drop, then a stop), at
-most 8,000 iterations or 2 minutes, and its best weights are scored. The
-small N-ReNet departs from the paper's initialisation: its narrow ReNet
-layers start from Xavier weights, and half the units of every LSTM with a
-forget-gate bias of 1 (a short memory: the local texture), half with 5 (a
-long one: the cue's colour across the image). docs/MAIN_JOB.md has the
-experiments behind that recipe.
+lr 0.001, gradients clipped at 10, batch 8, a class-weighted loss (the
+square root of median frequency balancing over the training split: the
+background, most of every image, weighs about 0.5, each object class
+about 4); each model trains until its validation score stops improving
+(a learning-rate drop, then a stop), at most 8,000 iterations or 2
+minutes, and its best weights are scored. The small N-ReNet departs from
+the paper's initialisation: its narrow ReNet layers start from Xavier
+weights, and half the units of every LSTM with a forget-gate bias of 1 (a
+short memory: the local texture), half with 5 (a long one: the cue's
+colour across the image). docs/MAIN_JOB.md has the experiments behind that
+recipe.
 
 :func:`run` does it all into one run folder; ``tools/main_job.py`` (and
 ``scripts/main_job.sh``) is the command line.
@@ -76,10 +79,11 @@ def settings(quick=False, iters=None, seed=0, variant=DEFAULT_VARIANT,
         nrenet_forget_bias=1.0, nrenet_forget_bias_long=5.0,
         batch_size=4 if quick else 8,
         iters=20 if quick else 8000, val_every=10 if quick else 100,
-        patience=0 if quick else 5, min_delta=0.002, lr_drops=1,
+        patience=0 if quick else 10, min_delta=0.002, lr_drops=1,
         min_iters=1500,
         budget=budget if budget is not None else (None if quick else 120.0),
         base_lr=0.001, solver_type="Adam", clip_gradients=10.0,
+        class_weight_power=0.5,
         scale=1.0 / 128, seed=seed, samples=4, feature_channels=4,
         time_repeats=2 if quick else 5)
     s["lr_policy"] = "fixed"  # drops come from the plateaus
@@ -230,11 +234,18 @@ def build_lmdbs(fmt, root, out, names, voc_root=None):
 
 def write_nets(out, lmdbs, num_classes, s, crop):
     """Write both models' train_val/deploy/solver; returns their paths."""
-    from hrenet import nets
+    from hrenet import lmdb_io, nets
     from google.protobuf import text_format
+    weights = None
+    if s.get("class_weight_power"):
+        pixels = lmdb_io.read_meta(lmdbs["train"])["class_pixels"]
+        weights = nets.write_class_weights(
+            os.path.join(out, "class_weights.binaryproto"),
+            nets.median_frequency_weights(pixels[:num_classes],
+                                          s["class_weight_power"]))
     data = nets.data_config((lmdbs["train"], ""), (lmdbs["val"], ""), crop,
                             s["batch_size"], nets.VGG_MEAN_BGR, s["scale"],
-                            crop)
+                            crop, class_weights=weights)
     builders = {
         "nrenet": lambda mode: nets.nrenet(
             mode, data, num_classes, s["nrenet_widths"],
@@ -404,9 +415,12 @@ def write_report(out, results, details, images):
                % st["iters"])
     lines += [
         "",
-        "Trained %s (batch %d, %s lr %g) on %s crops, scored on whole "
+        "Trained %s (batch %d, %s lr %g%s) on %s crops, scored on whole "
         "held-out images; times on %s, %d threads. Whole job: %s." % (
             how, st["batch_size"], st["solver_type"], st["base_lr"],
+            ", classes weighed by median frequency balancing to the power "
+            "%g" % st["class_weight_power"]
+            if st.get("class_weight_power") else "",
             "x".join(str(v) for v in d["crop"]), d["machine"],
             d["threads"], clock(d["seconds"])),
         "",

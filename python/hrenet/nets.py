@@ -39,6 +39,8 @@ import collections
 import json
 import os
 
+import numpy as np
+
 VGG_MEAN_BGR = (104.00699, 116.66877, 122.67892)  # VGG-16's training mean
 IGNORE_LABEL = 255
 HEADLINE_SOLVER = "hrenet_solver.prototxt"  # in the output root
@@ -219,8 +221,17 @@ def _head(n, mode, bottom, num_classes, weight_filler, bias_filler,
             n.crf_prob = L.DenseCRF(n.score, n.data, name="crf",
                                     dense_crf_param=p)
         return
-    n.loss = L.SoftmaxWithLoss(n.score, n.label,
-                               loss_param=dict(ignore_label=IGNORE_LABEL))
+    weights = (data or {}).get("class_weights")
+    if weights:
+        # Class-weighted cross-entropy: InfogainLoss with a diagonal H (the
+        # softmax inside; -w_l log p_l per pixel, over the valid pixels).
+        n.loss = L.InfogainLoss(n.score, n.label,
+                                loss_param=dict(ignore_label=IGNORE_LABEL),
+                                infogain_loss_param=dict(source=weights,
+                                                         axis=1))
+    else:
+        n.loss = L.SoftmaxWithLoss(n.score, n.label,
+                                   loss_param=dict(ignore_label=IGNORE_LABEL))
     n.accuracy = L.Accuracy(n.score, n.label,
                             accuracy_param=dict(ignore_label=IGNORE_LABEL),
                             include=dict(phase=_caffe().TEST))
@@ -256,11 +267,42 @@ def _finish(n, name, mode, data):
 
 
 def data_config(train_source, test_source, crop, batch_size, mean, scale,
-                deploy_size):
-    """The data settings every builder takes (sources: (folder, command))."""
+                deploy_size, class_weights=None):
+    """The data settings every builder takes (sources: (folder, command));
+    ``class_weights``: a file of :func:`write_class_weights` that the
+    train nets' loss weighs each pixel's class by (default: none, the plain
+    softmax loss)."""
     return dict(train_source=train_source, test_source=test_source,
                 crop=tuple(crop), batch_size=batch_size, mean=tuple(mean),
-                scale=scale, deploy_size=tuple(deploy_size))
+                scale=scale, deploy_size=tuple(deploy_size),
+                class_weights=class_weights)
+
+
+def median_frequency_weights(class_pixels, power=1.0):
+    """Median frequency balancing (Eigen and Fergus 2015): class c weighs
+    (median(f) / f_c) ** power, f the classes' shares of the labelled
+    pixels (a class without pixels: 0; ``power`` 0.5 is a milder, square
+    root balance), scaled so that the average pixel weighs 1 and the loss
+    keeps its scale."""
+    counts = np.asarray(class_pixels, np.float64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any() \
+            or counts.sum() <= 0:
+        raise ValueError(f"class pixel counts {list(class_pixels)}: need "
+                         "one non-negative count per class, some nonzero")
+    f = counts / counts.sum()
+    present = f > 0
+    w = np.zeros_like(f)
+    w[present] = (np.median(f[present]) / f[present]) ** power
+    return w / (w * f).sum()
+
+
+def write_class_weights(path, weights):
+    """The weights as InfogainLoss's H (a diagonal K x K binaryproto)."""
+    from caffe import io as caffe_io
+    h = np.diag(np.asarray(weights, np.float32))[None, None]
+    with open(path, "wb") as f:
+        f.write(caffe_io.array_to_blobproto(h).SerializeToString())
+    return path
 
 
 # --------------------------------------------------------------------------

@@ -72,6 +72,26 @@ def test_quick_main_job_report(tmp_path):
             assert (out / model / name).is_file(), (model, name)
     assert (out / "commit").read_text().strip()
     assert "--quick" in (out / "command").read_text()
+    # both losses weigh classes by the square root of median frequency
+    # balancing over the train split
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    from hrenet import lmdb_io, nets
+    blob = caffe_pb2.BlobProto()
+    blob.ParseFromString((out / "class_weights.binaryproto").read_bytes())
+    h = np.array(blob.data).reshape(tuple(blob.shape.dim))[0, 0]
+    pixels = lmdb_io.read_meta(str(out / "data" / "lmdb_train"))
+    np.testing.assert_allclose(
+        h, np.diag(nets.median_frequency_weights(pixels["class_pixels"],
+                                                 0.5)), rtol=1e-6)
+    for model in ("nrenet", "baseline"):
+        net = text_format.Merge((out / model / "train_val.prototxt")
+                                .read_text(), caffe_pb2.NetParameter())
+        loss = [x for x in net.layer if x.name == "loss"][0]
+        assert loss.type == "InfogainLoss"
+        assert loss.infogain_loss_param.source == str(
+            out / "class_weights.binaryproto")
+        assert loss.loss_param.ignore_label == 255
 
 
 def test_missing_root_is_one_line(tmp_path):

@@ -556,3 +556,71 @@ def test_released_mirrors_their_deploy_file():
         assert (q.kernel_size, q.stride, q.pad) == (3, 1, 1)
     for conv in ("conv5_1", "conv5_2", "conv5_3"):
         assert layers[conv].convolution_param.dilation[0] == 2
+
+
+def test_median_frequency_weights():
+    w = nets.median_frequency_weights([700, 100, 200, 0])
+    f = np.array([0.7, 0.1, 0.2, 0.0])
+    raw = np.array([0.2 / 0.7, 0.2 / 0.1, 0.2 / 0.2, 0.0])
+    np.testing.assert_allclose(w, raw / (raw * f).sum())
+    assert abs((w * f).sum() - 1) < 1e-12  # the average pixel weighs 1
+    w = nets.median_frequency_weights([700, 100, 200, 0], 0.5)
+    np.testing.assert_allclose(w, raw ** 0.5 / (raw ** 0.5 * f).sum())
+    for bad in ([], [0, 0], [3, -1], [[1, 2]]):
+        with pytest.raises(ValueError, match="class pixel counts"):
+            nets.median_frequency_weights(bad)
+
+
+def test_class_weighted_loss_is_weighted_cross_entropy(net_from_string,
+                                                       tmp_path):
+    """The train nets' loss with class weights: -w_l log p_l averaged over
+    the pixels whose label is not 255, and its gradient."""
+    weights = np.array([0.5, 2.0, 1.5], np.float32)
+    path = nets.write_class_weights(str(tmp_path / "h.binaryproto"), weights)
+    net = net_from_string(f"""
+force_backward: true
+layer {{ name: "in" type: "Input" top: "score" top: "label"
+  input_param {{ shape {{ dim: 2 dim: 3 dim: 2 dim: 3 }}
+                 shape {{ dim: 2 dim: 1 dim: 2 dim: 3 }} }} }}
+layer {{ name: "loss" type: "InfogainLoss" bottom: "score" bottom: "label"
+  top: "loss" loss_param {{ ignore_label: 255 }}
+  infogain_loss_param {{ source: "{path}" axis: 1 }} }}
+""")
+    rng = np.random.RandomState(0)
+    score = rng.normal(0, 2, (2, 3, 2, 3)).astype(np.float32)
+    label = rng.randint(0, 3, (2, 1, 2, 3)).astype(np.float32)
+    label[0, 0, 1, 2] = 255
+    net.blobs["score"].data[...] = score
+    net.blobs["label"].data[...] = label
+    loss = float(net.forward()["loss"])
+    p = np.exp(score - score.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    lab = label[:, 0].astype(int)
+    valid = lab != 255
+    n, y, x = np.nonzero(valid)
+    k = lab[valid]
+    want = -(weights[k] * np.log(p[n, k, y, x])).sum() / valid.sum()
+    assert abs(loss - want) < 1e-5 * max(1, abs(want))
+    net.backward()
+    grad = p * weights[np.where(valid, lab, 0)][:, None]
+    onehot = np.zeros_like(p)
+    onehot[n, k, y, x] = 1
+    grad -= onehot * weights[np.where(valid, lab, 0)][:, None]
+    grad *= valid[:, None] / valid.sum()
+    np.testing.assert_allclose(net.blobs["score"].diff, grad, atol=1e-6)
+
+
+def test_class_weights_reach_every_train_net(tmp_path):
+    data = nets.data_config(("train_lmdb", ""), ("val_lmdb", ""), (32, 32),
+                            2, nets.VGG_MEAN_BGR, 1.0, (32, 32),
+                            class_weights="w.binaryproto")
+    for proto in (nets.nrenet("train_val", data, 4, (4, 4, 4)),
+                  nets.local_fcn("train_val", data, 4, (4, 4, 4))):
+        loss = [x for x in proto.layer if x.name == "loss"][0]
+        assert loss.type == "InfogainLoss"
+        assert loss.infogain_loss_param.source == "w.binaryproto"
+        assert loss.infogain_loss_param.axis == 1
+    plain = dict(data, class_weights=None)
+    loss = [x for x in nets.nrenet("train_val", plain, 4, (4, 4, 4)).layer
+            if x.name == "loss"][0]
+    assert loss.type == "SoftmaxWithLoss"
