@@ -53,7 +53,6 @@ std::mutex& BlasMutex() {
   return *mutex;
 }
 
-
 // HRENET_THREADS as a number; 0 when unset or not a valid count.
 int ThreadsFromEnvironment(const char* env) {
   if (env == NULL || *env == '\0') {
