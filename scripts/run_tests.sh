@@ -2,7 +2,7 @@
 # The test command: sets up and builds if needed (scripts/setup.sh), then runs
 #   1. Caffe's gtest binary: upstream's whole suite plus our layers' tests,
 #      and the ReNet tests again on the portable path (HRENET_PORTABLE=1:
-#      the BLAS does every product, as on a CPU without AVX-512),
+#      the BLAS does every product: no AVX-512 kernel, no oneDNN),
 #   2. upstream's pycaffe unit tests,
 #   3. our pytest suite (python/tests),
 #   4. lint (scripts/lint.sh): the Caffe source's cpp_lint.py over our C++

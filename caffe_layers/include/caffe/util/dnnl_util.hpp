@@ -23,6 +23,16 @@ dnnl::memory DnnlWrap(const dnnl::memory::desc& md, const void* data);
  */
 bool DnnlAnyNaN(const float* x, int count);
 
+/**
+ * @brief C = alpha op(A) op(B) + beta C (row-major; op transposes where
+ *        @p trans_a, @p trans_b) by oneDNN's sgemm on the calling thread
+ *        alone, whatever OpenMP's count there (it is restored afterwards):
+ *        for callers that run their products on threads of their own.
+ */
+void DnnlSgemmOneThread(bool trans_a, bool trans_b, int m, int n, int k,
+    float alpha, const float* a, int lda, const float* b, int ldb, float beta,
+    float* c, int ldc);
+
 }  // namespace caffe
 
 #endif  // USE_DNNL

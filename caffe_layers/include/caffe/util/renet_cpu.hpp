@@ -64,6 +64,7 @@ struct ReNetSweep {
   const Dtype* ones;
   bool grad_W, grad_U, grad_b;
   float* packed;       // scratch for StepProduct's packed U, or NULL
+  bool onednn;         // products through oneDNN (renet_cpu::Gemm)
 };
 
 namespace renet_cpu {
@@ -96,9 +97,36 @@ const int kStepProjectionMaxK = 32;
 const int kStepKernelMaxRows = 256;
 
 // HRENET_PORTABLE=1: the BLAS does every product, never the packed kernel
-// (an unset variable or 0: the packed kernel where the CPU has AVX-512).
+// or oneDNN (an unset variable or 0: the packed kernel where the CPU has
+// AVX-512, oneDNN's sgemm for the other products in a build with it).
 // Anything else throws UserError.
 bool HrenetPortable();
+
+// Whether the layer's products (renet_cpu::Gemm) can go through oneDNN: in
+// float, in a build with oneDNN (USE_DNNL), with HRENET_PORTABLE unset.
+// oneDNN picks its kernels by the CPU it runs on; OpenBLAS by the model it
+// was told or knows, which can be older ones (caffe/util/openblas_check).
+bool OnednnGemm(bool is_float);
+
+// C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
+// blocks of rows or columns of the operands), on the calling thread alone:
+// every product of the CPU path that the packed kernel does not do. onednn
+// (OnednnGemm): through oneDNN's sgemm, else through the BLAS.
+void Gemm(bool onednn, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
+    int k, float alpha, const float* a, int lda, const float* b, int ldb,
+    float beta, float* c, int ldc);
+void Gemm(bool onednn, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
+    int k, double alpha, const double* a, int lda, const double* b, int ldb,
+    double beta, double* c, int ldc);
+
+// Gemm with the operands' own leading dimensions (as caffe_cpu_gemm).
+template <typename Dtype>
+inline void Gemm(bool onednn, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m,
+    int n, int k, Dtype alpha, const Dtype* a, const Dtype* b, Dtype beta,
+    Dtype* c) {
+  Gemm(onednn, ta, tb, m, n, k, alpha, a, ta == CblasNoTrans ? k : m, b,
+       tb == CblasNoTrans ? n : k, beta, c, n);
+}
 
 template <typename Dtype>
 using Sweep = ReNetSweep<Dtype>;
@@ -121,9 +149,9 @@ template <typename Dtype>
 class StepProduct {
  public:
   StepProduct(bool forward, int gd, int d, const Dtype* U, const Dtype* W,
-      int K, float* packed)
-      : forward_(forward), k_(forward ? d : gd), n_(forward ? gd : d),
-        K_(W ? K : 0), U_(U), W_(W), packed_(packed) {
+      int K, float* packed, bool onednn)
+      : forward_(forward), onednn_(onednn), k_(forward ? d : gd),
+        n_(forward ? gd : d), K_(W ? K : 0), U_(U), W_(W), packed_(packed) {
     if (packed_) Pack(U, W);
   }
 
@@ -135,8 +163,8 @@ class StepProduct {
       StepGemm(o);
       return;
     }
-    caffe_cpu_gemm<Dtype>(CblasNoTrans, forward_ ? CblasTrans : CblasNoTrans,
-        m, n_, k_, Dtype(1), A, U_, beta, C);
+    Gemm(onednn_, CblasNoTrans, forward_ ? CblasTrans : CblasNoTrans, m, n_,
+        k_, Dtype(1), A, U_, beta, C);
   }
 
   /// C (m x G d) = h_{t-1} U^T + x_t W^T (h_{t-1}: hp, NULL at the first
@@ -155,8 +183,8 @@ class StepProduct {
       StepGemm(o);
       return;
     }
-    caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, m, n_, K_, Dtype(1), x,
-        W_, Dtype(0), C);
+    Gemm(onednn_, CblasNoTrans, CblasTrans, m, n_, K_, Dtype(1), x, W_,
+        Dtype(0), C);
     if (hp) (*this)(m, hp, Dtype(1), C);
   }
 
@@ -175,7 +203,7 @@ class StepProduct {
   }
   void Pack(const double*, const double*) {}
 
-  const bool forward_;
+  const bool forward_, onednn_;
   const int k_, n_, K_;
   const Dtype* U_;
   const Dtype* W_;
@@ -210,12 +238,13 @@ template <typename Dtype>
 StepProduct<Dtype> ForwardStepProduct(const Sweep<Dtype>& w) {
   const bool fused = StepProjection(w) && w.z;
   return StepProduct<Dtype>(true, w.gd, w.d, w.U, fused ? w.W : NULL, w.K,
-                            w.packed);
+                            w.packed, w.onednn);
 }
 
 template <typename Dtype>
 StepProduct<Dtype> BackwardStepProduct(const Sweep<Dtype>& w) {
-  return StepProduct<Dtype>(false, w.gd, w.d, w.U, NULL, 0, w.packed);
+  return StepProduct<Dtype>(false, w.gd, w.d, w.U, NULL, 0, w.packed,
+                            w.onednn);
 }
 
 // Blocks (images) k0 to k1 of sweep w's forward pass: their input
@@ -314,22 +343,6 @@ void CopyAllImageRows(int threads, const RowLayout& l, int N, Dtype* images,
   ParallelParts(l.parts(), parts, parts, [&l, images, rows](int i0, int i1) {
     CopyImageRows<kToRows>(l, 0, i0, i1, images, rows);
   });
-}
-
-// C = alpha op(A) op(B) + beta C, row-major, with leading dimensions (for
-// blocks of rows or columns of the operands).
-inline void GemmLd(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
-    float alpha, const float* a, int lda, const float* b, int ldb, float beta,
-    float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-              ldc);
-}
-
-inline void GemmLd(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
-    double alpha, const double* a, int lda, const double* b, int ldb,
-    double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-              ldc);
 }
 
 }  // namespace renet_cpu

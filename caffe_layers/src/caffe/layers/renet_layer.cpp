@@ -18,7 +18,7 @@ using renet_cpu::BackwardStepProduct;
 using renet_cpu::CopyAllImageRows;
 using renet_cpu::CopyImageRows;
 using renet_cpu::ForwardStepProduct;
-using renet_cpu::GemmLd;
+using renet_cpu::Gemm;
 using renet_cpu::HrenetPortable;
 using renet_cpu::RowLayout;
 using renet_cpu::RunBothDirections;
@@ -63,6 +63,7 @@ void ReNetLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       "ReNet layer '" << name << "': forget_bias_long is for LSTM units; "
       << "remove it (a GRU or IRNN has no forget gate)");
   step_kernel_ = !HrenetPortable();
+  onednn_gemm_ = renet_cpu::OnednnGemm(sizeof(Dtype) == sizeof(float));
   unit_ = p.unit();
   vertical_ = p.direction() == ReNetParameter_Direction_VERTICAL;
   d_ = p.num_output();
@@ -232,6 +233,7 @@ void ReNetLayer<Dtype>::SetUpSweeps(const vector<Blob<Dtype>*>& bottom,
     v.N = N_; v.plane = gh_ * gw_; v.pos_n = pos_n_; v.pos = pos_.data();
     v.x = direct_ ? bottom[0]->cpu_data() : x_.cpu_data();
     v.x_trans = direct_;
+    v.onednn = onednn_gemm_;
     v.W = this->blobs_[3 * dir]->cpu_data();
     v.U = this->blobs_[3 * dir + 1]->cpu_data();
     v.bias = this->blobs_[3 * dir + 2]->cpu_data();
@@ -324,6 +326,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const Dtype* W[2] = {this->blobs_[0]->cpu_data(),
                        this->blobs_[3]->cpu_data()};
   const int K = K_;
+  const bool onednn = onednn_gemm_;
   const double macs = static_cast<double>(TB) * K * gd;
   const RowLayout layout = {C_, H_, W_, ph_, pw_, gh_, gw_, K_, pos_n_,
       pos_.data(), pos_y_.data(), pos_x_.data()};
@@ -340,7 +343,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const bool direct = direct_;
     const int P = pos_n_;  // rows (positions) of an image's block
     RunJobs(num_threads_, 2 + (propagate_down[0] ? N_ : 0), macs,
-        [&w, &W, &layout, direct, da, din, dxm, K, P, gd, TB](int j) {
+        [&w, &W, &layout, direct, onednn, da, din, dxm, K, P, gd, TB](int j) {
       if (j < 2) {
         SweepParamGradients(w[j]);
         return;
@@ -352,10 +355,10 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
       for (int dir = 0; dir < 2; ++dir) {
         const Dtype* dan = da + (dir * TB + n * P) * gd;
         if (direct) {
-          GemmLd(CblasTrans, CblasTrans, K, P, gd, Dtype(1), W[dir], K, dan,
-              gd, Dtype(dir), din + n * K * P, P);
+          Gemm(onednn, CblasTrans, CblasTrans, K, P, gd, Dtype(1), W[dir],
+              K, dan, gd, Dtype(dir), din + n * K * P, P);
         } else {
-          caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, P, K, gd,
+          Gemm(onednn, CblasNoTrans, CblasNoTrans, P, K, gd,
               Dtype(1), dan, W[dir], Dtype(dir), dxm + n * P * K);
         }
       }
@@ -380,8 +383,9 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     const int HW = H_ * W_;
     SplitGemm(num_threads_, HW, macs, [=](int p0, int p1) {
       for (int dir = 0; dir < 2; ++dir) {
-        GemmLd(CblasTrans, CblasTrans, K, p1 - p0, gd, Dtype(1), W[dir], K,
-            da + (dir * TB + p0) * gd, gd, Dtype(dir), din + p0, HW);
+        Gemm(onednn, CblasTrans, CblasTrans, K, p1 - p0, gd, Dtype(1),
+            W[dir], K, da + (dir * TB + p0) * gd, gd, Dtype(dir), din + p0,
+            HW);
       }
     });
     return;
@@ -389,7 +393,7 @@ void ReNetLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   // dX (T B x K) = sum over directions of dA W, in parts of its rows.
   SplitGemm(num_threads_, TB, macs, [=](int r0, int r1) {
     for (int dir = 0; dir < 2; ++dir) {
-      caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, r1 - r0, K, gd,
+      Gemm(onednn, CblasNoTrans, CblasNoTrans, r1 - r0, K, gd,
           Dtype(1), da + (dir * TB + r0) * gd, W[dir], Dtype(dir),
           dxm + r0 * K);
     }

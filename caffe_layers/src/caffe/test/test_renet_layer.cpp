@@ -15,11 +15,19 @@
 #include "caffe/filler.hpp"
 #include "caffe/layers/renet_layer.hpp"
 #include "caffe/util/parallel.hpp"
+#include "caffe/util/renet_cpu.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
 #include "caffe/test/test_scoped_env.hpp"
 #include "caffe/test/test_user_error.hpp"
+
+// OpenMP's per-thread count (libgomp, loaded with oneDNN; weak: the test
+// binary does not link it itself).
+extern "C" {
+int omp_get_max_threads(void) __attribute__((weak));
+void omp_set_num_threads(int num_threads) __attribute__((weak));
+}
 
 namespace caffe {
 
@@ -532,6 +540,127 @@ TYPED_TEST(ReNetLayerTest, TestThreadCountBitIdentical) {
           << " threads give other bits than 1";
     }
   }
+}
+
+// The products' two libraries agree: the same passes (every CPU path of
+// TestThreadCountBitIdentical) with the default products (oneDNN's sgemm in
+// float where the build has it, the packed kernel on an AVX-512 CPU) and
+// with HRENET_PORTABLE=1 (the BLAS for all) differ by rounding alone.
+TYPED_TEST(ReNetLayerTest, TestProductLibrariesAgree) {
+  typedef typename TypeParam::Dtype Dtype;
+  if (Caffe::mode() != Caffe::CPU) {
+    return;
+  }
+  struct Case { int unit, dir, N, C, H, W, patch, d; };
+  const Case cases[] = {
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+     1, 64, 32, 40, 1, 32},
+    {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
+     1, 32, 24, 30, 2, 32},
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+     1, 8, 33, 21, 2, 32},
+    {ReNetParameter_Unit_IRNN, ReNetParameter_Direction_HORIZONTAL,
+     3, 16, 20, 24, 1, 64},
+    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_HORIZONTAL,
+     2, 40, 9, 13, 1, 24},
+  };
+  for (int ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ++ci) {
+    const Case& k = cases[ci];
+    this->blob_bottom_->Reshape(k.N, k.C, k.H, k.W);
+    this->FillBottom();
+    LayerParameter lp = this->MakeParam(
+        static_cast<ReNetParameter_Unit>(k.unit),
+        static_cast<ReNetParameter_Direction>(k.dir), k.d, k.patch, k.patch);
+    ReNetLayer<Dtype> init(lp);
+    init.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
+    Blob<Dtype> top_diff(this->blob_top_->shape());
+    FillerParameter fp;
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(&top_diff);
+    PassResult<Dtype> fast, blas;
+    {
+      ScopedEnv env("HRENET_PORTABLE", "0");
+      fast = RunPass(lp, init.blobs(), *this->blob_bottom_, top_diff);
+    }
+    {
+      ScopedEnv env("HRENET_PORTABLE", "1");
+      blas = RunPass(lp, init.blobs(), *this->blob_bottom_, top_diff);
+    }
+    ASSERT_EQ(fast.values.size(), blas.values.size());
+    for (int i = 0; i < fast.values.size(); ++i) {
+      const Dtype scale = std::max(Dtype(1), std::fabs(blas.values[i]));
+      ASSERT_NEAR(fast.values[i], blas.values[i], Dtype(1e-4) * scale)
+          << "case " << ci << ", value " << i;
+    }
+  }
+}
+
+// renet_cpu::Gemm through either library: every transpose pair, leading
+// dimensions wider than the operands, beta 0 and 1, against a plain loop.
+// Through oneDNN it runs on the calling thread and leaves that thread's
+// OpenMP count as it found it.
+TEST(ReNetGemmTest, TestAgainstLoops) {
+  using renet_cpu::Gemm;
+  const int m = 37, n = 29, k = 45, pad = 3;
+  Caffe::set_random_seed(1701);
+  vector<float> a((k + pad) * (k + pad)), b((k + pad) * (k + pad));
+  caffe_rng_uniform<float>(a.size(), -1.f, 1.f, &a[0]);
+  caffe_rng_uniform<float>(b.size(), -1.f, 1.f, &b[0]);
+  bool onednn = false;
+  {
+    ScopedEnv env("HRENET_PORTABLE", "0");
+    onednn = renet_cpu::OnednnGemm(true);
+  }
+  const bool libraries[] = {false, onednn};
+  for (int li = 0; li < 2; ++li) {
+    for (int t = 0; t < 8; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      const float beta = (t & 4) ? 1.f : 0.f;
+      const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad;
+      const int ldc = n + pad;
+      vector<float> c(m * ldc, 0.5f), ref(c);
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          double sum = 0;
+          for (int q = 0; q < k; ++q) {
+            sum += static_cast<double>(ta ? a[q * lda + i] : a[i * lda + q])
+                * (tb ? b[j * ldb + q] : b[q * ldb + j]);
+          }
+          ref[i * ldc + j] = 2 * sum + beta * ref[i * ldc + j];
+        }
+      }
+      Gemm(libraries[li], ta ? CblasTrans : CblasNoTrans,
+          tb ? CblasTrans : CblasNoTrans, m, n, k, 2.f, &a[0], lda, &b[0],
+          ldb, beta, &c[0], ldc);
+      for (int i = 0; i < m * ldc; ++i) {
+        ASSERT_NEAR(c[i], ref[i], 1e-4) << "library " << li << ", case "
+            << t << ", element " << i;
+      }
+    }
+  }
+#ifdef USE_DNNL
+  {
+    ScopedEnv env("HRENET_PORTABLE", "0");
+    EXPECT_TRUE(renet_cpu::OnednnGemm(true));
+    EXPECT_FALSE(renet_cpu::OnednnGemm(false));
+  }
+  {
+    ScopedEnv env("HRENET_PORTABLE", "1");
+    EXPECT_FALSE(renet_cpu::OnednnGemm(true));
+  }
+  // The calling thread's OpenMP count survives a product.
+  ASSERT_TRUE(omp_get_max_threads && omp_set_num_threads);
+  std::thread worker([&a, &b]() {
+    omp_set_num_threads(3);
+    vector<float> c(8 * 8);
+    Gemm(true, CblasNoTrans, CblasNoTrans, 8, 8, 8, 1.f, &a[0], 8, &b[0], 8,
+         0.f, &c[0], 8);
+    EXPECT_EQ(omp_get_max_threads(), 3);
+  });
+  worker.join();
+#else
+  EXPECT_FALSE(renet_cpu::OnednnGemm(true));
+#endif
 }
 
 // Two nets running at once in two threads, each on two threads of its own,

@@ -4,21 +4,53 @@
 #include <vector>
 
 #include "caffe/layers/renet_layer.hpp"
+#include "caffe/util/dnnl_util.hpp"
 #include "caffe/util/renet_cpu.hpp"
 #include "caffe/util/user_error.hpp"
 
 namespace caffe {
 namespace renet_cpu {
 
-// HRENET_PORTABLE=1: the BLAS does every product, never the packed kernel.
+// HRENET_PORTABLE=1: the BLAS does every product, never the packed kernel
+// or oneDNN.
 bool HrenetPortable() {
   const char* env = std::getenv("HRENET_PORTABLE");
   const std::string value = env ? env : "";
   HRENET_USER_CHECK(value == "" || value == "0" || value == "1",
       "HRENET_PORTABLE is '"
       << value << "'; set it to 1 (the BLAS does every product) or 0 (the "
-      << "CPU's own kernel where it has AVX-512), or unset it");
+      << "CPU's own kernel where it has AVX-512, oneDNN's products in a build "
+      << "with it), or unset it");
   return value == "1";
+}
+
+bool OnednnGemm(bool is_float) {
+#ifdef USE_DNNL
+  return is_float && !HrenetPortable();
+#else
+  return false;
+#endif
+}
+
+void Gemm(bool onednn, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n,
+    int k, float alpha, const float* a, int lda, const float* b, int ldb,
+    float beta, float* c, int ldc) {
+#ifdef USE_DNNL
+  if (onednn) {
+    DnnlSgemmOneThread(ta == CblasTrans, tb == CblasTrans, m, n, k, alpha, a,
+                       lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#endif
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
+}
+
+void Gemm(bool, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
+    double alpha, const double* a, int lda, const double* b, int ldb,
+    double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+              ldc);
 }
 
 namespace {
@@ -196,7 +228,7 @@ void SweepForward(const Sweep<Dtype>& w,
   // in memory.
   const bool step_projection = StepProjection(w);
   for (int k = k0; !step_projection && k < k1; ++k) {
-    caffe_cpu_gemm<Dtype>(w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
+    Gemm(w.onednn, w.x_trans ? CblasTrans : CblasNoTrans, CblasTrans,
         TBs, gd, w.K, Dtype(1), w.x + k * TBs * w.K, w.W, Dtype(0),
         w.a + k * TBs * gd);
   }
@@ -221,7 +253,7 @@ void SweepForward(const Sweep<Dtype>& w,
       if (fused) {
         step_product.Projected(Bs, hp, w.x + r * w.K, pre);
       } else if (step_projection) {
-        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, Bs, gd, w.K, Dtype(1),
+        Gemm(w.onednn, CblasNoTrans, CblasTrans, Bs, gd, w.K, Dtype(1),
             w.x + r * w.K, w.W, Dtype(0), pre);
       }
       if (hp && !fused) {
@@ -314,7 +346,7 @@ template <typename Dtype>
 void SweepParamGradients(const Sweep<Dtype>& w) {
   const int Bs = w.Bs, d = w.d, gd = w.gd, TBs = w.T * w.Bs;
   for (int k = 0; w.grad_W && k < w.N; ++k) {
-    caffe_cpu_gemm<Dtype>(CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
+    Gemm(w.onednn, CblasTrans, w.x_trans ? CblasTrans : CblasNoTrans,
         gd, w.K, TBs, Dtype(1), w.da + k * TBs * gd, w.x + k * TBs * w.K,
         Dtype(1), w.dW);
   }
@@ -322,7 +354,7 @@ void SweepParamGradients(const Sweep<Dtype>& w) {
     // dU += sum over steps with a predecessor of dR_t^T h_{t-1}; forward:
     // t = 1..T-1 with t-1, backward: t = 0..T-2 with t+1.
     const Dtype* dr = (w.du ? w.du : w.da) + StepRow(w, k, 1 - w.dir) * gd;
-    caffe_cpu_gemm<Dtype>(CblasTrans, CblasNoTrans, gd, d, TBs - Bs,
+    Gemm(w.onednn, CblasTrans, CblasNoTrans, gd, d, TBs - Bs,
         Dtype(1), dr, w.h + StepRow(w, k, w.dir) * d, Dtype(1), w.dU);
   }
   if (w.grad_b) {
