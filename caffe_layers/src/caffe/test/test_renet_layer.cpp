@@ -77,6 +77,31 @@ PassResult<Dtype> RunPass(const LayerParameter& lp,
   return r;
 }
 
+// Shapes that take every threaded path of the CPU: one image (directions
+// on two threads, the input gradient's GEMM split by rows, the layout
+// copies split) read in place (vertical 1 x 1) or copied (2 x 2 patches,
+// with the LSTM's step projection for 8 channels), and several images as
+// jobs.
+struct PassCase { int unit, dir, N, C, H, W, patch, d; };
+const PassCase kPassCases[] = {
+  // Direct: din GEMM T B K G d = 32 * 40 * 64 * 128 > 4 * 2^19 (4 parts).
+  {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+    1, 64, 32, 40, 1, 32},
+  // Copies of 32 * 64 * 64 = 2^17 elements (two parts or more), dX GEMM
+  // 32 * 32 * 128 * 96 > 4 * 2^19.
+  {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
+    1, 32, 64, 64, 2, 32},
+  // The LSTM's step projection (K = 32), zero padding (33 x 47).
+  {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+    1, 8, 65, 47, 2, 32},
+  // Jobs, per image and direction.
+  {ReNetParameter_Unit_IRNN, ReNetParameter_Direction_HORIZONTAL,
+    3, 16, 20, 24, 1, 64},
+  {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
+    3, 8, 33, 31, 2, 32},
+};
+const int kNumPassCases = sizeof(kPassCases) / sizeof(kPassCases[0]);
+
 // A plain per-position reference of the ReNet forward pass, written from the
 // equations in renet_layer.hpp without the layer's layout tricks.
 template <typename Dtype>
@@ -336,6 +361,23 @@ class ReNetLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // Case k: a random bottom of its shape, the layer's parameter (returned),
+  // the initial weights in *init and a random top diff in *top_diff.
+  LayerParameter PreparePass(const PassCase& k,
+      shared_ptr<ReNetLayer<Dtype> >* init, Blob<Dtype>* top_diff) {
+    blob_bottom_->Reshape(k.N, k.C, k.H, k.W);
+    FillBottom();
+    LayerParameter lp = MakeParam(static_cast<ReNetParameter_Unit>(k.unit),
+        static_cast<ReNetParameter_Direction>(k.dir), k.d, k.patch, k.patch);
+    init->reset(new ReNetLayer<Dtype>(lp));
+    (*init)->SetUp(blob_bottom_vec_, blob_top_vec_);
+    top_diff->Reshape(blob_top_->shape());
+    FillerParameter fp;
+    GaussianFiller<Dtype> filler(fp);
+    filler.Fill(top_diff);
+    return lp;
+  }
+
   Blob<Dtype>* const blob_bottom_;
   Blob<Dtype>* const blob_top_;
   vector<Blob<Dtype>*> blob_bottom_vec_;
@@ -481,53 +523,24 @@ TYPED_TEST(ReNetLayerTest, TestLargeImageJobs) {
 }
 
 // The same forward and backward pass with 1, 2, 3 and 5 threads gives the
-// same bits: top, bottom diff and parameter diffs. The shapes take every
-// threaded path of the CPU: one image (directions on two threads, the
-// input gradient's GEMM split by rows, the layout copies split) read in
-// place (vertical 1 x 1) or copied (2 x 2 patches, with the LSTM's step
-// projection for 8 channels), and several images as jobs.
+// same bits: top, bottom diff and parameter diffs, on every kPassCases
+// shape.
 TYPED_TEST(ReNetLayerTest, TestThreadCountBitIdentical) {
   typedef typename TypeParam::Dtype Dtype;
   if (Caffe::mode() != Caffe::CPU) {
     return;
   }
-  struct Case { int unit, dir, N, C, H, W, patch, d; };
-  const Case cases[] = {
-    // Direct: din GEMM T B K G d = 32 * 40 * 64 * 128 > 4 * 2^19 (4 parts).
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
-     1, 64, 32, 40, 1, 32},
-    // Copies of 32 * 64 * 64 = 2^17 elements (two parts or more), dX GEMM
-    // 32 * 32 * 128 * 96 > 4 * 2^19.
-    {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
-     1, 32, 64, 64, 2, 32},
-    // The LSTM's step projection (K = 32), zero padding (33 x 47).
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
-     1, 8, 65, 47, 2, 32},
-    // Jobs, per image and direction.
-    {ReNetParameter_Unit_IRNN, ReNetParameter_Direction_HORIZONTAL,
-     3, 16, 20, 24, 1, 64},
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
-     3, 8, 33, 31, 2, 32},
-  };
   const char* threads[] = {"1", "2", "3", "5"};
-  for (int ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ++ci) {
-    const Case& k = cases[ci];
-    this->blob_bottom_->Reshape(k.N, k.C, k.H, k.W);
-    this->FillBottom();
-    LayerParameter lp = this->MakeParam(
-        static_cast<ReNetParameter_Unit>(k.unit),
-        static_cast<ReNetParameter_Direction>(k.dir), k.d, k.patch, k.patch);
-    ReNetLayer<Dtype> init(lp);
-    init.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-    Blob<Dtype> top_diff(this->blob_top_->shape());
-    FillerParameter fp;
-    GaussianFiller<Dtype> filler(fp);
-    filler.Fill(&top_diff);
+  for (int ci = 0; ci < kNumPassCases; ++ci) {
+    shared_ptr<ReNetLayer<Dtype> > init;
+    Blob<Dtype> top_diff;
+    const LayerParameter lp = this->PreparePass(kPassCases[ci], &init,
+                                                &top_diff);
     PassResult<Dtype> first;
     for (int ti = 0; ti < 4; ++ti) {
       ScopedEnv env("HRENET_THREADS", threads[ti]);
       const int64_t runs = ThreadedRuns();
-      const PassResult<Dtype> r = RunPass(lp, init.blobs(),
+      const PassResult<Dtype> r = RunPass(lp, init->blobs(),
           *this->blob_bottom_, top_diff);
       if (ti == 0) {
         EXPECT_EQ(ThreadedRuns(), runs) << "one thread started others";
@@ -542,49 +555,28 @@ TYPED_TEST(ReNetLayerTest, TestThreadCountBitIdentical) {
   }
 }
 
-// The products' two libraries agree: the same passes (every CPU path of
-// TestThreadCountBitIdentical) with the default products (oneDNN's sgemm in
-// float where the build has it, the packed kernel on an AVX-512 CPU) and
-// with HRENET_PORTABLE=1 (the BLAS for all) differ by rounding alone.
+// The products' two libraries agree: the same passes (every kPassCases
+// shape) with the default products (oneDNN's sgemm in float where the
+// build has it, the packed kernel on an AVX-512 CPU) and with
+// HRENET_PORTABLE=1 (the BLAS for all) differ by rounding alone.
 TYPED_TEST(ReNetLayerTest, TestProductLibrariesAgree) {
   typedef typename TypeParam::Dtype Dtype;
   if (Caffe::mode() != Caffe::CPU) {
     return;
   }
-  struct Case { int unit, dir, N, C, H, W, patch, d; };
-  const Case cases[] = {
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
-     1, 64, 32, 40, 1, 32},
-    {ReNetParameter_Unit_GRU, ReNetParameter_Direction_HORIZONTAL,
-     1, 32, 24, 30, 2, 32},
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_VERTICAL,
-     1, 8, 33, 21, 2, 32},
-    {ReNetParameter_Unit_IRNN, ReNetParameter_Direction_HORIZONTAL,
-     3, 16, 20, 24, 1, 64},
-    {ReNetParameter_Unit_LSTM, ReNetParameter_Direction_HORIZONTAL,
-     2, 40, 9, 13, 1, 24},
-  };
-  for (int ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ++ci) {
-    const Case& k = cases[ci];
-    this->blob_bottom_->Reshape(k.N, k.C, k.H, k.W);
-    this->FillBottom();
-    LayerParameter lp = this->MakeParam(
-        static_cast<ReNetParameter_Unit>(k.unit),
-        static_cast<ReNetParameter_Direction>(k.dir), k.d, k.patch, k.patch);
-    ReNetLayer<Dtype> init(lp);
-    init.SetUp(this->blob_bottom_vec_, this->blob_top_vec_);
-    Blob<Dtype> top_diff(this->blob_top_->shape());
-    FillerParameter fp;
-    GaussianFiller<Dtype> filler(fp);
-    filler.Fill(&top_diff);
+  for (int ci = 0; ci < kNumPassCases; ++ci) {
+    shared_ptr<ReNetLayer<Dtype> > init;
+    Blob<Dtype> top_diff;
+    const LayerParameter lp = this->PreparePass(kPassCases[ci], &init,
+                                                &top_diff);
     PassResult<Dtype> fast, blas;
     {
       ScopedEnv env("HRENET_PORTABLE", "0");
-      fast = RunPass(lp, init.blobs(), *this->blob_bottom_, top_diff);
+      fast = RunPass(lp, init->blobs(), *this->blob_bottom_, top_diff);
     }
     {
       ScopedEnv env("HRENET_PORTABLE", "1");
-      blas = RunPass(lp, init.blobs(), *this->blob_bottom_, top_diff);
+      blas = RunPass(lp, init->blobs(), *this->blob_bottom_, top_diff);
     }
     ASSERT_EQ(fast.values.size(), blas.values.size());
     for (int i = 0; i < fast.values.size(); ++i) {
