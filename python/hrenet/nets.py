@@ -313,7 +313,7 @@ NRENET_WIDTHS = (64, 128, 256)  # hidden units per direction, groups 1-3
 
 def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
            forget_bias=0.0, classifier_filler=None, renet_filler=None,
-           norm=None, forget_bias_long=None, name="nrenet"):
+           norm=None, forget_bias_long=None, skip=False, name="nrenet"):
     """N-ReNet: three ReNet layer groups, 1x1 conv, bilinear x4 upsampling.
 
     Group 1 sweeps 2x2 patches in both its layers (resolution /4); groups 2
@@ -325,16 +325,26 @@ def nrenet(mode, data, num_classes=8, widths=NRENET_WIDTHS, unit="LSTM",
     as in the paper) normalises each group's output (:func:`_normalise`).
     ``forget_bias_long``: half of each LSTM's units start with this
     forget-gate bias, half with ``forget_bias`` (a short and a long memory;
-    the paper has one forget bias, 0).
+    the paper has one forget bias, 0). ``skip``: the classifier reads the
+    three groups' outputs concatenated (``groups``, 2 * sum(widths)
+    channels) instead of the last group's alone, so that the loss's
+    gradient reaches the first group, which carries the context across the
+    image, without passing two more groups (the paper classifies from the
+    last group).
     """
     n = _caffe().NetSpec()
     x = _data(n, mode, data)
+    outs = []
     for k, width in enumerate(widths):
         x = _renet_group(n, k + 1, x, width, patch=2 if k == 0 else 1,
                          unit=unit, forget_bias=forget_bias,
                          weight_filler=renet_filler,
                          forget_bias_long=forget_bias_long)
         x = _normalise(n, "renet%d" % (k + 1), x, norm)
+        outs.append(x)
+    if skip:
+        n.groups = _caffe().layers.Concat(*outs)
+        x = n.groups
     filler = classifier_filler or gaussian(0.1)
     _head(n, mode, x, num_classes, filler, filler, "classifier",
           data=data)

@@ -624,3 +624,46 @@ def test_class_weights_reach_every_train_net(tmp_path):
     loss = [x for x in nets.nrenet("train_val", plain, 4, (4, 4, 4)).layer
             if x.name == "loss"][0]
     assert loss.type == "SoftmaxWithLoss"
+
+
+def test_nrenet_skip_reads_every_group(caffe, tmp_path):
+    """skip: the classifier reads the three groups' tops concatenated, and
+    the loss's gradient reaches group 1 through that path alone when the
+    later groups pass none back (their parameters frozen at zero)."""
+    data = nets.data_config(("train_lmdb", ""), ("val_lmdb", ""), (16, 20),
+                            1, nets.VGG_MEAN_BGR, 1.0, (16, 20))
+    widths = (3, 4, 5)
+    plain = nets.nrenet("deploy", data, 4, widths)
+    assert not [x for x in plain.layer if x.type == "Concat"]
+    proto = nets.nrenet("deploy", data, 4, widths, skip=True)
+    concat = [x for x in proto.layer if x.type == "Concat"]
+    assert [x.name for x in concat] == ["groups"]
+    assert list(concat[0].bottom) == ["renet1_h", "renet2_h", "renet3_h"]
+    path = tmp_path / "skip.prototxt"
+    path.write_text(str(proto))
+    net = caffe.Net(str(path), caffe.TEST)
+    assert net.blobs["groups"].data.shape == (1, 2 * sum(widths), 4, 5)
+    assert net.params["classifier"][0].data.shape == (4, 2 * sum(widths),
+                                                      1, 1)
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.uniform(-1, 1, (1, 3, 16, 20))
+    for layer in ("renet2_v", "renet2_h", "renet3_v", "renet3_h"):
+        for p in net.params[layer]:
+            p.data[...] = 0
+    net.forward()
+    net.blobs["score"].diff[...] = rng.standard_normal(
+        net.blobs["score"].data.shape)
+    net.backward()
+    assert np.abs(net.params["renet1_v"][0].diff).sum() > 0
+    # Without the skip the same zeroed groups pass nothing back.
+    path = tmp_path / "plain.prototxt"
+    path.write_text(str(plain))
+    net = caffe.Net(str(path), caffe.TEST)
+    for layer in ("renet2_v", "renet2_h", "renet3_v", "renet3_h"):
+        for p in net.params[layer]:
+            p.data[...] = 0
+    net.blobs["data"].data[...] = rng.uniform(-1, 1, (1, 3, 16, 20))
+    net.forward()
+    net.blobs["score"].diff[...] = 1
+    net.backward()
+    assert np.abs(net.params["renet1_v"][0].diff).sum() == 0
