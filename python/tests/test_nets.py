@@ -639,6 +639,8 @@ def test_nrenet_skip_reads_every_group(caffe, tmp_path):
     concat = [x for x in proto.layer if x.type == "Concat"]
     assert [x.name for x in concat] == ["groups"]
     assert list(concat[0].bottom) == ["renet1_h", "renet2_h", "renet3_h"]
+    # A deploy net has no loss: force_backward makes pycaffe's backward run.
+    proto.force_backward = plain.force_backward = True
     path = tmp_path / "skip.prototxt"
     path.write_text(str(proto))
     net = caffe.Net(str(path), caffe.TEST)
